@@ -1,0 +1,9 @@
+"""`refseg data`: registered by its own issue's module (see the README)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `data` commands to ``app`` (none yet)."""

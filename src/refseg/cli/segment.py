@@ -1,0 +1,172 @@
+"""`refseg segment`: masks for an image from boxes/points, or from a phrase."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+
+from refseg.errors import InputError
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"X1,Y1,X2,Y2"`` -> four floats (validation against the image happens later)."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise InputError(f"--box {text!r}: expected X1,Y1,X2,Y2")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError as exc:
+        raise InputError(f"--box {text!r}: coordinates must be numbers") from exc
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"--box {text!r}: coordinates must be finite numbers")
+    return values  # type: ignore[return-value]
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """``"X,Y"`` or ``"X,Y,LABEL"`` (label 1 foreground, 0 background)."""
+    parts = text.split(",")
+    if len(parts) not in (2, 3):
+        raise InputError(f"--point {text!r}: expected X,Y or X,Y,LABEL")
+    try:
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError as exc:
+        raise InputError(f"--point {text!r}: expected numbers") from exc
+    if label not in (0, 1):
+        raise InputError(f"--point {text!r}: LABEL must be 1 (foreground) or 0 (background)")
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise InputError(f"--point {text!r}: coordinates must be finite numbers")
+    return x, y, label
+
+
+def build_prompts(boxes: list[str], points: list[str], width: int, height: int) -> list:
+    """CLI boxes and points -> prompts. With one box, points refine it; with none, all points
+    form one prompt; points next to several boxes are ambiguous and refused."""
+    from refseg.types import Prompt, clip_box
+
+    clipped = [clip_box(parse_box(b), width, height) for b in boxes]
+    parsed = [parse_point(p) for p in points]
+    for x, y, _ in parsed:
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise InputError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
+    coords = [(x, y) for x, y, _ in parsed]
+    labels = [label for _, _, label in parsed]
+    if len(clipped) > 1 and parsed:
+        raise InputError("--point with several --box is ambiguous: give points with one box")
+    if clipped:
+        return [Prompt(box=clipped[0], points=coords, labels=labels)] + [
+            Prompt(box=b) for b in clipped[1:]
+        ]
+    if parsed:
+        if not any(labels):
+            raise InputError("points alone need at least one foreground point (LABEL 1)")
+        return [Prompt(points=coords, labels=labels)]
+    return []
+
+
+def write_outputs(
+    result, image, *, json_out: Path | None, mask_png: Path | None, overlay_out: Path | None
+) -> None:
+    """Write the result JSON, the union mask PNG and the overlay, each atomically."""
+    from refseg import masks
+    from refseg.fileio import atomic_write_bytes, atomic_write_text
+    from refseg.render import overlay_png
+
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=1) + "\n")
+    if mask_png is not None:
+        atomic_write_bytes(mask_png, masks.to_png(result.union_rle()))
+    if overlay_out is not None:
+        atomic_write_bytes(overlay_out, overlay_png(image, result))
+
+
+def summary(result) -> str:
+    if result.parse_error:
+        return f"unreadable grounder answer: {result.parse_error}"
+    if result.no_target:
+        return "no target: nothing in the image matches the phrase"
+    lines = [f"{len(result.instances)} instance(s)"]
+    for index, inst in enumerate(result.instances):
+        box = ", ".join(f"{v:.0f}" for v in inst.box) if inst.box else "-"
+        lines.append(f"  #{index}: box [{box}]  area {inst.area} px  score {inst.score:.3f}")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("segment")
+    def segment(
+        image: Path | None = typer.Argument(None, help="Image file (omit with --batch)."),
+        phrase: str | None = typer.Argument(None, help="What to segment, in words."),
+        box: list[str] = typer.Option([], "--box", help="Box prompt X1,Y1,X2,Y2 (repeatable)."),
+        point: list[str] = typer.Option(
+            [], "--point", help="Point prompt X,Y[,LABEL]; LABEL 1 fg (default), 0 bg."
+        ),
+        segmenter: str = typer.Option(
+            "onnx-sam", help="onnx-sam | onnx:ENC,DEC | sam:ID | sam2:ID"
+        ),
+        grounder: str | None = typer.Option(
+            None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."
+        ),
+        think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
+        refine: int | None = typer.Option(None, min=0, max=8, help="Decoder refinement rounds."),
+        device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
+        json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON."),
+        mask_png: Path | None = typer.Option(None, "--mask-png", help="Write the union mask."),
+        overlay_out: Path | None = typer.Option(None, "--overlay", help="Write an overlay PNG."),
+        batch: Path | None = typer.Option(
+            None, "--batch", help="JSONL of {image, phrase[, id]} pairs (resumable)."
+        ),
+        out: Path | None = typer.Option(None, "--out", help="Output folder for --batch."),
+    ) -> None:
+        """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
+        from refseg.image import load_image
+
+        if batch is not None:
+            from refseg.cli.batch import run_batch
+
+            if out is None:
+                raise InputError("--batch needs --out DIR")
+            run_batch(
+                batch,
+                out,
+                grounder=grounder,
+                segmenter=segmenter,
+                think=think,
+                refine=refine,
+                device=device,
+            )
+            return
+        if image is None:
+            raise InputError("give an IMAGE (or --batch PAIRS.jsonl --out DIR)")
+        if phrase is not None and (box or point):
+            raise InputError("give either a PHRASE or --box/--point prompts, not both")
+        if phrase is None and not box and not point:
+            raise InputError("give a PHRASE, or --box/--point prompts")
+        pixels = load_image(image)
+        height, width = pixels.shape[:2]
+        if phrase is None:
+            from refseg.pipeline import segment_prompts
+            from refseg.segmentation import load_segmenter
+
+            prompts = build_prompts(box, point, width, height)
+            result = segment_prompts(
+                load_segmenter(segmenter, device=device), pixels, prompts, refine=refine
+            )
+        else:
+            from refseg.grounding import DEFAULT_GROUNDER, load_grounder
+            from refseg.pipeline import Pipeline, check_phrase
+            from refseg.segmentation import load_segmenter
+
+            check_phrase(phrase)
+            pipe = Pipeline(
+                load_grounder(grounder or DEFAULT_GROUNDER, device=device),
+                load_segmenter(segmenter, device=device),
+                think=think,
+                refine=refine,
+            )
+            result = pipe(pixels, phrase)
+        write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
+        typer.echo(summary(result))

@@ -1,0 +1,59 @@
+"""The grounder protocol: (image, phrase) -> boxes and interior points in image pixels.
+
+A grounder wraps a vision-language model. It renders the prompt with :mod:`refseg.protocol`,
+generates an answer, parses it with the one parser there, and converts the model's coordinates
+(each grounder declares its :class:`~refseg.grounding.coords.Convention`) to pixels of the
+displayed image. It never raises on an unreadable answer: that becomes ``parse_error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from refseg.types import Box, Point
+
+
+@dataclass
+class GroundedInstance:
+    """One referred object in pixels of the displayed image."""
+
+    box: Box
+    points: list[Point] = field(default_factory=list)
+
+
+@dataclass
+class Grounding:
+    """A grounder's answer for one (image, phrase) pair.
+
+    ``no_target`` is true only for an explicit empty answer. When the answer cannot be read,
+    ``parse_error`` says why and ``instances`` is empty. ``invalid`` counts instances dropped
+    for degenerate boxes or points outside their box.
+    """
+
+    instances: list[GroundedInstance] = field(default_factory=list)
+    no_target: bool = False
+    raw_answer: str = ""
+    reasoning: str | None = None
+    parse_error: str | None = None
+    invalid: int = 0
+
+
+@runtime_checkable
+class Grounder(Protocol):
+    """What every grounding backend provides."""
+
+    name: str
+
+    def ground(
+        self,
+        images: Sequence[np.ndarray],
+        phrases: Sequence[str],
+        *,
+        think: bool = False,
+    ) -> list[Grounding]:
+        """Ground ``phrases[i]`` in ``images[i]`` (``uint8`` RGB), batched where possible."""
+        ...

@@ -1,0 +1,144 @@
+"""Image loading with the safety and colour handling a CLI user needs.
+
+Everything downstream works on ``uint8`` RGB arrays of shape ``(H, W, 3)`` in the orientation the
+image is *displayed* in (EXIF orientation applied), so coordinates given by users, models and
+ground truth all refer to the same pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from refseg.errors import InputError
+
+#: Images with more pixels than this are refused before decoding (decompression bombs).
+#: Override with the environment variable ``REFSEG_MAX_PIXELS``.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+ImageLike = str | os.PathLike | bytes | np.ndarray | Image.Image
+
+
+def max_pixels() -> int:
+    """The pixel limit in force (``REFSEG_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`)."""
+    value = os.environ.get("REFSEG_MAX_PIXELS")
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InputError(f"REFSEG_MAX_PIXELS must be an integer, got {value!r}") from exc
+
+
+def load_image(source: ImageLike, *, limit: int | None = None) -> np.ndarray:
+    """Load ``source`` as a displayed-orientation ``uint8`` RGB array ``(H, W, 3)``.
+
+    Accepts a path, encoded bytes, a PIL image or an array (``HxW`` gray, ``HxWx3`` RGB,
+    ``HxWx4`` RGBA; ``uint8`` or ``uint16``). 16-bit, CMYK, palette, RGBA and grayscale inputs
+    are converted; transparency is composited on white. Raises :class:`InputError` with one line
+    for anything unreadable or over the pixel limit.
+    """
+    limit = max_pixels() if limit is None else limit
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, limit, name="image")
+    name = "image bytes"
+    if isinstance(source, bytes):
+        if not source:
+            raise InputError("image is empty (0 bytes)")
+        handle: io.BytesIO | Path = io.BytesIO(source)
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise InputError(f"{name}: no such image file")
+        if path.stat().st_size == 0:
+            raise InputError(f"{name}: file is empty (0 bytes)")
+        handle = path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(handle)
+            # Header only so far: check the size before decoding any pixels.
+            width, height = image.size
+            if width * height > limit:
+                raise InputError(
+                    f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
+                    f"{limit} (set REFSEG_MAX_PIXELS to raise it)"
+                )
+            image.load()
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{name}: refused as a decompression bomb ({exc})") from exc
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise InputError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    return _from_pil(image, limit, name=name)
+
+
+def _from_pil(image: Image.Image, limit: int, *, name: str) -> np.ndarray:
+    width, height = image.size
+    if width * height > limit:
+        raise InputError(f"{name}: {width}x{height} pixels is over the limit of {limit}")
+    if width == 0 or height == 0:
+        raise InputError(f"{name}: image has no pixels")
+    try:
+        image = ImageOps.exif_transpose(image) or image
+    except Exception:  # a broken EXIF block should not make the pixels unusable
+        pass
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image)
+        if array.dtype != np.uint8:
+            array = _scale_to_uint8(array)
+        return _from_array(array)
+    if mode == "P" or mode in ("LA", "PA"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
+    """16-bit data (or wider integers holding 16-bit values) scaled to 0-255."""
+    if array.dtype != np.uint16 and array.max(initial=0) <= 255:
+        return array.clip(0, 255).astype(np.uint8)
+    return np.clip(np.round(array.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def _from_array(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.dtype != np.uint8):
+        array = _scale_to_uint8(array)
+    elif array.dtype.kind == "f":
+        array = np.clip(np.round(array * (255.0 if array.max(initial=0) <= 1.0 else 1.0)), 0, 255)
+        array = array.astype(np.uint8)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        rgb = array[:, :, :3].astype(np.float32)
+        alpha = array[:, :, 3:4].astype(np.float32) / 255.0
+        array = np.round(rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"image array must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+def image_digest(image: np.ndarray) -> str:
+    """A content hash of the decoded pixels, used to share embeddings between requests."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()

@@ -1,0 +1,54 @@
+"""Promptable segmenters and the spec strings that name them."""
+
+from __future__ import annotations
+
+from refseg.errors import InputError
+from refseg.segmentation.base import Embedding, MaskPrediction, Segmenter, segment
+
+DEFAULT_SEGMENTER = "onnx-sam"
+
+__all__ = [
+    "DEFAULT_SEGMENTER",
+    "Embedding",
+    "MaskPrediction",
+    "Segmenter",
+    "load_segmenter",
+    "segment",
+]
+
+
+def load_segmenter(
+    spec: str = DEFAULT_SEGMENTER, *, device: str | None = None, refine: int | None = None
+) -> Segmenter:
+    """Build a segmenter from a spec string.
+
+    Specs: ``onnx-sam`` (embedded default weights), ``onnx:ENCODER.onnx,DECODER.onnx``,
+    ``sam:ID`` and ``sam2:ID`` (transformers; ``ID`` is a hub id or a local folder).
+    """
+    kind, _, rest = spec.partition(":")
+    extra = {} if refine is None else {"refine": refine}
+    if spec == "onnx-sam":
+        from refseg.segmentation.onnx_sam import OnnxSam
+
+        return OnnxSam.default(**extra)
+    if kind == "onnx":
+        from refseg.segmentation.onnx_sam import OnnxSam
+
+        parts = [p for p in rest.split(",") if p]
+        if len(parts) != 2:
+            raise InputError(f"segmenter spec {spec!r}: expected onnx:ENCODER.onnx,DECODER.onnx")
+        for part in parts:
+            import os
+
+            if not os.path.isfile(part):
+                raise InputError(f"segmenter spec {spec!r}: {part} is not a file")
+        return OnnxSam(parts[0], parts[1], name=f"onnx:{rest}", **extra)
+    if kind in ("sam", "sam2"):
+        if not rest:
+            raise InputError(f"segmenter spec {spec!r}: expected {kind}:HUB_ID_OR_FOLDER")
+        from refseg.segmentation.hf_sam import HFSam
+
+        return HFSam.from_pretrained(rest, family=kind, device=device, **extra)
+    raise InputError(
+        f"unknown segmenter {spec!r}; use onnx-sam, onnx:ENCODER,DECODER, sam:ID or sam2:ID"
+    )

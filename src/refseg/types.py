@@ -1,0 +1,199 @@
+"""The core types every stage speaks: prompts in, instances and results out.
+
+A :class:`Result` is what ``refseg segment --json`` writes, what the server answers, what
+evaluation scores and what training rewards read; keeping one type (and one JSON form, see
+:meth:`Result.to_dict`) is what lets the stages stay independent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refseg import masks
+from refseg.errors import InputError
+
+Box = tuple[float, float, float, float]
+Point = tuple[float, float]
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> Box:
+    """Validate an ``[x1, y1, x2, y2]`` pixel box and clip it to the image.
+
+    Boxes partly outside the image are clipped; inverted, degenerate (zero area after clipping),
+    non-finite or wholly outside boxes raise :class:`InputError`.
+    """
+    if len(box) != 4:
+        raise InputError(f"a box needs 4 numbers x1,y1,x2,y2, got {len(box)}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise InputError(f"box {list(box)} has a non-finite coordinate")
+    if x2 < x1 or y2 < y1:
+        raise InputError(f"box {list(box)} is inverted: need x1 <= x2 and y1 <= y2")
+    cx1, cy1 = min(max(x1, 0.0), float(width)), min(max(y1, 0.0), float(height))
+    cx2, cy2 = min(max(x2, 0.0), float(width)), min(max(y2, 0.0), float(height))
+    if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
+        raise InputError(f"box {list(box)} has no area inside the {width}x{height} image")
+    return (cx1, cy1, cx2, cy2)
+
+
+@dataclass
+class Prompt:
+    """What a promptable segmenter takes for one mask.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` in pixels of the displayed image, or ``None``.
+        points: ``(x, y)`` pixel coordinates.
+        labels: one per point: 1 foreground, 0 background.
+        mask_input: a previous low-resolution logit mask (``256x256`` for SAM) to refine, or None.
+    """
+
+    box: Box | None = None
+    points: list[Point] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    mask_input: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not self.labels and self.points:
+            self.labels = [1] * len(self.points)
+        if len(self.labels) != len(self.points):
+            raise InputError("a prompt needs exactly one label per point")
+        if self.box is None and not self.points:
+            raise InputError("a prompt needs a box or at least one point")
+        for x, y in self.points:
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise InputError(f"point ({x}, {y}) has a non-finite coordinate")
+
+
+class Instance:
+    """One segmented object: its mask (COCO RLE, decoded on first use), box, points and score."""
+
+    __slots__ = ("_dense", "box", "label", "points", "rle", "score")
+
+    def __init__(
+        self,
+        rle: masks.RLE,
+        box: Sequence[float] | None = None,
+        points: Sequence[Sequence[float]] = (),
+        score: float = 1.0,
+        label: str | None = None,
+    ) -> None:
+        self.rle = rle
+        self.box = [float(v) for v in box] if box is not None else None
+        self.points = [[float(p[0]), float(p[1])] for p in points]
+        self.score = float(score)
+        self.label = label
+        self._dense: np.ndarray | None = None
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, **kwargs: Any) -> Instance:
+        """Build from a dense boolean mask (encoded to RLE at once)."""
+        instance = cls(masks.encode(mask), **kwargs)
+        instance._dense = np.asarray(mask, dtype=bool)
+        return instance
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The dense boolean ``(H, W)`` mask, decoded lazily and cached."""
+        if self._dense is None:
+            self._dense = masks.decode(self.rle)
+        return self._dense
+
+    @property
+    def area(self) -> int:
+        return int(masks.area([self.rle])[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "box": self.box,
+            "points": self.points,
+            "score": round(self.score, 6),
+            "mask": masks.normalize(self.rle),
+        }
+        if self.label is not None:
+            out["label"] = self.label
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Instance:
+        return cls(
+            masks.normalize(data["mask"]),
+            box=data.get("box"),
+            points=data.get("points") or (),
+            score=data.get("score", 1.0),
+            label=data.get("label"),
+        )
+
+    def __repr__(self) -> str:
+        return f"Instance(box={self.box}, points={self.points}, score={self.score:.3f})"
+
+
+@dataclass
+class Result:
+    """Everything refseg knows about one (image, phrase) request.
+
+    ``no_target`` is true when the grounder answered that nothing matches (then there are no
+    instances). ``parse_error`` is set, with ``raw_answer`` kept, when the grounder's answer could
+    not be read; the result then has no instances and ``no_target`` is false.
+    """
+
+    width: int
+    height: int
+    instances: list[Instance] = field(default_factory=list)
+    no_target: bool = False
+    phrase: str | None = None
+    raw_answer: str | None = None
+    reasoning: str | None = None
+    parse_error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def union_rle(self) -> masks.RLE:
+        """The union of all instance masks as an RLE."""
+        return masks.union([i.rle for i in self.instances], self.height, self.width)
+
+    def union_mask(self) -> np.ndarray:
+        """The union of all instance masks as a dense boolean array."""
+        return masks.decode(self.union_rle())
+
+    def to_dict(self, *, timings: bool = False) -> dict[str, Any]:
+        """The project's result JSON (see README, "Result format")."""
+        out: dict[str, Any] = {
+            "image": {"width": self.width, "height": self.height},
+            "no_target": self.no_target,
+            "instances": [i.to_dict() for i in self.instances],
+        }
+        if self.phrase is not None:
+            out["phrase"] = self.phrase
+            out["raw_answer"] = self.raw_answer
+            out["reasoning"] = self.reasoning
+            out["parse_error"] = self.parse_error
+        if timings and self.timings:
+            out["timings"] = {k: round(v, 6) for k, v in self.timings.items()}
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(**kwargs))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        """Read the result JSON back (also what ``refseg eval --predictions`` consumes)."""
+        try:
+            image = data["image"]
+            return cls(
+                width=int(image["width"]),
+                height=int(image["height"]),
+                instances=[Instance.from_dict(i) for i in data.get("instances") or []],
+                no_target=bool(data.get("no_target", False)),
+                phrase=data.get("phrase"),
+                raw_answer=data.get("raw_answer"),
+                reasoning=data.get("reasoning"),
+                parse_error=data.get("parse_error"),
+                timings=dict(data.get("timings") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a refseg result: {exc!r}") from exc

@@ -1,0 +1,41 @@
+"""Shared fixtures: the real default segmenter and the real COCO sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+COCO_SAMPLE = SHARED / "data" / "coco-sample"
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "refseg" / "assets"
+
+
+@pytest.fixture(scope="session")
+def coco_sample() -> Path:
+    """Folder of the 2-image COCO val2017 sample (``images/``, ``instances.json``)."""
+    if not (COCO_SAMPLE / "instances.json").is_file():
+        pytest.fail(f"the shared COCO sample is missing at {COCO_SAMPLE}")
+    return COCO_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def coco_instances(coco_sample: Path) -> dict:
+    return json.loads((coco_sample / "instances.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sam():
+    """The embedded default segmenter with its real weights (fetched once per machine)."""
+    from refseg.segmentation import load_segmenter
+
+    return load_segmenter("onnx-sam")
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """The bundled sample image as an RGB array."""
+    from refseg.image import load_image
+
+    return load_image(ASSETS / "astronaut.jpg")
