@@ -1,0 +1,7 @@
+"""`python -m refseg.cli`."""
+
+import sys
+
+from refseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""`refseg segment` with box and point prompts, as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from refseg import masks
+from refseg.cli import main
+from tests.conftest import ASSETS
+
+IMAGE = ASSETS / "astronaut.jpg"
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_box_prompts_write_json_mask_and_overlay(tmp_path, capsys, sam):
+    out_json, out_mask, out_overlay = tmp_path / "r.json", tmp_path / "m.png", tmp_path / "o.png"
+    code, out, err = run(
+        [
+            "segment",
+            str(IMAGE),
+            "--box",
+            "140,20,320,200",
+            "--box",
+            "-20,-10,120,600",
+            "--json",
+            str(out_json),
+            "--mask-png",
+            str(out_mask),
+            "--overlay",
+            str(out_overlay),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "2 instance(s)" in out
+    data = json.loads(out_json.read_text())
+    assert data["image"] == {"width": 512, "height": 512}
+    assert data["no_target"] is False
+    first, second = data["instances"]
+    assert first["box"] == [140.0, 20.0, 320.0, 200.0]
+    assert second["box"] == [0.0, 0.0, 120.0, 512.0]  # clipped to the image
+    face = masks.decode(first["mask"])
+    assert face.shape == (512, 512) and 5000 < face.sum() < 180 * 180
+    union = masks.from_png(out_mask.read_bytes())
+    np.testing.assert_array_equal(union, face | masks.decode(second["mask"]))
+    overlay = np.asarray(Image.open(out_overlay))
+    assert overlay.shape == (512, 512, 3)
+    assert not np.array_equal(overlay, np.asarray(Image.open(IMAGE)))
+
+
+def test_point_prompt_with_background_point(tmp_path, capsys, sam):
+    out_json = tmp_path / "p.json"
+    code, _, err = run(
+        [
+            "segment",
+            str(IMAGE),
+            "--point",
+            "230,110",
+            "--point",
+            "60,60,0",
+            "--json",
+            str(out_json),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    instance = json.loads(out_json.read_text())["instances"][0]
+    assert instance["points"] == [[230.0, 110.0], [60.0, 60.0]]
+    assert masks.decode(instance["mask"])[110, 230]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--box", "5,5,1,1"], "inverted"),
+        (["--box", "nan,1,2,3"], "finite"),
+        (["--box", "1,2,3"], "X1,Y1,X2,Y2"),
+        (["--box", "600,600,700,700"], "no area"),
+        (["--point", "1,2,7"], "LABEL"),
+        (["--point", "9999,1"], "outside"),
+        (["--point", "1,1,0"], "foreground"),
+        (["--box", "1,1,50,50", "--box", "60,60,90,90", "--point", "10,10"], "ambiguous"),
+        ([], "PHRASE"),
+    ],
+)
+def test_bad_prompts_exit_2_with_one_line(args, message, tmp_path, capsys):
+    out_json = tmp_path / "never.json"
+    code, _, err = run(["segment", str(IMAGE), *args, "--json", str(out_json)], capsys)
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+    assert not out_json.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"GIF89a not really", b"\xff\xd8\xff\xe0 truncated"])
+def test_bad_image_files_exit_2(content, tmp_path, capsys):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    code, _, err = run(["segment", str(path), "--box", "1,1,5,5"], capsys)
+    assert code == 2 and err.startswith("refseg: error:") and err.count("\n") == 1
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    script = Path(sys.executable).with_name("refseg")
+    proc = subprocess.run(
+        [str(script), "segment", str(tmp_path / "missing.png"), "--box", "1,1,2,2"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"refseg: error: {tmp_path / 'missing.png'}: no such image file"
