@@ -39,3 +39,25 @@ def astronaut():
     from refseg.image import load_image
 
     return load_image(ASSETS / "astronaut.jpg")
+
+
+# --- tiny VLM fixtures ---
+# Tiny randomly initialised Qwen-VL checkpoints of the real architectures (built offline in
+# about a second each): grounding, server, openai and training tests load them through the
+# same from_pretrained path as real checkpoints.
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl_dir(tmp_path_factory) -> Path:
+    """A ~2M-parameter Qwen3-VL checkpoint folder (patch 16, merge 2, seed 0)."""
+    from refseg.testing.tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-qwen3-vl"), family="qwen3-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25_vl_dir(tmp_path_factory) -> Path:
+    """A ~2M-parameter Qwen2.5-VL checkpoint folder (patch 14, merge 2, seed 0)."""
+    from refseg.testing.tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-qwen25-vl"), family="qwen2.5-vl")
