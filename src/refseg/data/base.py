@@ -70,3 +70,79 @@ class DatasetSpec:
         if not path:  # no split given
             path, split = rest, ""
         return cls(kind=kind.lower(), path=Path(path).expanduser(), split=split or None)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset registry: ``open_dataset("KIND:PATH[:SPLIT]")`` -> samples.
+#
+# Readers are named by "module:function" strings and imported only when used, so importing
+# ``refseg.data.base`` stays cheap (no pyarrow, no cv2 start-up for a JSONL user) and readers
+# can import this module without a cycle. Each reader is called as
+# ``function(spec: DatasetSpec, **options)`` and returns a list of samples.
+
+#: kind -> (reader "module:function", fixed keyword arguments).
+_READERS: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def register_reader(kind: str, target: str, **fixed: Any) -> None:
+    """Make ``KIND:...`` specs open with ``target`` (``"package.module:function"``).
+
+    ``fixed`` keyword arguments are passed on every call (e.g. which REFER split-by a kind
+    means), before the caller's options.
+    """
+    if ":" not in target:
+        raise ValueError(f"reader target {target!r} must be 'module:function'")
+    _READERS[kind.lower()] = (target, dict(fixed))
+
+
+def dataset_kinds() -> list[str]:
+    """Every registered dataset kind, sorted."""
+    return sorted(_READERS)
+
+
+def open_dataset(spec: str | DatasetSpec, **options: Any) -> list[Sample]:
+    """Read the dataset a ``KIND:PATH[:SPLIT]`` spec names.
+
+    ``options`` go to the reader (e.g. ``images_dir=`` for the COCO-based layouts,
+    ``limit=`` everywhere). Unknown kinds raise :class:`InputError` listing the known ones.
+    """
+    import importlib
+
+    parsed = DatasetSpec.parse(spec) if isinstance(spec, str) else spec
+    entry = _READERS.get(parsed.kind)
+    if entry is None:
+        raise InputError(
+            f"dataset kind {parsed.kind!r} is unknown; known kinds: {', '.join(dataset_kinds())}"
+        )
+    target, fixed = entry
+    module_name, _, function_name = target.partition(":")
+    reader = getattr(importlib.import_module(module_name), function_name)
+    return reader(parsed, **{**fixed, **options})
+
+
+def limit_samples(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """The first ``limit`` samples (all of them for ``None``); shared by every reader."""
+    if limit is None:
+        return samples
+    if limit < 0:
+        raise InputError(f"limit must be >= 0, got {limit}")
+    return samples[:limit]
+
+
+for _kind, _split_by in (("refcoco", "unc"), ("refcoco-unc", "unc"), ("refcoco-google", "google")):
+    register_reader(_kind, "refseg.data.refer:read_refer", dataset="refcoco", split_by=_split_by)
+for _kind in ("refcoco+", "refcocop", "refcoco+-unc"):
+    register_reader(_kind, "refseg.data.refer:read_refer", dataset="refcoco+", split_by="unc")
+for _kind, _split_by in (
+    ("refcocog", "umd"),
+    ("refcocog-umd", "umd"),
+    ("refcocog-google", "google"),
+):
+    register_reader(_kind, "refseg.data.refer:read_refer", dataset="refcocog", split_by=_split_by)
+register_reader("grefcoco", "refseg.data.refer:read_grefcoco")
+register_reader("reasonseg", "refseg.data.reasonseg:read_reasonseg")
+for _kind in ("refcoco-m", "refcocom"):
+    register_reader(_kind, "refseg.data.refcocom:read_refcocom")
+register_reader("jsonl", "refseg.data.jsonl:read_jsonl_spec")
+register_reader("refshapes", "refseg.data.jsonl:read_jsonl_spec", require_split=True)
+register_reader("coco", "refseg.data.coco:read_coco_spec")

@@ -1,0 +1,285 @@
+"""COCO ``instances.json`` helpers shared by the COCO-based readers, and COCO -> samples.
+
+RefCOCO, RefCOCO+, RefCOCOg and gRefCOCO all ship their masks as a COCO-style
+``instances.json`` (``images``, ``annotations``, ``categories``) beside the expression files, and
+their images are COCO ``train2014``. This module validates that file once (one-line errors that
+name the file), converts annotation segmentations (polygons, uncompressed or compressed RLE) to
+the project's canonical RLE, and finds the image folder.
+
+:func:`coco_instances_to_samples` turns a plain COCO instance file into samples whose phrase is a
+category name (the ``coco:PATH`` kind, e.g. the shared ``coco-sample``): category names are the
+simplest referring expressions with real masks, which makes them a useful smoke benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from refseg import masks
+from refseg.data.base import DatasetSpec, Sample, limit_samples
+from refseg.errors import InputError
+
+#: Environment variable naming the COCO ``train2014`` image folder for the REFER-style readers.
+COCO_IMAGES_ENV = "REFSEG_COCO_IMAGES"
+
+
+def load_json(path: Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file; missing or malformed files become one-line :class:`InputError`."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}: bad JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def xywh_to_xyxy(box: Any) -> list[float]:
+    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]``."""
+    x, y, w, h = (float(v) for v in box)
+    return [x, y, x + w, y + h]
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> masks.RLE:
+    """A COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) as canonical RLE.
+
+    Raises :class:`ValueError` (the caller adds the file name) when the value is none of those or
+    an RLE's size disagrees with the image.
+    """
+    if isinstance(segmentation, list):
+        polygons = [p for p in segmentation if isinstance(p, list) and len(p) % 2 == 0]
+        if len(polygons) != len(segmentation):
+            raise ValueError("polygon segmentation must be lists of x,y coordinates")
+        return masks.from_polygons(polygons, height, width)
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        size = [int(v) for v in segmentation["size"]]
+        if size != [height, width]:
+            raise ValueError(f"RLE size {size} differs from the image size {[height, width]}")
+        return masks.normalize(segmentation)
+    raise ValueError("segmentation is neither polygons nor an RLE")
+
+
+@dataclass
+class CocoIndex:
+    """The parts of an ``instances.json`` the readers need, indexed by id."""
+
+    path: Path
+    images: dict[int, dict[str, Any]]
+    annotations: dict[int, dict[str, Any]]
+    categories: dict[int, dict[str, Any]]
+    #: Every annotation in file order. Ids are not always unique (panoptic conversions reuse
+    #: segment ids across images), so whole-file walks use this list, not ``annotations``.
+    annotation_list: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: Path) -> CocoIndex:
+        data = load_json(path, "COCO instances file")
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a JSON object with images/annotations/categories")
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key), list):
+                raise InputError(f"{path}: missing the {key!r} list of a COCO instances file")
+        try:
+            images = {int(i["id"]): i for i in data["images"]}
+            annotations = {int(a["id"]): a for a in data["annotations"]}
+            categories = {int(c["id"]): c for c in data["categories"]}
+            for image in images.values():
+                image["width"], image["height"] = int(image["width"]), int(image["height"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(
+                f"{path}: malformed COCO entry ({type(exc).__name__}: {exc})"
+            ) from None
+        return cls(path, images, annotations, categories, list(data["annotations"]))
+
+    def image(self, image_id: int) -> dict[str, Any]:
+        try:
+            return self.images[int(image_id)]
+        except KeyError:
+            raise InputError(f"{self.path}: no image with id {image_id}") from None
+
+    def annotation(self, ann_id: int) -> dict[str, Any]:
+        try:
+            return self.annotations[int(ann_id)]
+        except KeyError:
+            raise InputError(f"{self.path}: no annotation with id {ann_id}") from None
+
+    def category_name(self, category_id: int | None) -> str | None:
+        if category_id is None:
+            return None
+        entry = self.categories.get(int(category_id))
+        return None if entry is None else str(entry.get("name"))
+
+    def mask(self, ann: dict[str, Any], cache: dict[int, masks.RLE] | None = None) -> masks.RLE:
+        """The annotation's mask as canonical RLE (memoised in ``cache`` by annotation id)."""
+        ann_id = int(ann["id"])
+        if cache is not None and ann_id in cache:
+            return cache[ann_id]
+        image = self.image(ann["image_id"])
+        try:
+            rle = segmentation_to_rle(ann.get("segmentation"), image["height"], image["width"])
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{self.path}: annotation {ann_id}: {exc}") from None
+        if cache is not None:
+            cache[ann_id] = rle
+        return rle
+
+
+def image_file_name(image: dict[str, Any], prefix: str = "COCO_train2014_") -> str:
+    """The image's file name (``file_name`` when given, else ``PREFIX%012d.jpg``)."""
+    name = image.get("file_name")
+    return str(name) if name else f"{prefix}{int(image['id']):012d}.jpg"
+
+
+def resolve_coco_images(root: Path, images_dir: str | os.PathLike[str] | None) -> Path:
+    """The COCO ``train2014`` folder for a REFER-style dataset folder ``root``.
+
+    Order: the ``images_dir`` option, then ``$REFSEG_COCO_IMAGES``, then the first existing
+    of ``ROOT/images``, ``ROOT/train2014``, ``ROOT/../images/mscoco/images/train2014`` (the
+    REFER repository's own layout), ``ROOT/../images/train2014`` (gRefCOCO/ReLA's layout) and
+    ``ROOT/../train2014``. When none exists the first candidate is returned and the image
+    check reports what is missing.
+    """
+    if images_dir is not None:
+        return Path(images_dir).expanduser()
+    env = os.environ.get(COCO_IMAGES_ENV)
+    if env:
+        return Path(env).expanduser()
+    candidates = [
+        root / "images",
+        root / "train2014",
+        root.parent / "images" / "mscoco" / "images" / "train2014",
+        root.parent / "images" / "train2014",
+        root.parent / "train2014",
+    ]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return candidates[0]
+
+
+def ensure_images_exist(samples: list[Sample], images_dir: Path, *, hint: str = "") -> None:
+    """Fail with one line when sample images are missing (checks each distinct file once)."""
+    paths = sorted({s.image for s in samples})
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        where = "" if images_dir.is_dir() else " (the folder does not exist)"
+        raise InputError(
+            f"{len(missing)} of {len(paths)} images are missing under {images_dir}{where}, "
+            f"e.g. {missing[0].name}{hint}"
+        )
+
+
+def coco_instances_to_samples(
+    instances_json: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    *,
+    per_instance: bool = False,
+    include_crowd_only: bool = False,
+) -> list[Sample]:
+    """Samples from a COCO instance file, phrased by category name.
+
+    By default one sample per (image, category present): the phrase is the category name and
+    the masks are *every* non-crowd instance of it, because "person" refers to all people in the
+    picture; scoring one instance against it would punish correct answers. With
+    ``per_instance=True`` there is one sample per non-crowd instance instead
+    (``meta.ambiguous`` marks instances whose category occurs more than once).
+
+    Crowd regions (``iscrowd=1``) are never targets: their ids are recorded in
+    ``meta.crowd_ann_ids`` and their union in ``meta.ignore`` (an RLE evaluation may exclude).
+    A category present only as crowd regions gets no sample unless ``include_crowd_only``.
+    Ids are ``coco:<image_id>:<category_id>`` (``coco:<image_id>:ann<ann_id>`` per instance).
+    """
+    path = Path(instances_json).expanduser()
+    folder = Path(images_dir).expanduser()
+    index = CocoIndex.load(path)
+    by_image: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for ann in index.annotation_list:
+        if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
+            raise InputError(f"{path}: an annotation lacks image_id or category_id")
+        by_image[int(ann["image_id"])][int(ann["category_id"])].append(ann)
+    samples: list[Sample] = []
+    for image_id in sorted(by_image):
+        image = index.image(image_id)
+        height, width = image["height"], image["width"]
+        image_path = folder / image_file_name(image, prefix="")
+        for category_id in sorted(by_image[image_id]):
+            anns = by_image[image_id][category_id]
+            name = index.category_name(category_id) or f"category {category_id}"
+            crowd = [a for a in anns if a.get("iscrowd")]
+            solid = [a for a in anns if not a.get("iscrowd")]
+            if not solid and not include_crowd_only:
+                continue
+            meta: dict[str, Any] = {
+                "image_id": image_id,
+                "category_id": category_id,
+                "category": name,
+                "iscrowd": bool(crowd),
+            }
+            if crowd:
+                meta["crowd_ann_ids"] = [int(a["id"]) for a in crowd]
+                meta["ignore"] = masks.union([index.mask(a) for a in crowd], height, width)
+            if per_instance:
+                for ann in solid:
+                    samples.append(
+                        Sample(
+                            id=f"coco:{image_id}:ann{int(ann['id'])}",
+                            image=image_path,
+                            phrase=name,
+                            masks=[index.mask(ann)],
+                            width=width,
+                            height=height,
+                            boxes=[xywh_to_xyxy(ann["bbox"])] if "bbox" in ann else [],
+                            meta={**meta, "ann_ids": [int(ann["id"])], "ambiguous": len(solid) > 1},
+                        )
+                    )
+                continue
+            boxes = [xywh_to_xyxy(a["bbox"]) for a in solid if "bbox" in a]
+            samples.append(
+                Sample(
+                    id=f"coco:{image_id}:{category_id}",
+                    image=image_path,
+                    phrase=name,
+                    masks=[index.mask(a) for a in solid],
+                    width=width,
+                    height=height,
+                    boxes=boxes if len(boxes) == len(solid) else [],
+                    meta={**meta, "ann_ids": [int(a["id"]) for a in solid]},
+                )
+            )
+    return samples
+
+
+def read_coco_spec(
+    spec: DatasetSpec,
+    *,
+    images_dir: str | os.PathLike[str] | None = None,
+    per_instance: bool = False,
+    limit: int | None = None,
+    check_images: bool = True,
+) -> list[Sample]:
+    """``coco:PATH``: PATH is an ``instances.json`` or a folder holding one (and ``images/``).
+
+    The split part, if any, must be empty: a COCO instance file is one split.
+    """
+    path = spec.path
+    json_path = path / "instances.json" if path.is_dir() else path
+    if spec.split:
+        raise InputError(f"coco:{path}: a COCO instance file has no splits (got {spec.split!r})")
+    folder = Path(images_dir).expanduser() if images_dir else json_path.parent / "images"
+    samples = limit_samples(
+        coco_instances_to_samples(json_path, folder, per_instance=per_instance), limit
+    )
+    if check_images:
+        ensure_images_exist(samples, folder)
+    return samples

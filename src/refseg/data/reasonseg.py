@@ -1,0 +1,167 @@
+"""Reader for ReasonSeg (LISA), the reasoning-segmentation benchmark.
+
+Published layout::
+
+    PATH/train/<name>.jpg + <name>.json
+    PATH/val/...
+    PATH/test/...
+
+Each JSON is labelme-style: ``shapes`` is a list of ``{"label", "points": [[x, y], ...]}``
+polygons, ``text`` the list of queries (short phrases or whole sentences) and ``is_sentence``
+says which. A label containing ``ignore`` marks a region excluded from scoring; ``flag`` labels
+are deprecated leftovers and skipped.
+
+The ground truth is rasterised exactly as LISA's own ``get_mask_from_json`` does, so scores are
+comparable with published numbers: polygons are filled largest first (a smaller polygon drawn
+later wins where they overlap) with OpenCV, outline included, at integer coordinates; target
+pixels form the mask and ignore pixels go to ``meta.ignore`` (an RLE). One sample is made per
+query, with id ``reasonseg:<split>:<name>:<i>``; the targets of an image are one union mask.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from refseg import masks
+from refseg.data.base import DatasetSpec, Sample, limit_samples
+from refseg.errors import InputError
+
+SPLITS = ("train", "val", "test")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as displayed (EXIF rotation applied), header only."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception as exc:  # PIL raises many types for unreadable files
+        raise InputError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")  # some files are Windows-1252 (as LISA)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: bad JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for key in ("shapes", "text"):
+        if key not in data:
+            raise InputError(f"{path}: missing {key!r}")
+    if not isinstance(data["shapes"], list):
+        raise InputError(f"{path}: 'shapes' must be a list")
+    return data
+
+
+def rasterize(
+    shapes: list[Any], height: int, width: int, source: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(target, ignore)`` boolean masks from labelme shapes, drawn the way LISA draws them."""
+    polygons: list[tuple[int, np.ndarray, bool]] = []
+    for number, shape in enumerate(shapes):
+        if not isinstance(shape, dict) or "points" not in shape:
+            raise InputError(f"{source}: shape #{number} lacks 'points'")
+        label = str(shape.get("label", "target")).lower()
+        if label == "flag":
+            continue
+        try:
+            points = np.asarray(shape["points"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: shape #{number}: points must be [x, y] pairs") from None
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
+            raise InputError(f"{source}: shape #{number}: need at least 3 [x, y] points")
+        if not np.isfinite(points).all():
+            raise InputError(f"{source}: shape #{number}: points must be finite")
+        polygon = points.astype(np.int32)
+        scratch = np.zeros((height, width), dtype=np.uint8)
+        cv2.polylines(scratch, [polygon], True, 1, 1)
+        cv2.fillPoly(scratch, [polygon], 1)
+        polygons.append((int(scratch.sum()), polygon, "ignore" in label))
+    # Largest first, with LISA's own tie order (numpy argsort, reversed).
+    order = np.argsort(np.asarray([p[0] for p in polygons], dtype=np.int64))[::-1]
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    for i in order:
+        _, polygon, ignore = polygons[i]
+        value = 255 if ignore else 1
+        cv2.polylines(canvas, [polygon], True, value, 1)
+        cv2.fillPoly(canvas, [polygon], value)
+    return canvas == 1, canvas == 255
+
+
+def _find_image(json_path: Path) -> Path:
+    for suffix in _IMAGE_SUFFIXES:
+        candidate = json_path.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"{json_path}: no image beside it ({json_path.stem}.jpg)")
+
+
+def read_reasonseg(
+    spec: DatasetSpec, *, limit: int | None = None, check_images: bool = True
+) -> list[Sample]:
+    """ReasonSeg samples of one split (``reasonseg:PATH:val``)."""
+    del check_images  # every sample's image is opened for its size anyway
+    root = spec.path
+    if not root.is_dir():
+        raise InputError(f"reasonseg:{root}: no such folder")
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if spec.split is None:
+        raise InputError(f"reasonseg:{root}: name a split ({', '.join(present) or 'none found'})")
+    if spec.split not in SPLITS:
+        raise InputError(f"reasonseg: unknown split {spec.split!r}; expected one of {SPLITS}")
+    folder = root / spec.split
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such split folder (found: {', '.join(present) or 'none'})")
+    samples: list[Sample] = []
+    for json_path in sorted(folder.glob("*.json")):
+        if limit is not None and len(samples) >= limit:
+            break
+        data = _load(json_path)
+        texts = data["text"]
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise InputError(f"{json_path}: 'text' must be a list of strings")
+        image_path = _find_image(json_path)
+        width, height = displayed_size(image_path)
+        target, ignore = rasterize(data["shapes"], height, width, json_path)
+        rles = [masks.encode(target)] if target.any() else []
+        meta: dict[str, Any] = {
+            "dataset": "reasonseg",
+            "split": spec.split,
+            "is_sentence": bool(data.get("is_sentence", False)),
+            "name": json_path.stem,
+        }
+        if ignore.any():
+            meta["ignore"] = masks.encode(ignore)
+        for number, text in enumerate(texts):
+            if not text.strip():
+                continue
+            samples.append(
+                Sample(
+                    id=f"reasonseg:{spec.split}:{json_path.stem}:{number}",
+                    image=image_path,
+                    phrase=text.strip(),
+                    masks=list(rles),
+                    width=width,
+                    height=height,
+                    meta=dict(meta, query_index=number),
+                )
+            )
+    if not samples and not any(folder.glob("*.json")):
+        raise InputError(f"{folder}: no *.json annotation files")
+    return limit_samples(samples, limit)
