@@ -1,9 +1,102 @@
-"""`refseg serve`: registered by its own issue's module (see the README)."""
+"""`refseg serve`: the HTTP API and web page on uvicorn (see ``refseg.serve``)."""
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+from refseg.errors import InputError, ModelError
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `serve` commands to ``app`` (none yet)."""
+    """Add the ``serve`` command to ``app``."""
+
+    @app.command("serve")
+    def serve(
+        host: str = typer.Option(
+            "127.0.0.1", help="Address to listen on (loopback by default; see REFSEG_API_KEY)."
+        ),
+        port: int = typer.Option(8000, min=0, max=65535, help="Port (0 picks a free one)."),
+        grounder: str | None = typer.Option(
+            None,
+            help="Grounder spec for phrase requests (qwen3-vl:ID, qwen2.5-vl:ID, "
+            "openai:URL#MODEL). Without one, the server takes boxes and points only.",
+        ),
+        segmenter: str = typer.Option(
+            "onnx-sam", help="onnx-sam | onnx:ENC,DEC | sam:ID | sam2:ID"
+        ),
+        device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
+        max_concurrency: int = typer.Option(
+            2, min=1, help="Requests running model code at once (worker threads)."
+        ),
+        max_queue: int = typer.Option(
+            16, min=0, help="Requests waiting beyond those; more get 503 with Retry-After."
+        ),
+        max_body_mb: float = typer.Option(32.0, min=0.001, help="Request body limit (MiB)."),
+        max_pixels: int | None = typer.Option(
+            None, min=1, help="Image pixel limit (default: REFSEG_MAX_PIXELS or 50 million)."
+        ),
+        cache_entries: int = typer.Option(32, min=0, help="Image embeddings kept (LRU)."),
+        cache_mb: float = typer.Option(256.0, min=0, help="Memory for kept embeddings (MiB)."),
+        log_level: str = typer.Option("info", help="debug | info | warning | error"),
+    ) -> None:
+        """Serve the API (POST /v1/segment, GET /healthz) and the web page at /.
+
+        Set REFSEG_API_KEY to require `Authorization: Bearer KEY` (or `X-API-Key: KEY`).
+        """
+        import logging
+
+        from refseg.serve.app import API_KEY_ENV, create_app
+        from refseg.serve.server import bind, is_loopback, make_server, url_of
+
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise InputError(f"--log-level {log_level!r}: use debug, info, warning or error")
+        logging.getLogger("refseg").setLevel(log_level.upper())
+        if not logging.getLogger("refseg").handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+            logging.getLogger("refseg").addHandler(handler)
+        failure: list[str] = []
+        holder: dict = {}
+
+        def stop(message: str) -> None:
+            failure.append(message)
+            server = holder.get("server")
+            if server is not None:
+                server.should_exit = True
+
+        sock = bind(host, port)
+        application = create_app(
+            grounder_spec=grounder,
+            segmenter_spec=segmenter,
+            device=device,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            max_body_bytes=int(max_body_mb * 2**20),
+            max_pixels=max_pixels,
+            cache_entries=cache_entries,
+            cache_bytes=int(cache_mb * 2**20),
+            on_load_failure=stop,
+        )
+        url = url_of(sock)
+        keyed = bool(os.environ.get(API_KEY_ENV))
+        typer.echo(
+            f"refseg serve: listening on {url} (page: {url}/, API: {url}/v1/segment, "
+            f"schema: {url}/openapi.json); loading models...",
+            err=True,
+        )
+        if not is_loopback(host) and not keyed:
+            typer.echo(
+                f"refseg serve: warning: {host} is reachable from other machines and "
+                f"{API_KEY_ENV} is not set: anyone who can reach it can use it",
+                err=True,
+            )
+        server = make_server(application, log_level=log_level)
+        holder["server"] = server
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+        if failure:
+            raise ModelError(failure[0])

@@ -1,0 +1,377 @@
+"""The HTTP API and web page: ``create_app(...)`` builds the FastAPI application.
+
+Routes: ``GET /`` (the web page, served from ``static/``), ``GET /healthz`` (model readiness),
+``POST /v1/segment`` (image + phrase or boxes/points -> the result JSON of
+``refseg segment --json`` plus timings), ``GET /sample.jpg`` (the bundled sample image) and
+``GET /openapi.json``. FastAPI's ``/docs`` page is disabled: it loads its scripts from a CDN,
+and the server must work with no network; the schema is at ``/openapi.json``.
+
+Every error is JSON ``{"error": "..."}``: 401 missing/wrong API key, 413 body or pixels over the
+limit, 415 wrong content type, 422 unusable input, 503 (with ``Retry-After``) while the models
+load or when every worker and queue place is taken, 500 when a model fails on one request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from refseg.errors import RefsegError
+from refseg.serve.admission import Admission, Overloaded
+from refseg.serve.cache import EmbeddingCache
+from refseg.serve.engine import Engine
+from refseg.serve.inputs import (
+    MULTIPART_FIELDS,
+    HTTPError,
+    Job,
+    SegmentRequest,
+    job_from_form,
+    job_from_json,
+)
+
+if TYPE_CHECKING:
+    from refseg.grounding.base import Grounder
+    from refseg.segmentation.base import Segmenter
+
+log = logging.getLogger("refseg.serve")
+
+#: Default request body limit: a large photo as base64 JSON fits, a mistaken upload does not.
+DEFAULT_MAX_BODY_BYTES = 32 * 2**20
+API_KEY_ENV = "REFSEG_API_KEY"
+STATIC = resources.files("refseg.serve") / "static"
+SAMPLE_IMAGE = resources.files("refseg") / "assets" / "astronaut.jpg"
+
+#: The page loads nothing from elsewhere; the policy makes that a guarantee, not a habit.
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past the limit while it was being read."""
+
+
+class BodyLimit:
+    """ASGI middleware bounding request bodies: 413 at once on a large ``Content-Length``,
+    and :class:`BodyTooLarge` while reading a chunked body that grows past the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > self.max_bytes:
+                    status = 413 if declared > self.max_bytes else 400
+                    message = (
+                        f"request body of {declared} bytes is over the limit of "
+                        f"{self.max_bytes} bytes"
+                        if status == 413
+                        else "invalid Content-Length"
+                    )
+                    response = JSONResponse({"error": message}, status_code=status)
+                    response.headers["Connection"] = "close"
+                    await response(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(
+    grounder: Grounder | None = None,
+    segmenter: Segmenter | None = None,
+    *,
+    grounder_spec: str | None = None,
+    segmenter_spec: str | None = None,
+    device: str | None = None,
+    max_concurrency: int = 2,
+    max_queue: int = 16,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_pixels: int | None = None,
+    cache_entries: int = 32,
+    cache_bytes: int = 256 * 2**20,
+    api_key: str | None = None,
+    on_load_failure: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the app.
+
+    Pass model objects (tests, notebooks) or specs (``refseg serve``); specs load once, in a
+    background thread started by the lifespan, so ``/healthz`` can say ``loading`` meanwhile.
+    With no grounder the server takes box/point prompts only. ``api_key`` defaults to
+    ``$REFSEG_API_KEY``; when set, ``/v1`` requests need ``Authorization: Bearer KEY`` or
+    ``X-API-Key: KEY``. ``on_load_failure`` is called with the one-line reason if loading fails
+    (the CLI uses it to stop the server).
+    """
+    engine = Engine(
+        segmenter=segmenter,
+        grounder=grounder,
+        segmenter_spec=segmenter_spec,
+        grounder_spec=grounder_spec,
+        device=device,
+        cache=EmbeddingCache(cache_entries, cache_bytes),
+        max_pixels=max_pixels,
+    )
+    admission = Admission(max_concurrency, max_queue)
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if engine.needs_load:
+            # A daemon thread, not a task: shutting down must not wait for a half-loaded VLM.
+            threading.Thread(
+                target=engine.load, args=(on_load_failure,), name="refseg-load", daemon=True
+            ).start()
+        yield
+
+    app = FastAPI(
+        title="refseg",
+        summary="Language-guided image segmentation: phrase or boxes/points -> masks.",
+        version=_version(),
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.admission = admission
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _error(413, f"request body is over the limit of {max_body_bytes} bytes")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    async def require_key(request: Request) -> None:
+        if key is None:
+            return
+        supplied = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if supplied is None and auth[:7].lower() == "bearer ":
+            supplied = auth[7:].strip()
+        if supplied is None or not hmac.compare_digest(supplied.encode(), key.encode()):
+            raise HTTPError(
+                401, "missing or wrong API key", {"WWW-Authenticate": 'Bearer realm="refseg"'}
+            )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        html = (STATIC / "index.html").read_bytes()
+        return Response(
+            html,
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
+        )
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/sample.jpg", include_in_schema=False)
+    async def sample() -> FileResponse:
+        return FileResponse(str(SAMPLE_IMAGE), media_type="image/jpeg")
+
+    @app.get("/healthz", summary="Whether the models are loaded, and which")
+    async def healthz() -> JSONResponse:
+        body: dict[str, Any] = engine.describe()
+        body["auth_required"] = key is not None
+        body["limits"] = {
+            "max_body_bytes": max_body_bytes,
+            "max_pixels": engine.max_pixels,
+            "max_concurrency": admission.max_concurrency,
+            "max_queue": admission.max_queue,
+        }
+        body["load"] = admission.stats()
+        body["cache"] = engine.cache.stats()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    multipart_schema = {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "format": "binary", "description": "the image file"},
+            **{name: {"type": "string", "description": d} for name, d in MULTIPART_FIELDS.items()},
+        },
+    }
+
+    @app.post(
+        "/v1/segment",
+        summary="Segment an image from a phrase or from boxes/points",
+        dependencies=[Depends(require_key)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {"schema": multipart_schema},
+                    "application/json": {"schema": SegmentRequest.model_json_schema()},
+                },
+            }
+        },
+        responses={
+            200: {"description": "The result JSON of `refseg segment --json`, plus timings."},
+            401: {"description": "Missing or wrong API key."},
+            413: {"description": "Body or image over the size limit."},
+            415: {"description": "Not multipart/form-data or JSON, or not an image."},
+            422: {"description": "Unusable input (unreadable image, bad box, empty phrase)."},
+            500: {"description": "The model failed on this request."},
+            503: {"description": "Busy or still loading; see Retry-After."},
+        },
+    )
+    async def segment(request: Request) -> JSONResponse:
+        """Multipart (``image`` file + ``phrase`` or ``box``/``point`` fields) or JSON (see
+        the ``application/json`` schema). Answers with the result JSON (``image``,
+        ``no_target``, ``instances`` with COCO RLE masks, ``phrase``, ``raw_answer``,
+        ``reasoning``, ``parse_error``), ``timings`` (seconds) and ``embedding_cached``;
+        ``overlay_png``/``mask_png`` (base64 PNG) when asked for."""
+        received = time.perf_counter()
+        _check_ready(engine)
+        parse = _body_parser(request.headers.get("content-type", ""))
+        try:
+            async with admission.slot():
+                job = (await parse(request)).check(have_grounder=engine.grounder is not None)
+                body, waited = await admission.run(lambda: _run(engine, job))
+        except Overloaded as exc:
+            return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
+        timings = body.setdefault("timings", {})
+        timings["queue_s"] = round(waited, 6)
+        timings["total_s"] = round(time.perf_counter() - received, 6)
+        return JSONResponse(body)
+
+    return app
+
+
+def _check_ready(engine: Engine) -> None:
+    if engine.status == "loading":
+        raise HTTPError(503, "models are still loading", {"Retry-After": "5"})
+    if engine.status == "failed":
+        raise HTTPError(500, f"models failed to load: {engine.error}")
+
+
+def _run(engine: Engine, job: Job) -> dict[str, Any]:
+    """:meth:`Engine.segment`, with a model failure turned into this request's 500."""
+    try:
+        return engine.segment(job)
+    except HTTPError:
+        raise
+    except RefsegError as exc:
+        log.warning("request failed: %s", exc)
+        raise HTTPError(500, str(exc)) from exc
+    except Exception as exc:
+        log.exception("model failure")
+        raise HTTPError(500, f"model failure: {type(exc).__name__}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _body_parser(content_type: str) -> Callable[[Request], Awaitable[Job]]:
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return _parse_json
+    if media == "multipart/form-data":
+        return _parse_multipart
+    shown = media or "none"
+    raise HTTPError(
+        415, f"content type {shown!r} is not accepted: send multipart/form-data or JSON"
+    )
+
+
+async def _parse_json(request: Request) -> Job:
+    return job_from_json(await request.body())
+
+
+async def _parse_multipart(request: Request) -> Job:
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=2, max_fields=64, max_part_size=1 * 2**20)
+    try:
+        fields: list[tuple[str, str]] = []
+        image: bytes | None = None
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name != "image":
+                    raise HTTPError(
+                        422, f"unexpected file part {name!r}; send the image as 'image'"
+                    )
+                if image is not None:
+                    raise HTTPError(422, "send one image per request")
+                media = (value.content_type or "").split(";", 1)[0].strip().lower()
+                if media and not (
+                    media.startswith("image/") or media == "application/octet-stream"
+                ):
+                    raise HTTPError(415, f"the image part has content type {media!r}, not image/*")
+                image = await value.read()
+            elif name == "image":
+                raise HTTPError(
+                    422, "the 'image' field must be a file part (curl: -F image=@photo.jpg)"
+                )
+            else:
+                fields.append((name, value))
+        if image is not None and not image:
+            raise HTTPError(422, "image: empty file")
+        return job_from_form(fields, image)
+    finally:
+        await form.close()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("refseg")
+    except Exception:
+        return "0"

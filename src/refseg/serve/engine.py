@@ -1,0 +1,178 @@
+"""The server's models and the blocking work of one request, apart from HTTP.
+
+:class:`Engine` owns the segmenter, the optional grounder and the embedding cache. The web app
+calls :meth:`Engine.segment` in a worker thread; keeping it free of HTTP types lets tests and
+other front ends drive it directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from refseg.image import image_digest, max_pixels
+from refseg.pipeline import Pipeline, segment_prompts
+from refseg.serve.cache import EmbeddingCache, RequestEmbeddings
+from refseg.serve.inputs import HTTPError, Job, build_prompts, decode_image
+
+if TYPE_CHECKING:
+    from refseg.grounding.base import Grounder
+    from refseg.segmentation.base import Segmenter
+
+log = logging.getLogger("refseg.serve")
+
+
+class Engine:
+    """Models (given, or loaded from specs by :meth:`load`) plus the shared embedding cache.
+
+    ``status`` is ``"loading"`` until both models are in memory, then ``"ready"``, or
+    ``"failed"`` with ``error`` set to the one-line reason.
+    """
+
+    def __init__(
+        self,
+        *,
+        segmenter: Segmenter | None = None,
+        grounder: Grounder | None = None,
+        segmenter_spec: str | None = None,
+        grounder_spec: str | None = None,
+        device: str | None = None,
+        cache: EmbeddingCache | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        if segmenter is None and segmenter_spec is None:
+            segmenter_spec = "onnx-sam"
+        self.segmenter = segmenter
+        self.grounder = grounder
+        self.segmenter_spec = segmenter_spec or getattr(segmenter, "name", "custom")
+        self.grounder_spec = grounder_spec or (
+            getattr(grounder, "name", "custom") if grounder is not None else None
+        )
+        self.device = device
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.max_pixels = max_pixels if max_pixels is not None else _default_max_pixels()
+        self.error: str | None = None
+        self._ready = threading.Event()
+        self._needs_load = (segmenter is None) or (grounder is None and grounder_spec is not None)
+        if not self._needs_load:
+            self._ready.set()
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "failed"
+        return "ready" if self._ready.is_set() else "loading"
+
+    @property
+    def needs_load(self) -> bool:
+        return self._needs_load and not self._ready.is_set() and self.error is None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until loading has finished (either way); True when the models are ready."""
+        self._ready.wait(timeout)
+        return self.status == "ready"
+
+    def load(self, on_failure: Callable[[str], None] | None = None) -> None:
+        """Load the models named by the specs (blocking). Failures are recorded, not raised."""
+        from refseg.errors import RefsegError
+
+        start = time.perf_counter()
+        try:
+            if self.segmenter is None:
+                from refseg.segmentation import load_segmenter
+
+                log.info("loading segmenter %s", self.segmenter_spec)
+                self.segmenter = load_segmenter(self.segmenter_spec, device=self.device)
+            if self.grounder is None and self.grounder_spec is not None:
+                from refseg.grounding import load_grounder
+
+                log.info("loading grounder %s", self.grounder_spec)
+                self.grounder = load_grounder(self.grounder_spec, device=self.device)
+        except RefsegError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a backend's own error: keep it to one line for the client
+            self.error = f"cannot load models: {type(exc).__name__}: {exc}"
+            log.exception("model loading failed")
+        finally:
+            self._ready.set()
+        if self.error is not None:
+            log.error("refseg: error: %s", self.error)
+            if on_failure is not None:
+                on_failure(self.error)
+        else:
+            log.info("models ready in %.1f s", time.perf_counter() - start)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/healthz`` reports about the models."""
+        prompts = ["box", "point"] + (["phrase"] if self.grounder_spec is not None else [])
+        return {
+            "status": self.status,
+            "ready": self.status == "ready",
+            "error": self.error,
+            "segmenter": self.segmenter_spec,
+            "grounder": self.grounder_spec,
+            "prompts": prompts,
+        }
+
+    def segment(self, job: Job) -> dict[str, Any]:
+        """Decode, segment and format one job; the response body (blocking, thread-safe).
+
+        Raises :class:`HTTPError` for input the client must fix; any other exception is a
+        failure of this request only (the app answers 500).
+        """
+        from refseg.errors import InputError
+
+        segmenter = self.segmenter
+        if segmenter is None:
+            raise HTTPError(503, "models are not loaded", {"Retry-After": "5"})
+        start = time.perf_counter()
+        image = decode_image(job.image, self.max_pixels)
+        height, width = image.shape[:2]
+        decode_s = time.perf_counter() - start
+        try:
+            if job.phrase is not None:
+                if self.grounder is None:
+                    raise HTTPError(422, "this server has no grounder: send boxes or points")
+                view = RequestEmbeddings(self.cache)
+                pipeline = Pipeline(self.grounder, segmenter, refine=job.refine)
+                result = pipeline.run([(image, job.phrase)], think=job.think, embeddings=view)[0]
+                cached = bool(result.instances) and view.computed == 0
+            else:
+                prompts = build_prompts(job.boxes, job.points, width, height)
+                embed_start = time.perf_counter()
+                embedding, cached = self.cache.get_or_compute(
+                    image_digest(image), lambda: segmenter.embed(image)
+                )
+                embed_s = time.perf_counter() - embed_start
+                result = segment_prompts(
+                    segmenter, image, prompts, embedding=embedding, refine=job.refine
+                )
+                if not cached:
+                    result.timings["embed_s"] = embed_s
+        except InputError as exc:
+            raise HTTPError(422, str(exc)) from exc
+        body = result.to_dict(timings=True)
+        timings = body.setdefault("timings", {})
+        timings["decode_s"] = round(decode_s, 6)
+        body["embedding_cached"] = cached
+        render_start = time.perf_counter()
+        if job.overlay:
+            from refseg.render import overlay_png
+
+            body["overlay_png"] = base64.b64encode(overlay_png(image, result)).decode()
+        if job.mask_png:
+            from refseg import masks
+
+            body["mask_png"] = base64.b64encode(masks.to_png(result.union_rle())).decode()
+        if job.overlay or job.mask_png:
+            timings["render_s"] = round(time.perf_counter() - render_start, 6)
+        return body
+
+
+def _default_max_pixels() -> int:
+    """``REFSEG_MAX_PIXELS`` (or the library default); a bad value is reported at start-up."""
+    return max_pixels()
