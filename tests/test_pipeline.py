@@ -1,0 +1,155 @@
+"""The text-to-mask pipeline and the resumable batch mode, with the real segmenter.
+
+The grounder here is a scripted stand-in (fixed answers per phrase, run through the real parser
+and coordinate conversion), because the pipeline, not the VLM, is what these tests exercise.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from refseg.cli.batch import finished_ids, read_pairs, run_pairs
+from refseg.errors import InputError
+from refseg.grounding.coords import to_grounding
+from refseg.pipeline import MAX_PHRASE_CHARS, Pipeline
+from refseg.protocol import parse_answer
+from tests.conftest import ASSETS
+
+FACE = '<answer>[{"bbox_2d": [273, 39, 625, 390], "point_2d": [449, 215]}]</answer>'
+ANSWERS = {
+    "the face": FACE,
+    "the face and the rocket": (
+        '<think>two things</think><answer>[{"bbox_2d": [273, 39, 625, 390], '
+        '"point_2d": [449, 215]}, {"bbox_2d": [684, 0, 898, 215]}]</answer>'
+    ),
+    "a purple giraffe": "<answer>[]</answer>",
+    "gibberish": "I think it is somewhere",
+}
+
+
+class ScriptedGrounder:
+    name = "scripted"
+
+    def __init__(self):
+        self.calls = 0
+
+    def ground(self, images, phrases, *, think=False):
+        self.calls += 1
+        out = []
+        for image, phrase in zip(images, phrases):
+            parsed = parse_answer(ANSWERS.get(phrase, FACE))
+            out.append(to_grounding(parsed, "norm1000", image.shape[1], image.shape[0]))
+        return out
+
+
+class CountingSegmenter:
+    """Delegates to the real segmenter, counting encoder passes."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.embeds = inner, inner.name, 0
+
+    def embed(self, image):
+        self.embeds += 1
+        return self.inner.embed(image)
+
+    def predict(self, embedding, prompts, *, refine=None):
+        return self.inner.predict(embedding, prompts, refine=refine)
+
+
+@pytest.fixture
+def pipe(sam):
+    return Pipeline(ScriptedGrounder(), CountingSegmenter(sam))
+
+
+def test_phrase_to_mask(pipe, astronaut):
+    result = pipe(astronaut, "the face")
+    assert not result.no_target and result.parse_error is None
+    (face,) = result.instances
+    assert face.box == pytest.approx([139.776, 19.968, 320.0, 199.68])
+    assert face.mask[110, 230] and face.mask.sum() > 5000
+    assert result.raw_answer == FACE and result.phrase == "the face"
+
+
+def test_several_instances_and_union(pipe, astronaut):
+    result = pipe(astronaut, "the face and the rocket")
+    assert len(result.instances) == 2 and result.reasoning == "two things"
+    union = result.union_mask()
+    np.testing.assert_array_equal(union, result.instances[0].mask | result.instances[1].mask)
+
+
+def test_no_target_and_parse_failure_carry_no_masks(pipe, astronaut):
+    none = pipe(astronaut, "a purple giraffe")
+    assert none.no_target and none.instances == [] and none.parse_error is None
+    bad = pipe(astronaut, "gibberish")
+    assert not bad.no_target and bad.instances == [] and bad.parse_error
+    assert bad.raw_answer == "I think it is somewhere"
+    assert pipe.segmenter.embeds == 0  # nothing to segment: no encoder pass spent
+
+
+def test_one_embedding_per_distinct_image(pipe, astronaut):
+    flipped = astronaut[:, ::-1].copy()
+    pairs = [(astronaut, "the face"), (flipped, "the face"), (astronaut, "the face and the rocket")]
+    pairs += [(ASSETS / "astronaut.jpg", "the face")]  # same pixels through a path
+    results = pipe.run(pairs)
+    assert len(results) == 4 and pipe.grounder.calls == 1
+    assert pipe.segmenter.embeds == 2
+
+
+@pytest.mark.parametrize("phrase", ["", "   ", "x" * (MAX_PHRASE_CHARS + 1)])
+def test_bad_phrases_are_refused(pipe, astronaut, phrase):
+    with pytest.raises(InputError):
+        pipe(astronaut, phrase)
+
+
+def write_pairs(path, pairs):
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+
+
+def test_batch_resumes_without_redoing_pairs(pipe, tmp_path):
+    (tmp_path / "img.jpg").write_bytes((ASSETS / "astronaut.jpg").read_bytes())
+    phrases = ["the face", "a purple giraffe", "gibberish", "the face and the rocket", "the face"]
+    pairs_file = tmp_path / "pairs.jsonl"
+    write_pairs(pairs_file, [{"image": "img.jpg", "phrase": p} for p in phrases])
+    write_pairs(tmp_path / "missing.jsonl", [{"image": "nope.jpg", "phrase": "the face"}])
+    pairs = read_pairs(pairs_file)
+    out = tmp_path / "out"
+
+    first = run_pairs(pipe, pairs[:2], out, think=False, progress=False)
+    assert first["done"] == 2
+    with open(out / "results.jsonl", "a") as handle:  # a run killed mid-line
+        handle.write('{"id": "3", "image": "img.jp')
+    second = run_pairs(pipe, pairs, out, think=False, progress=False)
+    assert second == {"total": 5, "skipped": 2, "done": 3, "errors": 0}
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in lines] == ["1", "2", "3", "4", "5"]
+    assert lines[1]["no_target"] is True and lines[2]["parse_error"]
+    assert len(lines[3]["instances"]) == 2
+    assert finished_ids(out / "results.jsonl") == {"1", "2", "3", "4", "5"}
+    assert run_pairs(pipe, pairs, out, think=False, progress=False)["done"] == 0
+
+    bad = run_pairs(
+        pipe, read_pairs(tmp_path / "missing.jsonl"), tmp_path / "o2", think=False, progress=False
+    )
+    assert bad["errors"] == 1
+    record = json.loads((tmp_path / "o2" / "results.jsonl").read_text())
+    assert "no such image" in record["error"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json}\n", "not JSON"),
+        ('{"phrase": "x"}\n', "image"),
+        ('{"image": "a.jpg"}\n', "phrase"),
+        (
+            '{"image": "a", "phrase": "b", "id": 1}\n{"image": "a", "phrase": "b", "id": 1}\n',
+            "duplicate",
+        ),
+    ],
+)
+def test_batch_input_is_validated_first(tmp_path, content, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_pairs(path)
