@@ -1,0 +1,187 @@
+"""What SFT and GRPO share: model/processor loading, LoRA, resume detection and step logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from refseg.errors import InputError, ModelError
+from refseg.train.config import TrainConfig
+
+
+def guess_family(config: TrainConfig) -> str:
+    """``qwen3-vl`` or ``qwen2.5-vl``: from the config, else from the model's config file/name."""
+    if config.family:
+        return config.family
+    name = config.model.lower()
+    config_file = Path(config.model) / "config.json"
+    if config_file.is_file():
+        try:
+            name = json.loads(config_file.read_text()).get("model_type", name)
+        except (OSError, ValueError):
+            pass
+    if "qwen2_5" in name or "qwen2.5" in name:
+        return "qwen2.5-vl"
+    return "qwen3-vl"
+
+
+def convention_for(config: TrainConfig, processor: Any = None) -> Any:
+    """The coordinate convention the model is trained to answer in (shared with inference).
+
+    ``resized`` (Qwen2.5-VL's pixels of its own resized input) takes the processor's pixel
+    budget and resize factor, so targets and rewards use exactly the resize the model sees.
+    """
+    from refseg.grounding.coords import Convention
+
+    spec = config.coords
+    if spec == "resized" and processor is not None:
+        ip = getattr(processor, "image_processor", processor)
+        factor = int(getattr(ip, "patch_size", 14)) * int(getattr(ip, "merge_size", 2))
+        return Convention(
+            "resized",
+            min_pixels=int(config.min_pixels),
+            max_pixels=int(config.max_pixels),
+            factor=factor,
+        )
+    return Convention.parse(spec)
+
+
+def load_processor(config: TrainConfig) -> Any:
+    """The grounder's processor (image-only, as inference uses) with the pixel bounds applied."""
+    from refseg.grounding.qwen import load_processor as qwen_processor
+
+    try:
+        processor = qwen_processor(
+            config.model,
+            family=guess_family(config),
+            min_pixels=int(config.min_pixels),
+            max_pixels=int(config.max_pixels),
+        )
+    except OSError as exc:
+        raise ModelError(
+            f"cannot load the processor of {config.model}: {str(exc).splitlines()[0]}"
+        ) from None
+    # Left padding: generation appends to the right end of every prompt in a batch.
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    return processor
+
+
+def load_model(config: TrainConfig, *, for_generation: bool = False) -> Any:
+    """The model in training dtype, with the vision tower frozen unless ``train_vision``."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    dtype = (
+        torch.bfloat16 if (config.bf16 or (config.bf16 is None and _bf16_ok())) else torch.float32
+    )
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=dtype)
+    except OSError as exc:
+        raise ModelError(f"cannot load model {config.model}: {str(exc).splitlines()[0]}") from None
+    if config.lora is None and not config.train_vision:
+        freeze_vision(model)
+    return model
+
+
+def _bf16_ok() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except Exception:
+        return False
+
+
+def freeze_vision(model: Any) -> int:
+    """Freeze the vision tower (and its merger); returns the number of frozen tensors.
+
+    Grounding is learned in the language model; the pretrained vision encoder is left intact
+    unless asked, which also halves optimizer memory on full fine-tuning.
+    """
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}" or name.startswith("visual.") or "vision_tower" in name:
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def peft_config(config: TrainConfig) -> Any:
+    """A :class:`peft.LoraConfig` for the language model, or None for full fine-tuning."""
+    if config.lora is None:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise InputError(
+            "LoRA needs peft: pip install 'refseg[train]' (or set lora: null)"
+        ) from None
+    targets = config.lora.target_modules
+    if isinstance(targets, list):
+        # Only the language model: a regex that keeps the vision tower's projections out.
+        targets = rf"^(?!.*visual).*\.({'|'.join(targets)})$"
+    return LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``output_dir`` (None if there is none).
+
+    A checkpoint folder is complete once the trainer wrote its ``trainer_state.json`` (it is
+    written last), so a run killed mid-save resumes from the previous one.
+    """
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    best: tuple[int, Path] | None = None
+    for child in root.iterdir():
+        if not child.name.startswith("checkpoint-") or not child.is_dir():
+            continue
+        try:
+            step = int(child.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if not (child / "trainer_state.json").is_file():
+            continue
+        if best is None or step > best[0]:
+            best = (step, child)
+    return str(best[1]) if best else None
+
+
+def step_log_callback(path: str | Path) -> Any:
+    """A callback appending every log dict (with step and wall time) to a JSONL file."""
+    from transformers import TrainerCallback
+
+    class _JsonlLog(TrainerCallback):
+        def __init__(self) -> None:
+            self.path = Path(path)
+            self.start = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[override]
+            if not logs or not state.is_world_process_zero:
+                return
+            record = {"step": state.global_step, "time_s": round(time.time() - self.start, 3)}
+            record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    return _JsonlLog()
+
+
+def set_threads() -> None:
+    """Respect ``OMP_NUM_THREADS`` for torch on CPU runs (shared machines)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))

@@ -1,0 +1,495 @@
+"""Training configuration: dataclasses with help text, loaded from YAML, unknown keys refused.
+
+A run is described by one YAML file (see ``train/configs/`` for the shipped starting points):
+
+.. code-block:: yaml
+
+    model: Qwen/Qwen3-VL-2B-Instruct      # hub id or a local folder
+    dataset: refcocog:data/refcocog:train # any refseg dataset spec
+    output_dir: runs/qwen3vl2b-refcocog-grpo
+    think: true
+    grpo: {num_generations: 8, beta: 0.04}
+    rewards: {weights: {format: 0.5, accuracy: 1.0}}
+    lora: {r: 16}                         # or `lora: null` for full fine-tuning
+
+Top-level fields are shared by ``refseg train sft`` and ``refseg train grpo``; ``grpo`` /
+``sft`` sections hold the stage-specific knobs. ``trainer_extra`` passes any further field of
+TRL's :class:`~trl.GRPOConfig` / :class:`~trl.SFTConfig` verbatim (checked against its fields), so
+nothing TRL offers is out of reach without a new config key here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from refseg.errors import InputError
+
+
+@dataclass
+class LoraSection:
+    """LoRA adapters (peft). Set ``lora: null`` in YAML for full fine-tuning."""
+
+    r: int = field(default=16, metadata={"help": "Adapter rank."})
+    alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator (effective scale alpha / r)."}
+    )
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter input."})
+    target_modules: list[str] | str = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        metadata={
+            "help": "Module names to adapt, or 'all-linear'. The vision tower is excluded by "
+            "default "
+            "(see `train_vision`)."
+        },
+    )
+
+
+@dataclass
+class RewardSection:
+    """GRPO reward weights and thresholds (see :mod:`refseg.train.rewards`)."""
+
+    weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "format": 0.5,
+            "validity": 0.25,
+            "accuracy": 1.0,
+            "no_target": 0.5,
+        },
+        metadata={
+            "help": "Weight per reward: format, validity, accuracy, no_target, non_repetition, "
+            "segmenter_iou. Zero or missing = not computed."
+        },
+    )
+    iou_threshold: float = field(
+        default=0.5, metadata={"help": "Accuracy reward: box IoU must exceed this."}
+    )
+    l1_threshold: float = field(
+        default=0.02,
+        metadata={
+            "help": "Accuracy reward: mean corner error, as a fraction of the image side, must "
+            "be below this."
+        },
+    )
+    segmenter: str = field(
+        default="onnx-sam", metadata={"help": "Segmenter spec for the segmenter_iou reward."}
+    )
+
+
+@dataclass
+class GRPOSection:
+    """Knobs specific to ``refseg train grpo`` (map to TRL's GRPOConfig)."""
+
+    num_generations: int = field(
+        default=8, metadata={"help": "Group size: rollouts sampled per prompt."}
+    )
+    beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "KL coefficient against the reference model (0 = no reference model is loaded)."
+        },
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of the rollouts."}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of the rollouts."})
+    max_completion_length: int = field(default=256, metadata={"help": "Longest rollout in tokens."})
+    num_iterations: int = field(
+        default=1, metadata={"help": "Policy updates per generated batch (mu in the GRPO paper)."}
+    )
+    epsilon: float = field(default=0.2, metadata={"help": "PPO-style clip range."})
+    loss_type: str = field(
+        default="dapo", metadata={"help": "TRL loss type: grpo, dapo, dr_grpo, bnpo, ..."}
+    )
+    scale_rewards: str = field(
+        default="group", metadata={"help": "Advantage scaling: group, batch or none."}
+    )
+    generation_backend: str = field(
+        default="transformers",
+        metadata={"help": "transformers, or vllm (colocate mode; needs vllm installed and a GPU)."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "vLLM colocate: GPU memory fraction."}
+    )
+    rewards: RewardSection = field(
+        default_factory=RewardSection, metadata={"help": "Reward weights and thresholds."}
+    )
+
+
+@dataclass
+class SFTSection:
+    """Knobs specific to ``refseg train sft`` (map to TRL's SFTConfig)."""
+
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Truncate sequences longer than this many tokens (None = no truncation; "
+            "image tokens "
+            "must never be cut)."
+        },
+    )
+    reasoning_template: str | None = field(
+        default="The user asks for {phrase}. I locate it in the image.",
+        metadata={
+            "help": "With think on, the <think> text of the targets ({phrase} is filled in); SFT "
+            "has no "
+            "reasoning traces, so this only teaches the structure."
+        },
+    )
+
+
+@dataclass
+class TrainConfig:
+    """One training run (``refseg train sft|grpo --config FILE.yaml``)."""
+
+    model: str = field(metadata={"help": "Hub id or local folder of the Qwen-VL model to train."})
+    dataset: str | list[str] = field(
+        metadata={
+            "help": "Dataset spec(s) KIND:PATH[:SPLIT] (refseg.data.open_dataset), e.g. "
+            "refcocog:data/refcocog:train."
+        }
+    )
+    output_dir: str = field(
+        metadata={
+            "help": "Checkpoints and logs go here; rerunning resumes from the last checkpoint."
+        }
+    )
+    family: str | None = field(
+        default=None,
+        metadata={"help": "qwen3-vl or qwen2.5-vl (None = guessed from the model name)."},
+    )
+    think: bool = field(default=False, metadata={"help": "Reason in <think> before the <answer>."})
+    coords: str = field(
+        default="norm1000",
+        metadata={
+            "help": "Coordinate convention of the answers: norm1000 (0-1000 grid, "
+            "resize-invariant; "
+            "Qwen3-VL), resized (pixels of the processor-resized image; Qwen2.5-VL, whose budget "
+            "comes from min_pixels/max_pixels) or pixels (of the original image)."
+        },
+    )
+    max_pixels: int = field(
+        default=401_408, metadata={"help": "Processor's max pixels per image (caps visual tokens)."}
+    )
+    min_pixels: int = field(default=3136, metadata={"help": "Processor's min pixels per image."})
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training samples (None = all)."}
+    )
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Optional dataset spec evaluated during training."}
+    )
+    lora: LoraSection | None = field(
+        default_factory=LoraSection,
+        metadata={"help": "LoRA settings, or null for full fine-tuning."},
+    )
+    train_vision: bool = field(
+        default=False, metadata={"help": "Also train the vision tower (full fine-tuning only)."}
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    lr_scheduler_type: str = field(
+        default="constant_with_warmup", metadata={"help": "transformers scheduler name."}
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer steps (-1 = use num_train_epochs)."}
+    )
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps is -1."})
+    per_device_train_batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "Per-device batch (GRPO: completions, a multiple of num_generations across "
+            "devices)."
+        },
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    gradient_checkpointing: bool = field(
+        default=True, metadata={"help": "Trade compute for memory."}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision (None = on when a GPU supports it)."}
+    )
+    save_steps: int = field(
+        default=100, metadata={"help": "Checkpoint interval in optimizer steps."}
+    )
+    save_total_limit: int | None = field(
+        default=3, metadata={"help": "Keep at most this many checkpoints."}
+    )
+    logging_steps: int = field(default=1, metadata={"help": "Log every this many steps."})
+    report_to: str | list[str] = field(
+        default="none", metadata={"help": "Loggers: none, tensorboard, wandb, ..."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of data order, sampling and initialisation."}
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Data loader workers."})
+    grpo: GRPOSection = field(
+        default_factory=GRPOSection, metadata={"help": "GRPO-specific settings."}
+    )
+    sft: SFTSection = field(default_factory=SFTSection, metadata={"help": "SFT-specific settings."})
+    trainer_extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Further GRPOConfig/SFTConfig fields passed verbatim (checked against TRL)."
+        },
+    )
+
+    def datasets(self) -> list[str]:
+        return [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass inside ``X``, ``X | None`` or ``Optional[X]``, else None."""
+    if _is_dataclass_type(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if _is_dataclass_type(arg):
+            return arg
+    return None
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        section = _section_type(hints[name])
+        if section is not None and value is not None:
+            kwargs[name] = _build(section, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _check_scalar(value, hints[name], f"{where}.{name}")
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    if missing:
+        raise InputError(f"{where}: missing required key {missing[0]!r}")
+    return cls(**kwargs)
+
+
+def _check_scalar(value: Any, tp: Any, where: str) -> Any:
+    """Light type checks with YAML's usual coercions (1e-5 may arrive as a string)."""
+    args = typing.get_args(tp)
+    allowed = args if args else (tp,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise InputError(f"{where}: may not be null")
+    if float in allowed and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"{where}: expected a number, got {value!r}") from None
+    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if bool in allowed and isinstance(value, bool):
+        return value
+    if str in allowed and isinstance(value, str):
+        return value
+    origins = {typing.get_origin(a) or a for a in allowed}
+    if (list in origins and isinstance(value, list)) or (
+        dict in origins and isinstance(value, dict)
+    ):
+        return value
+    expected = " or ".join(sorted({getattr(o, "__name__", str(o)) for o in origins}))
+    raise InputError(f"{where}: expected {expected}, got {value!r}")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML run file into a :class:`TrainConfig` (unknown keys are refused).
+
+    ``overrides`` are applied on top (dotted keys, e.g. ``{"grpo.beta": 0.0}``), for scripts and
+    tests that start from a shipped config.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise InputError(f"config {path}: {line}") from None
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {}) or {}
+        node[leaf] = value
+    return config_from_dict(data, where=path.name)
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Build a :class:`TrainConfig` from a plain mapping (what the YAML holds)."""
+    config = _build(TrainConfig, data, where)
+    validate(config, where)
+    return config
+
+
+def validate(config: TrainConfig, where: str = "config") -> None:
+    """Cross-field checks with one-line errors."""
+    from refseg.grounding.coords import Convention
+    from refseg.train.rewards import REWARD_NAMES
+
+    Convention.parse(config.coords)  # one-line error for an unknown convention
+    if config.family not in (None, "qwen3-vl", "qwen2.5-vl"):
+        raise InputError(f"{where}: family must be qwen3-vl or qwen2.5-vl, got {config.family!r}")
+    g = config.grpo
+    if g.num_generations < 2:
+        raise InputError(
+            f"{where}: grpo.num_generations must be at least 2 (advantages are group-relative)"
+        )
+    if g.generation_backend not in ("transformers", "vllm"):
+        raise InputError(f"{where}: grpo.generation_backend must be transformers or vllm")
+    unknown = sorted(set(g.rewards.weights) - set(REWARD_NAMES))
+    if unknown:
+        raise InputError(
+            f"{where}: unknown reward {unknown[0]!r} in grpo.rewards.weights "
+            f"(known: {', '.join(REWARD_NAMES)})"
+        )
+    if not any(float(v) for v in g.rewards.weights.values()):
+        raise InputError(f"{where}: grpo.rewards.weights are all zero")
+    if config.train_vision and config.lora is not None:
+        raise InputError(f"{where}: train_vision needs full fine-tuning (lora: null)")
+
+
+def describe(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(key, default, help)`` rows of every config key, for ``refseg train keys``."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        section = _section_type(hints[f.name])
+        key = f"{prefix}{f.name}"
+        if section is not None:
+            rows.append((key, "{...}", f.metadata.get("help", "")))
+            rows.extend(describe(section, key + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = repr(f.default_factory())  # type: ignore[misc]
+        else:
+            default = "(required)"
+        rows.append((key, default, f.metadata.get("help", "")))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# TRL arguments
+
+
+def _common_args(config: TrainConfig) -> dict[str, Any]:
+    bf16 = config.bf16
+    if bf16 is None:
+        try:
+            import torch
+
+            bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        except Exception:
+            bf16 = False
+    return {
+        "output_dir": config.output_dir,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_steps,
+        "weight_decay": config.weight_decay,
+        "max_steps": config.max_steps,
+        "num_train_epochs": config.num_train_epochs,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "bf16": bf16,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "logging_steps": config.logging_steps,
+        "report_to": config.report_to,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "dataloader_num_workers": config.dataloader_num_workers,
+        "remove_unused_columns": False,
+    }
+
+
+def _apply_extra(cls: type, kwargs: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(extra) - names)
+    if unknown:
+        raise InputError(f"trainer_extra: {unknown[0]!r} is not a {cls.__name__} field")
+    return {**kwargs, **extra}
+
+
+def grpo_args(config: TrainConfig) -> Any:
+    """TRL :class:`~trl.GRPOConfig` for ``config`` (no model is loaded)."""
+    from trl import GRPOConfig
+
+    g = config.grpo
+    kwargs = _common_args(config)
+    kwargs.update(
+        num_generations=g.num_generations,
+        beta=g.beta,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        max_completion_length=g.max_completion_length,
+        num_iterations=g.num_iterations,
+        epsilon=g.epsilon,
+        loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards,
+        log_completions=False,
+    )
+    if g.generation_backend == "vllm":
+        kwargs.update(
+            use_vllm=True,
+            vllm_mode="colocate",
+            vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        )
+    kwargs = _apply_extra(GRPOConfig, kwargs, config.trainer_extra)
+    try:
+        return GRPOConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"GRPO settings rejected by TRL: {str(exc).splitlines()[0]}") from None
+
+
+def sft_args(config: TrainConfig) -> Any:
+    """TRL :class:`~trl.SFTConfig` for ``config`` (no model is loaded)."""
+    from trl import SFTConfig
+
+    kwargs = _common_args(config)
+    kwargs.update(max_length=config.sft.max_length, completion_only_loss=True)
+    kwargs = _apply_extra(SFTConfig, kwargs, config.trainer_extra)
+    try:
+        return SFTConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"SFT settings rejected by TRL: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,156 @@
+"""Samples -> training rows: conversational prompts, SFT targets and GRPO reward columns.
+
+Any refseg dataset reader feeds training (``refseg.data.base.open_dataset`` on a spec string).
+Rows keep the image as a path in an ``image`` column cast to :class:`datasets.Image`, so images
+are decoded lazily per batch (TRL's trainers read images from an ``image`` column and insert the
+placeholder before the user text, the same order the grounder uses at inference).
+
+GRPO rows carry the ground truth the rewards read: ``width``, ``height``, ``gt_boxes`` (pixels,
+one per referred object, empty for no-target samples) and ``gt_masks`` (COCO RLE ``counts``
+strings of size ``height x width``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from refseg import masks
+from refseg.data.base import Sample
+from refseg.errors import InputError
+
+
+def load_samples(
+    specs: str | Sequence[str], *, max_samples: int | None = None, seed: int = 0
+) -> list[Sample]:
+    """Read every sample of one or more dataset specs; ``max_samples`` keeps a seeded subset."""
+    from refseg.data.base import open_dataset
+
+    if isinstance(specs, str):
+        specs = [specs]
+    samples: list[Sample] = []
+    for spec in specs:
+        samples.extend(open_dataset(spec))
+    if not samples:
+        raise InputError(f"dataset {', '.join(specs)} has no samples")
+    if max_samples is not None and len(samples) > max_samples:
+        rng = random.Random(seed)
+        samples = rng.sample(samples, max_samples)
+    return samples
+
+
+def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
+    """The mask pixel farthest from the background (distance-transform maximum), as ``(x, y)``.
+
+    Unlike a centroid it always lies on the object, even for rings and crescents, and it is the
+    point a promptable segmenter is least likely to misread as the neighbouring object.
+    Returns the pixel centre; None for an empty mask.
+    """
+    import cv2
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return None
+    padded = np.pad(mask, 1).astype(np.uint8)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return (float(col) + 0.5, float(row) + 0.5)
+
+
+def pixel_targets(sample: Sample) -> list[tuple[list[float], list[tuple[float, float]]]]:
+    """``(box, [point])`` per referred object in image pixels (box from the GT, point inside)."""
+    boxes = sample.gt_boxes()
+    out = []
+    for rle, box in zip(sample.masks, boxes):
+        point = interior_point(masks.decode(rle))
+        out.append((list(box), [point] if point is not None else []))
+    return out
+
+
+def prompt_messages(phrase: str, *, think: bool, coords: str) -> list[dict[str, Any]]:
+    """The conversational prompt of one sample (TRL inserts the image before the text)."""
+    from refseg.protocol import SYSTEM_PROMPT, build_prompt
+
+    messages: list[dict[str, Any]] = []
+    if SYSTEM_PROMPT:
+        messages.append({"role": "system", "content": SYSTEM_PROMPT})
+    messages.append(
+        {"role": "user", "content": build_prompt(phrase, think=think, coords=str(coords))}
+    )
+    return messages
+
+
+def target_text(
+    sample: Sample,
+    *,
+    convention: Any,
+    reasoning: str | None = None,
+) -> str:
+    """The SFT target of ``sample``: GT boxes and interior points in the model's coordinates."""
+    from refseg.grounding.coords import from_pixels
+    from refseg.protocol import format_answer
+
+    instances = []
+    for box, points in pixel_targets(sample):
+        instances.append(from_pixels(box, points, convention, sample.width, sample.height))
+    return format_answer(instances, reasoning=reasoning)
+
+
+def _rle_counts(rle: masks.RLE) -> str:
+    return masks.normalize(rle)["counts"]
+
+
+def grpo_rows(samples: Iterable[Sample], *, think: bool, coords: str) -> list[dict[str, Any]]:
+    """Rows for :class:`trl.GRPOTrainer`: prompt, image and the reward columns."""
+    rows = []
+    for s in samples:
+        rows.append(
+            {
+                "prompt": prompt_messages(s.phrase, think=think, coords=coords),
+                "image": str(s.image),
+                "sample_id": s.id,
+                "width": int(s.width),
+                "height": int(s.height),
+                "gt_boxes": [[float(v) for v in b] for b in s.gt_boxes()],
+                "gt_masks": [_rle_counts(m) for m in s.masks],
+            }
+        )
+    return rows
+
+
+def sft_rows(
+    samples: Iterable[Sample],
+    *,
+    think: bool,
+    coords: str,
+    convention: Any,
+    reasoning_template: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for :class:`trl.SFTTrainer`: prompt, completion (the formatted GT) and image."""
+    rows = []
+    for s in samples:
+        reasoning = None
+        if think:
+            reasoning = (reasoning_template or "").format(phrase=s.phrase)
+        answer = target_text(s, convention=convention, reasoning=reasoning)
+        rows.append(
+            {
+                "prompt": prompt_messages(s.phrase, think=think, coords=coords),
+                "completion": [{"role": "assistant", "content": answer}],
+                "image": str(s.image),
+            }
+        )
+    return rows
+
+
+def to_dataset(rows: list[dict[str, Any]]) -> Any:
+    """A :class:`datasets.Dataset` with the ``image`` column decoded lazily."""
+    import datasets
+
+    if not rows:
+        raise InputError("no training rows")
+    dataset = datasets.Dataset.from_list(rows)
+    return dataset.cast_column("image", datasets.Image())

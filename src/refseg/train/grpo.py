@@ -1,0 +1,85 @@
+"""``refseg train grpo``: GRPO on TRL's :class:`~trl.GRPOTrainer` with refseg's rewards.
+
+The trainer samples ``num_generations`` answers per (image, phrase), scores them with the
+configured rewards (:mod:`refseg.train.rewards`), and pushes the policy towards the answers that
+beat their group's mean. Rerunning the same command resumes from the newest complete
+``checkpoint-*`` in ``output_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from refseg.errors import InputError
+from refseg.train import common
+from refseg.train.config import TrainConfig, grpo_args
+
+
+def build_trainer(
+    config: TrainConfig,
+    *,
+    model: Any = None,
+    processor: Any = None,
+    samples: list[Any] | None = None,
+    segmenter: Any = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """A ready :class:`trl.GRPOTrainer` for ``config``.
+
+    ``model``/``processor``/``samples``/``segmenter`` may be passed in (scripts that keep them
+    in memory between stages); otherwise they are loaded from the config.
+    """
+    from trl import GRPOTrainer
+
+    from refseg.train.data import grpo_rows, load_samples, to_dataset
+    from refseg.train.rewards import build_rewards
+
+    if config.grpo.generation_backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise InputError("generation_backend vllm: vllm is not installed") from None
+    args = grpo_args(config)
+    processor = processor if processor is not None else common.load_processor(config)
+    if model is None:
+        # With beta > 0 and no LoRA, TRL loads the KL reference model from
+        # model.config._name_or_path: config.model (a hub id or a saved folder) is that path.
+        model = common.load_model(config)
+    convention = common.convention_for(config, processor)
+    if samples is None:
+        samples = load_samples(config.datasets(), max_samples=config.max_samples, seed=config.seed)
+    dataset = to_dataset(grpo_rows(samples, think=config.think, coords=str(convention)))
+    rewards = config.grpo.rewards
+    funcs, weights = build_rewards(
+        rewards.weights,
+        think=config.think,
+        convention=convention,
+        iou_threshold=rewards.iou_threshold,
+        l1_threshold=rewards.l1_threshold,
+        segmenter=segmenter if segmenter is not None else rewards.segmenter,
+    )
+    args.reward_weights = weights
+    log_path = Path(config.output_dir) / "log.jsonl"
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=common.peft_config(config),
+        callbacks=[common.step_log_callback(log_path), *(callbacks or [])],
+    )
+
+
+def train(config: TrainConfig, **kwargs: Any) -> Any:
+    """Build the trainer, resume from the last checkpoint if any, train and save the model."""
+    common.set_threads()
+    trainer = build_trainer(config, **kwargs)
+    resume = common.last_checkpoint(config.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(config.output_dir)
+    processor = trainer.processing_class
+    if processor is not None:
+        processor.save_pretrained(config.output_dir)
+    return trainer
