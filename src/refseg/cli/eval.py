@@ -1,9 +1,139 @@
-"""`refseg eval`: registered by its own issue's module (see the README)."""
+"""`refseg eval`: score a grounder + segmenter, a segmenter alone, or stored predictions.
+
+Thin: parses the options, opens the dataset and the models, and calls
+:func:`refseg.eval.runner.evaluate`, which does the work and the resuming.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from refseg.errors import InputError
+
+
+def _dataset_identity(spec: str) -> str:
+    """The spec with an absolute path, so a rerun from another folder still matches."""
+    from refseg.data.base import DatasetSpec
+
+    parsed = DatasetSpec.parse(spec)
+    text = f"{parsed.kind}:{parsed.path.resolve()}"
+    return f"{text}:{parsed.split}" if parsed.split else text
+
+
+def _print_summary(document: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from refseg.eval.metrics import METRIC_NAMES
+    from refseg.eval.report import failure_note, percent
+
+    console = Console()
+    metrics = document["metrics"]
+    table = Table(title=f"{document['n_samples']} samples")
+    table.add_column("metric")
+    table.add_column("%", justify="right")
+    for name in METRIC_NAMES:
+        table.add_row(name, percent(metrics[name]))
+    console.print(table)
+    missing = document["failures"].get("missing", 0)
+    if missing:
+        console.print(
+            f"[yellow]{missing} samples have no prediction in the predictions file: "
+            "scored as failures (IoU 0)[/yellow]"
+        )
+    note = failure_note(document)
+    if note:
+        console.print(f"[yellow]{note}[/yellow]")
+    console.print(f"metrics: {out / 'metrics.json'}  report: {out / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `eval` commands to ``app`` (none yet)."""
+    @app.command("eval")
+    def eval_command(
+        dataset: str = typer.Option(
+            ..., "--dataset", help="KIND:PATH[:SPLIT], e.g. refcocog:data/refcocog:val."
+        ),
+        out: Path = typer.Option(..., "--out", help="Run folder (rerun the command to resume)."),
+        grounder: str | None = typer.Option(
+            None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."
+        ),
+        segmenter: str = typer.Option(
+            "onnx-sam", help="onnx-sam | onnx:ENC,DEC | sam:ID | sam2:ID"
+        ),
+        oracle_boxes: bool = typer.Option(
+            False,
+            "--oracle-boxes",
+            help="Prompt the segmenter with the ground-truth boxes (no grounder).",
+        ),
+        predictions: Path | None = typer.Option(
+            None,
+            "--predictions",
+            help="Score stored predictions: JSONL of result JSON (refseg segment --json) + id.",
+        ),
+        limit: int | None = typer.Option(None, min=0, help="Evaluate the first N samples."),
+        think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
+        refine: int | None = typer.Option(None, min=0, max=8, help="Decoder refinement rounds."),
+        device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
+        batch_size: int = typer.Option(8, min=1, help="Phrases per grounder batch."),
+        boundary_ratio: float = typer.Option(
+            0.02, help="Boundary-IoU width / image diagonal (RefCOCO-M reports 0.05)."
+        ),
+        fresh: bool = typer.Option(
+            False, "--fresh", help="Discard the records already in --out instead of resuming."
+        ),
+        report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
+    ) -> None:
+        """Evaluate on a dataset; resumable, data-parallel under accelerate launch."""
+        from refseg.data.base import open_dataset
+        from refseg.eval.runner import evaluate
+
+        if predictions is not None and (grounder or oracle_boxes or think):
+            raise InputError("--predictions scores stored results: drop --grounder/--oracle-boxes")
+        if oracle_boxes and (grounder or think):
+            raise InputError("--oracle-boxes uses no grounder: drop --grounder/--think")
+        if not 0 < boundary_ratio < 1:
+            raise InputError(f"--boundary-ratio must be in (0, 1), got {boundary_ratio}")
+        samples = open_dataset(dataset)
+        config = {"dataset": _dataset_identity(dataset)}
+        common = dict(
+            out_dir=out,
+            limit=limit,
+            boundary_ratio=boundary_ratio,
+            config=config,
+            resume=not fresh,
+            progress=True,
+            report=report,
+        )
+        try:
+            if predictions is not None:
+                document = evaluate(samples, predictions=predictions, **common)
+            elif oracle_boxes:
+                from refseg.segmentation import load_segmenter
+
+                seg = load_segmenter(segmenter, device=device)
+                document = evaluate(samples, segmenter=seg, refine=refine, **common)
+            else:
+                from refseg.grounding import DEFAULT_GROUNDER, load_grounder
+                from refseg.pipeline import Pipeline
+                from refseg.segmentation import load_segmenter
+
+                pipe = Pipeline(
+                    load_grounder(grounder or DEFAULT_GROUNDER, device=device),
+                    load_segmenter(segmenter, device=device),
+                    think=think,
+                    refine=refine,
+                )
+                document = evaluate(samples, pipeline=pipe, batch_size=batch_size, **common)
+        except KeyboardInterrupt:
+            typer.echo(
+                f"refseg: interrupted; finished samples are kept in {out}: "
+                "rerun the same command to resume",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+        import os
+
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            _print_summary(document, out)

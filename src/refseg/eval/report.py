@@ -1,0 +1,285 @@
+"""Human-readable outputs of an evaluation run: ``metrics.md`` and a self-contained ``report.html``.
+
+Both are made from the run's records and ``metrics.json`` document only (plus the images, for the
+overlays), so they can be regenerated at any time and never disagree with the numbers. The HTML
+embeds everything (styles, base64 PNG overlays) and can be mailed or attached as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from refseg.eval.metrics import METRIC_NAMES
+from refseg.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from refseg.data.base import Sample
+
+#: How many best and worst samples the HTML report shows.
+GALLERY_SIZE = 8
+#: Width in pixels of one overlay panel in the report.
+PANEL_WIDTH = 280
+
+_BREAKDOWN_TITLES = {
+    "difficulty": "By difficulty (meta.difficulty)",
+    "kind": "By kind (meta.kind)",
+    "targets": "By number of referred objects",
+}
+
+
+def percent(value: float | None) -> str:
+    """``0.1234 -> "12.34"``; ``None`` (undefined) -> ``"–"``."""
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _timing_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean seconds per sample for each timing key present (over records that have it)."""
+    sums: dict[str, list[float]] = {}
+    for record in records:
+        for key, value in (record.get("timings") or {}).items():
+            sums.setdefault(key, []).append(float(value))
+    return {k: math.fsum(v) / len(v) for k, v in sorted(sums.items())}
+
+
+def _title(document: Mapping[str, Any]) -> str:
+    config = document.get("config", {})
+    what = config.get("dataset", "samples")
+    mode = config.get("mode", "?")
+    if mode == "pipeline":
+        how = f"{config.get('grounder')} + {config.get('segmenter')}"
+        if config.get("think"):
+            how += " (think)"
+    elif mode == "oracle-boxes":
+        how = f"{config.get('segmenter')} with ground-truth boxes"
+    else:
+        how = "stored predictions"
+    return f"{how} on {what}"
+
+
+def failure_note(document: Mapping[str, Any]) -> str | None:
+    """One sentence on failed samples, or ``None`` when there were none."""
+    failures = document.get("failures") or {}
+    if not failures:
+        return None
+    total = sum(failures.values())
+    parts = ", ".join(f"{n} {kind}" for kind, n in failures.items())
+    return f"{total} of {document['n_samples']} samples failed ({parts}); each scores IoU 0."
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md_table(rows: Sequence[tuple[str, Mapping[str, Any]]], first: str) -> list[str]:
+    header = [first, *METRIC_NAMES, "n"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, metrics in rows:
+        cells = [name, *(percent(metrics.get(m)) for m in METRIC_NAMES), str(metrics.get("n", 0))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(document: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
+    """``metrics.md``: the metrics (percent), breakdowns, failures and mean timings."""
+    lines = [f"# Evaluation: {_title(document)}", ""]
+    lines += _md_table([("all", document["metrics"])], "samples")
+    for key, groups in (document.get("breakdowns") or {}).items():
+        lines += ["", f"## {_BREAKDOWN_TITLES.get(key, f'By meta.{key}')}", ""]
+        lines += _md_table(list(groups.items()), key)
+    note = failure_note(document)
+    lines += ["", f"Failures: {note}" if note else "Failures: none."]
+    timings = _timing_summary(records)
+    if timings:
+        lines.append(
+            "Mean seconds per sample: " + ", ".join(f"{k} {v:.3f}" for k, v in timings.items())
+        )
+    lines += ["", "Values are percentages; definitions in `refseg.eval.metrics`."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+def _png_data_uri(image: np.ndarray) -> str:
+    """A base64 PNG data URI; palette-quantised (256 colours), which keeps a photo overlay
+    near 100 kB instead of several hundred and the whole report a few MB at most."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).quantize(256).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _resize(image: np.ndarray, width: int) -> np.ndarray:
+    from PIL import Image
+
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+
+
+@functools.lru_cache(maxsize=4)
+def _image(path: str) -> np.ndarray | None:
+    """An image for the gallery (cached: best and worst samples often share images)."""
+    from refseg.image import load_image
+
+    try:
+        return load_image(path)
+    except Exception:
+        return None
+
+
+def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray | None:
+    """Ground truth (left) and prediction (right) drawn on the image, side by side.
+
+    ``None`` when the image cannot be read (the report then shows the numbers only).
+    """
+    from refseg import masks
+    from refseg.render import overlay
+    from refseg.types import Instance, Result
+
+    path = sample.image if sample is not None else record.get("image")
+    image = _image(str(path)) if path else None
+    if image is None:
+        return None
+    height, width = image.shape[:2]
+    gt = Result(width=width, height=height)
+    if sample is not None and (sample.height, sample.width) == (height, width):
+        boxes = sample.gt_boxes()
+        gt.instances = [
+            Instance(rle, box=boxes[i] if i < len(boxes) else None)
+            for i, rle in enumerate(sample.masks)
+        ]
+    pred = Result(width=width, height=height)
+    if record.get("prediction") and list(record["prediction"]["size"]) == [height, width]:
+        pred.instances = [Instance(record["prediction"])]
+        pred.instances += [
+            Instance(masks.empty(height, width), box=i.get("box"), points=i.get("points") or ())
+            for i in record.get("instances") or []
+        ]
+    separator = np.full((height, max(2, width // 100), 3), 255, dtype=np.uint8)
+    both = np.concatenate([overlay(image, gt), separator, overlay(image, pred)], axis=1)
+    return _resize(both, 2 * PANEL_WIDTH)
+
+
+def _status(record: Mapping[str, Any]) -> str:
+    if record.get("error_kind"):
+        return f"failed ({record['error_kind']}): {record.get('error') or ''}"
+    if record.get("gt_empty"):
+        return "no target; answered " + ("empty (correct)" if record["pred_empty"] else "a mask")
+    if record.get("pred_empty"):
+        return "answered no target"
+    return f"{len(record.get('instances') or [])} predicted instance(s), {record['n_gt']} target(s)"
+
+
+def _card(record: Mapping[str, Any], sample: Sample | None) -> str:
+    pair = overlay_pair(record, sample)
+    picture = (
+        f'<img src="{_png_data_uri(pair)}" alt="overlay">'
+        if pair is not None
+        else '<div class="noimg">image unavailable</div>'
+    )
+    return (
+        '<figure class="card">'
+        + picture
+        + "<figcaption>"
+        + f"<b>{html.escape(str(record['phrase']))}</b><br>"
+        + f"IoU {percent(record['iou'])} · BIoU {percent(record['biou'])} · "
+        + f"<code>{html.escape(str(record['id']))}</code><br>"
+        + f"<span class=muted>{html.escape(_status(record))}</span>"
+        + "</figcaption></figure>"
+    )
+
+
+def _html_table(rows: Sequence[tuple[str, Mapping[str, Any]]], first: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in (first, *METRIC_NAMES, "n"))
+    body = []
+    for name, metrics in rows:
+        cells = [f"<td>{html.escape(str(name))}</td>"]
+        cells += [f"<td>{percent(metrics.get(m))}</td>" for m in METRIC_NAMES]
+        cells.append(f"<td>{metrics.get('n', 0)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3}
+.grid{display:flex;flex-wrap:wrap;gap:1em}
+.card{margin:0;width:640px;border:1px solid #ddd;padding:.4em}
+.card img{width:100%}
+.noimg{height:80px;background:#eee;text-align:center;line-height:80px;color:#777}
+.muted{color:#666}
+code{font-size:90%}
+"""
+
+
+def render_html(
+    document: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    samples: Mapping[str, Sample],
+) -> str:
+    """``report.html``: config, metrics, breakdowns, failures, timings and best/worst overlays."""
+    title = _title(document)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>refseg eval: {html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>refseg eval</h1><p>{html.escape(title)}</p>",
+        "<h2>Metrics (%)</h2>",
+        _html_table([("all", document["metrics"])], "samples"),
+    ]
+    for key, groups in (document.get("breakdowns") or {}).items():
+        parts.append(f"<h3>{html.escape(_BREAKDOWN_TITLES.get(key, f'By meta.{key}'))}</h3>")
+        parts.append(_html_table(list(groups.items()), key))
+    note = failure_note(document)
+    parts.append(f"<p><b>Failures:</b> {html.escape(note) if note else 'none'}</p>")
+    timings = _timing_summary(records)
+    if timings:
+        text = ", ".join(f"{k} {v:.3f}" for k, v in timings.items())
+        parts.append(f"<p><b>Mean seconds per sample:</b> {html.escape(text)}</p>")
+    config = document.get("config") or {}
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in config.items()
+    )
+    parts.append(f"<h2>Configuration</h2><table>{rows}</table>")
+
+    targets = [r for r in records if not r["gt_empty"] and not r["error_kind"]]
+    best = sorted(targets, key=lambda r: (-r["iou"], r["id"]))[:GALLERY_SIZE]
+    worst = sorted(records, key=lambda r: (r["iou"], -r["union"], r["id"]))[:GALLERY_SIZE]
+    for heading, chosen in (("Best", best), ("Worst", worst)):
+        parts.append(
+            f"<h2>{heading} {len(chosen)} (ground truth left, prediction right)</h2>"
+            '<div class="grid">'
+        )
+        parts += [_card(r, samples.get(str(r["id"]))) for r in chosen]
+        parts.append("</div>")
+    parts.append(
+        "<p class=muted>Definitions: <code>refseg.eval.metrics</code>. Failures (unreadable "
+        "answers, errors, missing predictions) score IoU 0.</p></body></html>"
+    )
+    return "\n".join(parts) + "\n"
+
+
+def write_reports(
+    out_dir: Path,
+    document: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    samples: Mapping[str, Sample],
+) -> None:
+    """Write ``metrics.md`` and ``report.html`` into ``out_dir`` (atomically)."""
+    atomic_write_text(out_dir / "metrics.md", render_markdown(document, records))
+    atomic_write_text(out_dir / "report.html", render_html(document, records, samples))
+    _image.cache_clear()

@@ -1,0 +1,730 @@
+"""The resumable evaluation runner behind ``refseg eval`` and :func:`evaluate`.
+
+A run lives in one folder::
+
+    RUN_DIR/
+      config.json          what is evaluated (dataset, models, options); a rerun must match it
+      records.jsonl        one JSON record per finished sample, appended, flushed and fsynced
+      records.rank{R}.jsonl  the same, per process, while a data-parallel run is in progress
+      metrics.json         set-level metrics, per-group breakdowns and failure counts (atomic)
+      metrics.md           the metrics as a Markdown table
+      report.html          a self-contained report with best and worst overlays
+
+Resuming is the normal way to finish an interrupted run: the records already on disk are read
+(a torn last line, left by ``kill -9`` mid-write, is ignored and cut off), the samples they cover
+are skipped, and the metrics are recomputed from all records, so the numbers equal those of an
+uninterrupted run (see :func:`refseg.eval.metrics.aggregate`).
+
+Three modes say where predictions come from:
+
+* a :class:`~refseg.pipeline.Pipeline` (grounder + segmenter): samples are grouped by image so
+  each image is embedded once, and phrases on one image go to the grounder as one batch;
+* a segmenter alone with the ground-truth boxes as prompts (``--oracle-boxes``, one box prompt per
+  ground-truth mask): an upper bound for the grounder, a measure of the segmenter;
+* predictions made elsewhere (``--predictions``): result JSON lines as ``refseg segment --json``
+  writes them, plus an ``id``; a sample without one scores as a failure.
+
+Data-parallel runs: under ``accelerate launch`` / ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set),
+rank R takes the samples whose index i satisfies ``i % WORLD_SIZE == R``, writes
+``records.rank{R}.jsonl``, and rank 0 merges everything into ``records.jsonl`` and writes the same
+``metrics.json`` a single process would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from refseg import masks
+from refseg.errors import InputError, RefsegError
+from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, score_sample
+from refseg.fileio import atomic_write_text
+from refseg.types import Result
+
+if TYPE_CHECKING:
+    from refseg.data.base import Sample
+    from refseg.pipeline import Pipeline
+    from refseg.segmentation.base import Segmenter
+
+CONFIG_FILE = "config.json"
+RECORDS_FILE = "records.jsonl"
+METRICS_FILE = "metrics.json"
+#: Version of the record / config layout; a run folder from another version is refused.
+FORMAT_VERSION = 1
+
+#: Failure kinds a record's ``error_kind`` may hold.
+FAILURE_KINDS = ("parse", "grounder", "segmenter", "image", "input", "missing", "invalid")
+
+#: Longest raw grounder answer kept in a record (characters).
+MAX_RAW_ANSWER = 4000
+
+
+# --------------------------------------------------------------------------------------------
+# Records on disk
+
+
+def rank_records_file(rank: int) -> str:
+    return f"records.rank{rank}.jsonl"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of one JSONL file; a last line without its newline (a torn write) is ignored.
+
+    Any other unreadable line means the file was edited or corrupted: :class:`InputError`.
+    """
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # the part after the last newline is empty or torn
+    out = []
+    for number, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{path}: line {number} is not a JSON record ({exc})") from exc
+        if not isinstance(record, dict) or "id" not in record:
+            raise InputError(f"{path}: line {number} is not an evaluation record")
+        out.append(record)
+    return out
+
+
+def run_record_files(out_dir: Path) -> list[Path]:
+    """``records.jsonl`` first, then every per-rank file, in rank order."""
+    ranked = sorted(
+        out_dir.glob("records.rank*.jsonl"),
+        key=lambda p: int(p.name[len("records.rank") : -len(".jsonl")] or 0),
+    )
+    return [out_dir / RECORDS_FILE, *ranked]
+
+
+def load_run_records(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every record of a run folder by sample id (the first one wins if a sample has several)."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in run_record_files(out_dir):
+        for record in read_records(path):
+            records.setdefault(str(record["id"]), record)
+    return records
+
+
+class RecordWriter:
+    """Appends records to a JSONL file so that a killed process loses at most the sample in
+    flight: each record is one ``write`` of a full line, flushed at once, and fsynced (at most
+    every ``sync_every`` seconds, and on close)."""
+
+    def __init__(self, path: Path, *, sync_every: float = 0.0) -> None:
+        self.path = path
+        self.sync_every = sync_every
+        self._last_sync = time.monotonic()
+        self._dirty = False
+        _cut_torn_tail(path)
+        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._handle.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self._handle.flush()
+        self._dirty = True
+        if time.monotonic() - self._last_sync >= self.sync_every:
+            self.sync()
+
+    def sync(self) -> None:
+        if self._dirty:
+            os.fsync(self._handle.fileno())
+            self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self.sync()
+            self._handle.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Remove a partial last line so the next append starts on a fresh line."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        # Scan back for the last newline (records are small; read the tail in blocks).
+        position = size
+        while position > 0:
+            start = max(0, position - 65536)
+            handle.seek(start)
+            block = handle.read(position - start)
+            index = block.rfind(b"\n")
+            if index >= 0:
+                handle.truncate(start + index + 1)
+                return
+            position = start
+        handle.truncate(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _check_config(out_dir: Path, identity: dict[str, Any], notes: dict[str, Any]) -> None:
+    """Write ``config.json`` for a new run, or refuse a rerun whose configuration differs."""
+    path = out_dir / CONFIG_FILE
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            previous = stored["identity"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path} is not a refseg eval config; use a new --out") from exc
+        if previous != identity:
+            keys = sorted(set(previous) | set(identity))
+            key = next(k for k in keys if previous.get(k) != identity.get(k))
+            raise InputError(
+                f"{out_dir} holds a run with a different configuration ({key}: "
+                f"{previous.get(key)!r} there, {identity.get(key)!r} now); "
+                "use a new --out or delete that folder"
+            )
+        return
+    text = json.dumps({"identity": identity, "notes": notes}, indent=1, sort_keys=True) + "\n"
+    atomic_write_text(path, text)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions made elsewhere
+
+
+def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    """Read ``PREDS.jsonl``: one result JSON per line with an ``id`` (one-line errors)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such predictions file")
+    out: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{path}: line {number} is not JSON ({exc})") from exc
+            if not isinstance(data, dict) or "id" not in data:
+                raise InputError(f'{path}: line {number} has no "id"')
+            key = str(data["id"])
+            if key in out:
+                raise InputError(f"{path}: line {number} repeats id {key!r}")
+            out[key] = data
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Producing predictions
+
+
+@dataclass
+class Outcome:
+    """What a mode produced for one sample: a result, or a failure."""
+
+    result: Result | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, RefsegError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def _by_image(samples: Sequence[Sample]) -> list[list[Sample]]:
+    """Samples grouped by image file, groups in order of first appearance."""
+    groups: dict[str, list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(str(sample.image), []).append(sample)
+    return list(groups.values())
+
+
+def _load_image(sample: Sample):
+    from refseg.image import load_image
+
+    image = load_image(sample.image)
+    height, width = image.shape[:2]
+    if (height, width) != (sample.height, sample.width):
+        raise InputError(
+            f"{sample.image} is {width}x{height}, "
+            f"but the dataset says {sample.width}x{sample.height}"
+        )
+    return image
+
+
+def _oracle_outcomes(
+    segmenter: Segmenter, samples: Sequence[Sample], refine: int | None
+) -> Iterator[tuple[Sample, Outcome]]:
+    """Ground-truth boxes as prompts: one box prompt per ground-truth mask, no grounder."""
+    from refseg.pipeline import segment_prompts
+    from refseg.types import Prompt, clip_box
+
+    for group in _by_image(samples):
+        try:
+            image = _load_image(group[0])
+        except Exception as exc:
+            for sample in group:
+                yield sample, Outcome(error_kind="image", error=_describe(exc))
+            continue
+        embedding, embed_s, embed_error = None, 0.0, None
+        for sample in group:
+            start = time.perf_counter()
+            try:
+                prompts = [
+                    Prompt(box=clip_box(b, sample.width, sample.height)) for b in sample.gt_boxes()
+                ]
+            except InputError as exc:
+                yield sample, Outcome(error_kind="input", error=_describe(exc))
+                continue
+            if not prompts:  # a no-target sample: the oracle answers "no target"
+                result = Result(width=sample.width, height=sample.height, no_target=True)
+                yield sample, Outcome(result, timings={"total_s": time.perf_counter() - start})
+                continue
+            timings: dict[str, float] = {}
+            if embedding is None and embed_error is None:
+                try:
+                    embedding = segmenter.embed(image)
+                    embed_s = time.perf_counter() - start
+                    timings["embed_s"] = embed_s  # charged to the first sample of the image
+                except Exception as exc:
+                    embed_error = _describe(exc)
+            if embed_error is not None:
+                yield sample, Outcome(error_kind="segmenter", error=embed_error)
+                continue
+            try:
+                result = segment_prompts(
+                    segmenter, image, prompts, embedding=embedding, refine=refine
+                )
+            except Exception as exc:
+                yield sample, Outcome(error_kind="segmenter", error=_describe(exc))
+                continue
+            result.timings.update(timings)
+            result.timings["total_s"] = time.perf_counter() - start
+            yield sample, Outcome(result, timings=result.timings)
+
+
+def _pipeline_outcomes(
+    pipeline: Pipeline, samples: Sequence[Sample], think: bool | None, batch_size: int
+) -> Iterator[tuple[Sample, Outcome]]:
+    """Grounder + segmenter, in batches of phrases taken image by image.
+
+    Samples are ordered by image, so an image's embedding is made once and dropped from the
+    cache as soon as the batches move past that image. A batch that raises is retried one
+    sample at a time so a single bad sample costs only itself.
+    """
+    from refseg.image import image_digest
+
+    ordered = [s for group in _by_image(samples) for s in group]
+    images: dict[str, Any] = {}
+    digests: dict[str, str] = {}
+    embeddings: dict[str, Any] = {}
+    for start in range(0, len(ordered), max(1, batch_size)):
+        batch = ordered[start : start + batch_size]
+        wanted = {str(s.image) for s in batch}
+        for key in [k for k in images if k not in wanted]:
+            embeddings.pop(digests.pop(key), None)
+            del images[key]
+        ready: list[Sample] = []
+        for sample in batch:
+            key = str(sample.image)
+            if key not in images:
+                try:
+                    images[key] = _load_image(sample)
+                    digests[key] = image_digest(images[key])
+                except Exception as exc:
+                    yield sample, Outcome(error_kind="image", error=_describe(exc))
+                    continue
+            ready.append(sample)
+        if not ready:
+            continue
+        yield from _run_pipeline(pipeline, ready, images, embeddings, think)
+
+
+def _run_pipeline(
+    pipeline: Pipeline,
+    batch: list[Sample],
+    images: dict[str, Any],
+    embeddings: dict[str, Any],
+    think: bool | None,
+) -> Iterator[tuple[Sample, Outcome]]:
+    start = time.perf_counter()
+    try:
+        results = pipeline.run(
+            [(images[str(s.image)], s.phrase) for s in batch], think=think, embeddings=embeddings
+        )
+    except Exception as exc:
+        if len(batch) == 1:
+            kind = "input" if isinstance(exc, InputError) else "grounder"
+            yield batch[0], Outcome(error_kind=kind, error=_describe(exc))
+            return
+        for sample in batch:
+            yield from _run_pipeline(pipeline, [sample], images, embeddings, think)
+        return
+    per_sample = (time.perf_counter() - start) / len(batch)
+    for sample, result in zip(batch, results):
+        result.timings["total_s"] = per_sample
+        yield sample, Outcome(result, timings=result.timings)
+
+
+def _prediction_outcomes(
+    predictions: Mapping[str, Any], samples: Sequence[Sample]
+) -> Iterator[tuple[Sample, Outcome]]:
+    for sample in samples:
+        data = predictions.get(sample.id)
+        if data is None:
+            yield sample, Outcome(error_kind="missing", error="no prediction for this sample")
+            continue
+        try:
+            result = data if isinstance(data, Result) else Result.from_dict(data)
+        except RefsegError as exc:
+            yield sample, Outcome(error_kind="invalid", error=_describe(exc))
+            continue
+        if (result.height, result.width) != (sample.height, sample.width):
+            yield (
+                sample,
+                Outcome(
+                    error_kind="invalid",
+                    error=f"prediction is {result.width}x{result.height}, "
+                    f"the image {sample.width}x{sample.height}",
+                ),
+            )
+            continue
+        yield sample, Outcome(result, timings=dict(result.timings))
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring one outcome into a record
+
+
+def _meta_scalars(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The scalar part of a sample's meta (what breakdowns group by); large values dropped."""
+    out = {}
+    for key, value in meta.items():
+        if (
+            isinstance(value, (bool, int, float))
+            or value is None
+            or (isinstance(value, str) and len(value) <= 200)
+        ):
+            out[key] = value
+    return out
+
+
+def make_record(
+    sample: Sample, outcome: Outcome, *, boundary_ratio: float = DEFAULT_BOUNDARY_RATIO
+) -> dict[str, Any]:
+    """Score one sample's outcome and return its JSON record."""
+    result, error_kind, error = outcome.result, outcome.error_kind, outcome.error
+    if result is not None and result.parse_error:
+        error_kind, error = "parse", result.parse_error
+    pred_masks = None
+    if result is not None and error_kind is None:
+        pred_masks = [i.rle for i in result.instances]
+    try:
+        score = score_sample(
+            sample.masks, pred_masks, sample.height, sample.width, boundary_ratio=boundary_ratio
+        )
+    except InputError as exc:
+        if pred_masks is None:
+            raise InputError(f"sample {sample.id}: {exc}") from exc
+        error_kind, error, pred_masks = "invalid", _describe(exc), None
+        score = score_sample(
+            sample.masks, None, sample.height, sample.width, boundary_ratio=boundary_ratio
+        )
+    prediction = None
+    if pred_masks is not None:
+        prediction = masks.normalize(masks.union(pred_masks, sample.height, sample.width))
+    record: dict[str, Any] = {
+        "id": sample.id,
+        "phrase": sample.phrase,
+        "image": str(sample.image),
+        "width": sample.width,
+        "height": sample.height,
+        "n_gt": len(sample.masks),
+        "meta": _meta_scalars(sample.meta),
+        **score.to_record(),
+        "error_kind": error_kind,
+        "error": error,
+        "no_target_answer": bool(result.no_target) if result is not None else False,
+        "prediction": prediction,
+        "instances": [
+            {"box": i.box, "points": i.points, "score": round(i.score, 6)}
+            for i in (result.instances if pred_masks is not None and result is not None else [])
+        ],
+        "raw_answer": _clip(result.raw_answer if result is not None else None),
+        "timings": {k: round(float(v), 6) for k, v in outcome.timings.items()},
+    }
+    return record
+
+
+def _clip(text: str | None) -> str | None:
+    return text[:MAX_RAW_ANSWER] if text else None
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed helpers
+
+
+@dataclass
+class _Dist:
+    rank: int
+    world_size: int
+    barrier: Callable[[], None]
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _distributed(rank: int | None, world_size: int | None) -> _Dist:
+    """Rank and world size from the arguments or the launcher's environment (``RANK``,
+    ``WORLD_SIZE``), with a barrier: torch.distributed's (gloo, initialised here unless the
+    caller already did) when there are several processes."""
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0") or 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InputError(f"bad data-parallel setup: rank {rank} of world size {world_size}")
+    if world_size == 1:
+        return _Dist(0, 1, lambda: None)
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ:
+            raise InputError(
+                "WORLD_SIZE > 1 but no MASTER_ADDR: start data-parallel runs with "
+                "accelerate launch or torchrun"
+            )
+        dist.init_process_group(
+            "gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(hours=72)
+        )
+    if dist.get_world_size() != world_size or dist.get_rank() != rank:
+        raise InputError("the process group disagrees with RANK / WORLD_SIZE")
+    return _Dist(rank, world_size, dist.barrier)
+
+
+# --------------------------------------------------------------------------------------------
+# The runner
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, done: int, description: str):
+    """A rich progress bar (a no-op when disabled)."""
+    if not enabled:
+        yield lambda **_: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as bar:
+        task = bar.add_task(description, total=total, completed=done, status="")
+        yield lambda **kw: bar.update(task, advance=1, **kw)
+
+
+def evaluate(
+    samples: Iterable[Sample],
+    *,
+    out_dir: str | os.PathLike[str],
+    pipeline: Pipeline | None = None,
+    segmenter: Segmenter | None = None,
+    predictions: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    think: bool | None = None,
+    refine: int | None = None,
+    batch_size: int = 8,
+    boundary_ratio: float = DEFAULT_BOUNDARY_RATIO,
+    config: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = False,
+    report: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``samples`` and write the run folder; return the ``metrics.json`` document.
+
+    Exactly one source of predictions: ``pipeline`` (grounder + segmenter), ``segmenter``
+    (ground-truth boxes as prompts) or ``predictions`` (a ``PREDS.jsonl`` path, or a mapping
+    from sample id to :class:`~refseg.types.Result` or its dict).
+
+    Args:
+        out_dir: the run folder. An existing run there is resumed when its configuration matches
+            (``resume=False`` discards its records instead, e.g. to score a new checkpoint).
+        limit: evaluate only the first ``limit`` samples (not part of the configuration, so a
+            run may be extended with a larger limit).
+        think, refine, batch_size: passed to the pipeline / segmenter.
+        boundary_ratio: the boundary-IoU width as a fraction of the image diagonal.
+        config: extra identity for ``config.json`` (e.g. ``{"dataset": "refcocog:...:val"}``).
+        progress: show a progress bar (rank 0 only).
+        report: write ``metrics.md`` and ``report.html`` besides ``metrics.json``.
+        rank, world_size: data-parallel shard (default: ``RANK`` / ``WORLD_SIZE``).
+
+    Returns:
+        ``{"metrics", "breakdowns", "failures", "n_samples", "config"}``; every process of a
+        data-parallel run returns the merged document.
+    """
+    sources = [x is not None for x in (pipeline, segmenter, predictions)]
+    if sum(sources) != 1:
+        raise InputError("evaluate needs exactly one of pipeline, segmenter or predictions")
+    samples = list(samples)
+    if limit is not None:
+        if limit < 0:
+            raise InputError(f"--limit must be >= 0, got {limit}")
+        samples = samples[:limit]
+    seen: set[str] = set()
+    for sample in samples:
+        if sample.id in seen:
+            raise InputError(f"sample id {sample.id!r} occurs more than once; ids must be unique")
+        seen.add(sample.id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    identity: dict[str, Any] = {"format": FORMAT_VERSION, "boundary_ratio": boundary_ratio}
+    if pipeline is not None:
+        identity.update(
+            mode="pipeline",
+            grounder=_name(pipeline.grounder),
+            segmenter=_name(pipeline.segmenter),
+            think=bool(pipeline.think if think is None else think),
+            refine=refine if refine is not None else pipeline.refine,
+        )
+    elif segmenter is not None:
+        identity.update(mode="oracle-boxes", segmenter=_name(segmenter), refine=refine)
+    else:
+        identity["mode"] = "predictions"
+        if isinstance(predictions, (str, os.PathLike)):
+            path = Path(predictions)
+            predictions = load_predictions(path)
+            identity["predictions_sha256"] = file_sha256(path)
+    identity.update(config or {})
+    dist = _distributed(rank, world_size)
+    if dist.main and not resume:
+        for path in run_record_files(out):
+            path.unlink(missing_ok=True)
+        (out / CONFIG_FILE).unlink(missing_ok=True)
+    dist.barrier()
+    _check_config(out, identity, {"limit": limit, "n_samples": len(samples)})
+
+    done = load_run_records(out)
+    todo = [
+        s for i, s in enumerate(samples) if i % dist.world_size == dist.rank and s.id not in done
+    ]
+    shard_total = sum(1 for i in range(len(samples)) if i % dist.world_size == dist.rank)
+    if identity["mode"] == "pipeline":
+        assert pipeline is not None
+        outcomes = _pipeline_outcomes(pipeline, todo, think, batch_size)
+    elif identity["mode"] == "oracle-boxes":
+        assert segmenter is not None
+        outcomes = _oracle_outcomes(segmenter, todo, refine)
+    else:
+        outcomes = _prediction_outcomes(predictions, todo)  # type: ignore[arg-type]
+
+    name = RECORDS_FILE if dist.world_size == 1 else rank_records_file(dist.rank)
+    # Model modes spend ~a second per sample, so an fsync per record is free; scoring stored
+    # predictions is fast and cheap to redo, so there a sync per second is enough.
+    sync_every = 1.0 if identity["mode"] == "predictions" else 0.0
+    ious: list[float] = []
+    with (
+        RecordWriter(out / name, sync_every=sync_every) as writer,
+        _progress(progress and dist.main, shard_total, shard_total - len(todo), "eval") as tick,
+    ):
+        for sample, outcome in outcomes:
+            record = make_record(sample, outcome, boundary_ratio=boundary_ratio)
+            writer.write(record)
+            ious.append(record["iou"])
+            tick(status=f"gIoU {sum(ious) / len(ious):.3f} (this session)")
+
+    dist.barrier()
+    if dist.main:
+        document = finalize(out, samples, identity, report=report)
+    dist.barrier()
+    if not dist.main:
+        document = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
+    return document
+
+
+def _name(component: Any) -> str:
+    return str(getattr(component, "name", None) or type(component).__name__)
+
+
+def finalize(
+    out_dir: Path,
+    samples: Sequence[Sample],
+    identity: Mapping[str, Any],
+    *,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Merge the run's records, check every sample has one, write metrics and reports."""
+    records = load_run_records(out_dir)
+    rank_files = [p for p in run_record_files(out_dir)[1:] if p.is_file()]
+    if rank_files:  # consolidate a data-parallel run into one records.jsonl
+        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records.values()]
+        atomic_write_text(out_dir / RECORDS_FILE, "".join(line + "\n" for line in lines))
+        for path in rank_files:
+            path.unlink()
+    missing = [s.id for s in samples if s.id not in records]
+    if missing:
+        raise RefsegError(
+            f"{len(missing)} samples have no record (first: {missing[0]!r}); "
+            "a process stopped early: rerun the same command to finish"
+        )
+    chosen = [records[s.id] for s in samples]
+    failures: dict[str, int] = {}
+    for record in chosen:
+        if record["error_kind"]:
+            failures[record["error_kind"]] = failures.get(record["error_kind"], 0) + 1
+    document = {
+        "metrics": aggregate(chosen),
+        "breakdowns": breakdowns(chosen),
+        "failures": dict(sorted(failures.items())),
+        "n_samples": len(chosen),
+        "config": dict(identity),
+    }
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(document, indent=1) + "\n")
+    if report:
+        from refseg.eval.report import write_reports
+
+        write_reports(out_dir, document, chosen, {s.id: s for s in samples})
+    return document
