@@ -451,6 +451,20 @@ def test_folder_without_config(tmp_path):
     assert "config.json" in _one_line(exc)
 
 
+def test_incomplete_checkpoint_is_refused(folders, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "partial"
+    shutil.copytree(folders["sam"], folder)
+    weights = load_file(folder / "model.safetensors")
+    dropped = [k for k in weights if k.startswith("mask_decoder.iou_prediction_head")]
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, folder / "model.safetensors")
+    with pytest.raises(ModelError) as exc:
+        load_segmenter(f"sam:{folder}", device="cpu")
+    assert "weights missing" in _one_line(exc)
+
+
 def test_empty_spec_is_input_error():
     with pytest.raises(InputError):
         load_segmenter("sam:")

@@ -356,7 +356,7 @@ class HFSam:
             other = next((k for k, v in FAMILIES.items() if model_type in v), None)
             hint = f"; load it as {other}:{model_id}" if other else ""
             raise ModelError(
-                f"{model_id} holds a {model_type or 'unknown'!s} model, not {family}{hint}"
+                f"{model_id} holds a {model_type or 'unknown'} model, not {family}{hint}"
             )
         try:
             import transformers
@@ -366,14 +366,15 @@ class HFSam:
 
             # Loading a sam2_video checkpoint into the image model warns about the type mismatch;
             # that is expected here (the image model's weights are a subset of the video model's).
-            # The per-tensor loading bar is noise for a CLI that prints one result line.
+            # The per-tensor loading bar is noise for a CLI that prints one result line. Missing
+            # weights, the warning that does matter, are checked below instead.
             verbosity = hf_logging.get_verbosity()
             bar = hf_logging.is_progress_bar_enabled()
             hf_logging.set_verbosity_error()
             hf_logging.disable_progress_bar()
             try:
-                model = model_cls.from_pretrained(
-                    str(folder), local_files_only=True, dtype=torch_dtype
+                model, info = model_cls.from_pretrained(
+                    str(folder), local_files_only=True, dtype=torch_dtype, output_loading_info=True
                 )
             finally:
                 hf_logging.set_verbosity(verbosity)
@@ -387,6 +388,12 @@ class HFSam:
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load {family} model from {folder}: {message[:200]}") from exc
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise ModelError(
+                f"{folder} is not a complete {family} checkpoint: {len(missing)} weights missing"
+                f" (e.g. {missing[0]})"
+            )
         model.to(torch_device).eval()
         preprocessing = Preprocessing.for_model(family, _input_size(model.config, family), folder)
         return cls(
