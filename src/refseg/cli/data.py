@@ -1,9 +1,141 @@
-"""`refseg data`: registered by its own issue's module (see the README)."""
+"""`refseg data`: generate RefShapes, convert datasets to the JSONL interchange format, inspect."""
 
 from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `data` commands to ``app`` (none yet)."""
+    """Add the ``data`` command group to ``app``."""
+    data = typer.Typer(
+        help="Datasets: RefShapes generation, conversion to JSONL, statistics.",
+        no_args_is_help=True,
+    )
+
+    @data.command("refshapes")
+    def refshapes(
+        out: Path = typer.Option(..., "--out", help="Output folder (created; resumable)."),
+        n: int = typer.Option(1000, "--n", min=0, help="Samples per split (unless SPLIT=N)."),
+        seed: int = typer.Option(0, "--seed", help="Seed: same seed, same bytes."),
+        size: int = typer.Option(224, "--size", min=64, max=2048, help="Image side in pixels."),
+        splits: str = typer.Option(
+            "train,val,test,ood",
+            "--splits",
+            help="Splits, e.g. train,val,ood or train=5000,val=500.",
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a RefShapes set made with other settings."
+        ),
+    ) -> None:
+        """Generate the RefShapes synthetic benchmark (PNG images + SPLIT.jsonl files)."""
+        import time
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from refseg.data.refshapes import generate_refshapes, parse_splits
+
+        counts = parse_splits(splits, n)
+        start = time.perf_counter()
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        ) as bar:
+            tasks = {name: bar.add_task(name, total=count) for name, count in counts.items()}
+            manifest = generate_refshapes(
+                out,
+                counts,
+                seed=seed,
+                size=size,
+                overwrite=overwrite,
+                progress=lambda split, done: bar.advance(tasks[split], done),
+            )
+        seconds = time.perf_counter() - start
+        total = sum(counts.values())
+        typer.echo(f"wrote {total} samples to {out} in {seconds:.1f} s")
+        for split, stats in manifest.get("statistics", {}).items():
+            kinds = ", ".join(f"{k} {v}" for k, v in stats["kinds"].items())
+            levels = ", ".join(f"{k} {v}" for k, v in stats["difficulty"].items())
+            typer.echo(f"  {split}: {stats['samples']} samples; {kinds}; {levels}")
+
+    @data.command("export")
+    def export(
+        dataset: str = typer.Option(
+            ..., "--dataset", help="KIND:PATH[:SPLIT], e.g. refcocog:data/refcocog:val"
+        ),
+        out: Path = typer.Option(..., "--out", help="Output JSONL file (written atomically)."),
+        images: Path | None = typer.Option(
+            None, "--images", help="Image folder (COCO train2014 for the REFER kinds)."
+        ),
+        limit: int | None = typer.Option(None, "--limit", min=0, help="At most this many samples."),
+    ) -> None:
+        """Convert any supported dataset to the JSONL interchange format."""
+        from refseg.data.base import open_dataset
+        from refseg.data.jsonl import export_jsonl
+
+        options: dict = {"limit": limit}
+        if images is not None:
+            options["images_dir"] = images
+        samples = open_dataset(dataset, **options)
+        count = export_jsonl(samples, out)
+        typer.echo(f"wrote {count} samples to {out}")
+
+    @data.command("coco")
+    def coco(
+        instances: Path = typer.Option(..., "--instances", help="COCO instances JSON."),
+        images: Path = typer.Option(..., "--images", help="Folder of the images it names."),
+        out: Path = typer.Option(..., "--out", help="Output JSONL file."),
+        per_instance: bool = typer.Option(
+            False, "--per-instance", help="One sample per instance instead of per category."
+        ),
+    ) -> None:
+        """COCO instances -> JSONL with category names as phrases (crowd regions skipped)."""
+        from refseg.data.coco import coco_instances_to_samples, ensure_images_exist
+        from refseg.data.jsonl import export_jsonl
+
+        samples = coco_instances_to_samples(instances, images, per_instance=per_instance)
+        ensure_images_exist(samples, images)
+        count = export_jsonl(samples, out)
+        typer.echo(f"wrote {count} samples to {out}")
+
+    @data.command("info")
+    def info(
+        dataset: str = typer.Argument(..., help="KIND:PATH[:SPLIT]"),
+        images: Path | None = typer.Option(None, "--images", help="Image folder override."),
+    ) -> None:
+        """Counts of a dataset: samples, images, no-target and multi-target shares, kinds."""
+        from refseg.data.base import open_dataset
+
+        options: dict = {"check_images": False}
+        if images is not None:
+            options["images_dir"] = images
+        samples = open_dataset(dataset, **options)
+        total = len(samples)
+        typer.echo(f"{dataset}: {total} samples, {len({s.image for s in samples})} images")
+        if not total:
+            return
+        no_target = sum(s.no_target for s in samples)
+        multi = sum(len(s.masks) > 1 for s in samples)
+        typer.echo(
+            f"  no-target {no_target} ({no_target / total:.1%}), "
+            f"multi-target {multi} ({multi / total:.1%})"
+        )
+        for key in ("kind", "difficulty", "split"):
+            counts = Counter(str(s.meta[key]) for s in samples if key in s.meta)
+            if counts:
+                typer.echo(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+    app.add_typer(data, name="data")
