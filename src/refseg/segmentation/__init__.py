@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from refseg.errors import InputError
 from refseg.segmentation.base import Embedding, MaskPrediction, Segmenter, segment
 
@@ -18,12 +20,17 @@ __all__ = [
 
 
 def load_segmenter(
-    spec: str = DEFAULT_SEGMENTER, *, device: str | None = None, refine: int | None = None
+    spec: str = DEFAULT_SEGMENTER,
+    *,
+    device: str | None = None,
+    refine: int | None = None,
+    **options,
 ) -> Segmenter:
     """Build a segmenter from a spec string.
 
     Specs: ``onnx-sam`` (embedded default weights), ``onnx:ENCODER.onnx,DECODER.onnx``,
     ``sam:ID`` and ``sam2:ID`` (transformers; ``ID`` is a hub id or a local folder).
+    ``options`` go to the transformers backends (``dtype``, ``multimask``).
     """
     kind, _, rest = spec.partition(":")
     extra = {} if refine is None else {"refine": refine}
@@ -38,8 +45,6 @@ def load_segmenter(
         if len(parts) != 2:
             raise InputError(f"segmenter spec {spec!r}: expected onnx:ENCODER.onnx,DECODER.onnx")
         for part in parts:
-            import os
-
             if not os.path.isfile(part):
                 raise InputError(f"segmenter spec {spec!r}: {part} is not a file")
         return OnnxSam(parts[0], parts[1], name=f"onnx:{rest}", **extra)
@@ -48,7 +53,7 @@ def load_segmenter(
             raise InputError(f"segmenter spec {spec!r}: expected {kind}:HUB_ID_OR_FOLDER")
         from refseg.segmentation.hf_sam import HFSam
 
-        return HFSam.from_pretrained(rest, family=kind, device=device, **extra)
+        return HFSam.from_pretrained(rest, family=kind, device=device, **extra, **options)
     raise InputError(
         f"unknown segmenter {spec!r}; use onnx-sam, onnx:ENCODER,DECODER, sam:ID or sam2:ID"
     )
