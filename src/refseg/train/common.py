@@ -28,25 +28,24 @@ def guess_family(config: TrainConfig) -> str:
     return "qwen3-vl"
 
 
-def convention_for(config: TrainConfig, processor: Any = None) -> Any:
-    """The coordinate convention the model is trained to answer in (shared with inference).
+def convention_for(config: TrainConfig, model: Any, processor: Any) -> Any:
+    """The coordinate convention of the trained model: the one its grounder will read.
 
-    ``resized`` (Qwen2.5-VL's pixels of its own resized input) takes the processor's pixel
-    budget and resize factor, so targets and rewards use exactly the resize the model sees.
+    Taken from :class:`~refseg.grounding.qwen.QwenGrounder` built on the very model and
+    processor being trained (0-1000 for Qwen3-VL; pixels of the processor-resized image, with
+    this processor's pixel budget, for Qwen2.5-VL), so SFT targets, rewards and inference can
+    never disagree. ``config.coords``, when set, must name that convention.
     """
-    from refseg.grounding.coords import Convention
+    from refseg.grounding.qwen import QwenGrounder
 
-    spec = config.coords
-    if spec == "resized" and processor is not None:
-        ip = getattr(processor, "image_processor", processor)
-        factor = int(getattr(ip, "patch_size", 14)) * int(getattr(ip, "merge_size", 2))
-        return Convention(
-            "resized",
-            min_pixels=int(config.min_pixels),
-            max_pixels=int(config.max_pixels),
-            factor=factor,
+    family = guess_family(config)
+    convention = QwenGrounder(model, processor, family=family).convention
+    if config.coords is not None and config.coords.split(":")[0] != convention.kind:
+        raise InputError(
+            f"coords {config.coords!r}: the {family} grounder reads {convention.kind} answers; "
+            "remove coords or set it to that"
         )
-    return Convention.parse(spec)
+    return convention
 
 
 def load_processor(config: TrainConfig) -> Any:
@@ -57,8 +56,8 @@ def load_processor(config: TrainConfig) -> Any:
         processor = qwen_processor(
             config.model,
             family=guess_family(config),
-            min_pixels=int(config.min_pixels),
-            max_pixels=int(config.max_pixels),
+            min_pixels=config.min_pixels,
+            max_pixels=config.max_pixels,
         )
     except OSError as exc:
         raise ModelError(

@@ -170,24 +170,27 @@ class TrainConfig:
         metadata={"help": "qwen3-vl or qwen2.5-vl (None = guessed from the model name)."},
     )
     think: bool = field(default=False, metadata={"help": "Reason in <think> before the <answer>."})
-    coords: str = field(
-        default="norm1000",
+    coords: str | None = field(
+        default=None,
         metadata={
-            "help": "Coordinate convention of the answers: norm1000 (0-1000 grid, "
-            "resize-invariant; "
-            "Qwen3-VL), resized (pixels of the processor-resized image; Qwen2.5-VL, whose budget "
-            "comes from min_pixels/max_pixels) or pixels (of the original image)."
+            "help": "Coordinate convention of the answers; None = the family's own, which is what "
+            "its grounder reads: norm1000 (0-1000 grid) for Qwen3-VL, resized (pixels of the "
+            "processor-resized image, budget from min_pixels/max_pixels) for Qwen2.5-VL."
         },
     )
-    max_pixels: int = field(
-        default=401_408, metadata={"help": "Processor's max pixels per image (caps visual tokens)."}
+    max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processor's max pixels per image (caps visual tokens; None = the "
+            "checkpoint's own)."
+        },
     )
-    min_pixels: int = field(default=3136, metadata={"help": "Processor's min pixels per image."})
+    min_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Processor's min pixels per image (None = the checkpoint's own)."},
+    )
     max_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many training samples (None = all)."}
-    )
-    eval_dataset: str | None = field(
-        default=None, metadata={"help": "Optional dataset spec evaluated during training."}
     )
     lora: LoraSection | None = field(
         default_factory=LoraSection,
@@ -300,8 +303,12 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _check_scalar(value: Any, tp: Any, where: str) -> Any:
     """Light type checks with YAML's usual coercions (1e-5 may arrive as a string)."""
-    args = typing.get_args(tp)
-    allowed = args if args else (tp,)
+    import types
+
+    if tp is Any:
+        return value
+    is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(tp) if is_union else (tp,)
     if value is None:
         if type(None) in allowed:
             return None
@@ -346,7 +353,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         node = data
         *parents, leaf = key.split(".")
         for parent in parents:
-            node = node.setdefault(parent, {}) or {}
+            if not isinstance(node.get(parent), dict):
+                node[parent] = {}
+            node = node[parent]
         node[leaf] = value
     return config_from_dict(data, where=path.name)
 
@@ -363,7 +372,8 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     from refseg.grounding.coords import Convention
     from refseg.train.rewards import REWARD_NAMES
 
-    Convention.parse(config.coords)  # one-line error for an unknown convention
+    if config.coords is not None:
+        Convention.parse(config.coords)  # one-line error for an unknown convention
     if config.family not in (None, "qwen3-vl", "qwen2.5-vl"):
         raise InputError(f"{where}: family must be qwen3-vl or qwen2.5-vl, got {config.family!r}")
     g = config.grpo

@@ -46,7 +46,7 @@ def build_trainer(
         # With beta > 0 and no LoRA, TRL loads the KL reference model from
         # model.config._name_or_path: config.model (a hub id or a saved folder) is that path.
         model = common.load_model(config)
-    convention = common.convention_for(config, processor)
+    convention = common.convention_for(config, model, processor)
     if samples is None:
         samples = load_samples(config.datasets(), max_samples=config.max_samples, seed=config.seed)
     dataset = to_dataset(grpo_rows(samples, think=config.think, coords=str(convention)))

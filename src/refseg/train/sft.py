@@ -33,7 +33,7 @@ def build_trainer(
     processor = processor if processor is not None else common.load_processor(config)
     if model is None:
         model = common.load_model(config)
-    convention = common.convention_for(config, processor)
+    convention = common.convention_for(config, model, processor)
     if samples is None:
         samples = load_samples(config.datasets(), max_samples=config.max_samples, seed=config.seed)
     rows = sft_rows(
