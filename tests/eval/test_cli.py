@@ -1,0 +1,210 @@
+"""`refseg eval` end to end in real subprocesses, on the real COCO sample with the real default
+segmenter: oracle boxes, ``kill -9`` and resume, stored predictions, and a two-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from refseg import masks
+from refseg.eval.runner import RECORDS_FILE, read_records
+
+N_INSTANCES = 40  # non-crowd instances in ../shared/data/coco-sample
+
+
+def refseg_eval(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "refseg.cli", "eval", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("eval-cli")
+
+
+@pytest.fixture(scope="module")
+def coco_jsonl(coco_sample: Path, work: Path) -> Path:
+    """The COCO sample as interchange JSONL: one sample per instance, phrased by category."""
+    from refseg.data.coco import coco_instances_to_samples
+    from refseg.data.jsonl import export_jsonl
+
+    samples = coco_instances_to_samples(
+        coco_sample / "instances.json", coco_sample / "images", per_instance=True
+    )
+    assert len(samples) == N_INSTANCES
+    path = work / "coco.jsonl"
+    export_jsonl(samples, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def oracle_run(coco_jsonl: Path, work: Path) -> Path:
+    """An uninterrupted ``--oracle-boxes`` run with the default segmenter (onnx-sam)."""
+    out = work / "oracle"
+    done = refseg_eval("--dataset", f"jsonl:{coco_jsonl}", "--oracle-boxes", "--out", str(out),
+                       cwd=work)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_oracle_boxes_on_coco_sample(oracle_run: Path, coco_jsonl: Path) -> None:
+    from refseg.data.jsonl import read_jsonl
+
+    doc = json.loads((oracle_run / "metrics.json").read_text())
+    metrics = doc["metrics"]
+    assert doc["config"]["mode"] == "oracle-boxes" and doc["config"]["segmenter"]
+    assert metrics["n"] == N_INSTANCES and metrics["n_failed"] == 0
+    # SAM prompted with ground-truth boxes: most masks are good, T-acc is perfect
+    assert 0.55 < metrics["gIoU"] < 0.95 and metrics["Pr@0.5"] > 0.7
+    assert metrics["T-acc"] == 1.0 and metrics["N-acc"] is None
+    # every stored IoU agrees with a direct computation from the stored prediction
+    samples = {s.id: s for s in read_jsonl(coco_jsonl)}
+    for record in read_records(oracle_run / RECORDS_FILE)[:10]:
+        gt = samples[record["id"]].union_rle()
+        assert record["iou"] == pytest.approx(masks.iou(gt, record["prediction"]), abs=1e-12)
+        assert record["timings"]["predict_s"] > 0
+    html = (oracle_run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 16
+    assert (oracle_run / "metrics.md").read_text().startswith("# Evaluation:")
+
+
+def test_kill_9_then_resume(oracle_run: Path, coco_jsonl: Path, work: Path) -> None:
+    """Kill a run mid-way, tear its last line, rerun: one record per sample, and the same
+    records and metrics as the uninterrupted oracle run (on the first 20 samples, to stay fast:
+    records are per sample, so its first 20 records are an uninterrupted run of those)."""
+    from refseg.eval.metrics import aggregate, breakdowns
+
+    limit = 20
+    out = work / "killed"
+    args = ["--dataset", f"jsonl:{coco_jsonl}", "--oracle-boxes", "--out", str(out),
+            "--limit", str(limit)]  # fmt: skip
+    with open(work / "killed.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "refseg.cli", "eval", *args], cwd=work, stdout=log, stderr=log
+        )
+        records = out / RECORDS_FILE
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if records.is_file() and records.read_text().count("\n") >= 3:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    survived = records.read_text().count("\n")
+    assert 3 <= survived < limit
+    assert not (out / "metrics.json").exists()
+    with open(records, "a") as handle:  # a torn write, as if killed mid-line
+        handle.write('{"id": "coco:142238:ann')
+    resumed = refseg_eval(*args, cwd=work)
+    assert resumed.returncode == 0, resumed.stderr
+    mine = read_records(records)
+    assert len(mine) == len({r["id"] for r in mine}) == limit
+    assert records.read_text().endswith("\n")
+
+    reference = read_records(oracle_run / RECORDS_FILE)[:limit]
+    assert {r["id"] for r in reference} == {r["id"] for r in mine}
+
+    def without_timings(rs):
+        return sorted(({**r, "timings": None} for r in rs), key=lambda r: r["id"])
+
+    assert without_timings(mine) == without_timings(reference)
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["metrics"] == aggregate(reference)
+    assert doc["breakdowns"] == breakdowns(reference)
+
+
+def test_resume_with_other_config_is_one_line_error(oracle_run: Path, coco_jsonl: Path) -> None:
+    done = refseg_eval("--dataset", f"jsonl:{coco_jsonl}", "--oracle-boxes", "--out",
+                       str(oracle_run), "--refine", "0", cwd=oracle_run)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "different configuration (refine" in done.stderr
+
+
+def _write_predictions(records: list[dict], path: Path, skip: int = 0) -> None:
+    """Stored predictions as ``refseg segment --json`` writes them, plus ``id``."""
+    with open(path, "w") as handle:
+        for record in records[skip:]:
+            result = {
+                "id": record["id"],
+                "image": {"width": record["width"], "height": record["height"]},
+                "no_target": False,
+                "instances": [{"box": None, "points": [], "score": 1.0,
+                               "mask": record["prediction"]}],
+            }  # fmt: skip
+            handle.write(json.dumps(result) + "\n")
+
+
+@pytest.fixture(scope="module")
+def predictions(oracle_run: Path, work: Path) -> Path:
+    path = work / "preds.jsonl"
+    _write_predictions(read_records(oracle_run / RECORDS_FILE), path)
+    return path
+
+
+def test_predictions_mode(oracle_run: Path, coco_jsonl: Path, predictions: Path, work: Path):
+    out = work / "scored"
+    done = refseg_eval("--dataset", f"jsonl:{coco_jsonl}", "--predictions", str(predictions),
+                       "--out", str(out), "--no-report", cwd=work)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scored = json.loads((out / "metrics.json").read_text())
+    reference = json.loads((oracle_run / "metrics.json").read_text())
+    # re-scoring the oracle's own predictions reproduces its numbers exactly
+    assert scored["metrics"] == reference["metrics"]
+    assert scored["breakdowns"] == reference["breakdowns"]
+
+    partial = work / "partial.jsonl"
+    _write_predictions(read_records(oracle_run / RECORDS_FILE), partial, skip=3)
+    done = refseg_eval("--dataset", f"jsonl:{coco_jsonl}", "--predictions", str(partial),
+                       "--out", str(work / "partial"), "--no-report", cwd=work)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "3 samples have no prediction" in done.stdout.replace("\n", " ")
+    doc = json.loads((work / "partial" / "metrics.json").read_text())
+    assert doc["failures"] == {"missing": 3} and doc["metrics"]["n_failed"] == 3
+    assert doc["metrics"]["gIoU"] < reference["metrics"]["gIoU"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_run_equals_single_process(
+    oracle_run: Path, coco_jsonl: Path, predictions: Path, work: Path
+) -> None:
+    single = work / "single"
+    done = refseg_eval("--dataset", f"jsonl:{coco_jsonl}", "--predictions", str(predictions),
+                       "--out", str(single), "--no-report", cwd=work)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sharded = work / "sharded"
+    # --multi_gpu selects accelerate's torchrun launcher, which also runs CPU processes (gloo);
+    # --cpu would pick the MPI launcher instead.
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        "-m", "refseg.cli", "eval", "--dataset", f"jsonl:{coco_jsonl}",
+        "--predictions", str(predictions), "--out", str(sharded), "--no-report",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (sharded / "metrics.json").read_bytes() == (single / "metrics.json").read_bytes()
+    records = read_records(sharded / RECORDS_FILE)
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in read_records(
+        single / RECORDS_FILE))  # fmt: skip
+    assert not list(sharded.glob("records.rank*.jsonl"))  # merged into records.jsonl
