@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
             "onnx-sam", help="onnx-sam | onnx:ENC,DEC | sam:ID | sam2:ID"
         ),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
+        max_new_tokens: int | None = typer.Option(
+            None, min=1, help="Grounder answer length limit (tokens; default: the grounder's)."
+        ),
         max_concurrency: int = typer.Option(
             2, min=1, help="Requests running model code at once (worker threads)."
         ),
@@ -71,6 +74,7 @@ def register(app: typer.Typer) -> None:
             grounder_spec=grounder,
             segmenter_spec=segmenter,
             device=device,
+            grounder_options={} if max_new_tokens is None else {"max_new_tokens": max_new_tokens},
             max_concurrency=max_concurrency,
             max_queue=max_queue,
             max_body_bytes=int(max_body_mb * 2**20),

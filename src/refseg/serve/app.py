@@ -121,6 +121,7 @@ def create_app(
     grounder_spec: str | None = None,
     segmenter_spec: str | None = None,
     device: str | None = None,
+    grounder_options: dict[str, Any] | None = None,
     max_concurrency: int = 2,
     max_queue: int = 16,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -134,10 +135,11 @@ def create_app(
 
     Pass model objects (tests, notebooks) or specs (``refseg serve``); specs load once, in a
     background thread started by the lifespan, so ``/healthz`` can say ``loading`` meanwhile.
-    With no grounder the server takes box/point prompts only. ``api_key`` defaults to
-    ``$REFSEG_API_KEY``; when set, ``/v1`` requests need ``Authorization: Bearer KEY`` or
-    ``X-API-Key: KEY``. ``on_load_failure`` is called with the one-line reason if loading fails
-    (the CLI uses it to stop the server).
+    With no grounder the server takes box/point prompts only; ``grounder_options`` go to
+    :func:`refseg.grounding.load_grounder` (``max_new_tokens``, ``dtype``, ...).
+    ``api_key`` defaults to ``$REFSEG_API_KEY`` (``""`` turns it off); when set, ``/v1``
+    requests need ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. ``on_load_failure`` is
+    called with the one-line reason if loading fails (the CLI uses it to stop the server).
     """
     engine = Engine(
         segmenter=segmenter,
@@ -145,11 +147,13 @@ def create_app(
         segmenter_spec=segmenter_spec,
         grounder_spec=grounder_spec,
         device=device,
+        grounder_options=grounder_options,
         cache=EmbeddingCache(cache_entries, cache_bytes),
         max_pixels=max_pixels,
     )
     admission = Admission(max_concurrency, max_queue)
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    # An explicit "" turns the key off even when the environment sets one.
+    key = (api_key if api_key is not None else os.environ.get(API_KEY_ENV)) or None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -41,6 +41,7 @@ class Engine:
         segmenter_spec: str | None = None,
         grounder_spec: str | None = None,
         device: str | None = None,
+        grounder_options: dict[str, Any] | None = None,
         cache: EmbeddingCache | None = None,
         max_pixels: int | None = None,
     ) -> None:
@@ -53,6 +54,7 @@ class Engine:
             getattr(grounder, "name", "custom") if grounder is not None else None
         )
         self.device = device
+        self.grounder_options = dict(grounder_options or {})
         self.cache = cache if cache is not None else EmbeddingCache()
         self.max_pixels = max_pixels if max_pixels is not None else _default_max_pixels()
         self.error: str | None = None
@@ -91,7 +93,9 @@ class Engine:
                 from refseg.grounding import load_grounder
 
                 log.info("loading grounder %s", self.grounder_spec)
-                self.grounder = load_grounder(self.grounder_spec, device=self.device)
+                self.grounder = load_grounder(
+                    self.grounder_spec, device=self.device, **self.grounder_options
+                )
         except RefsegError as exc:
             self.error = str(exc)
         except Exception as exc:  # a backend's own error: keep it to one line for the client
