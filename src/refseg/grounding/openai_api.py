@@ -1,0 +1,368 @@
+"""A grounder behind any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, TGI, ...).
+
+The request is the one prompt of :mod:`refseg.protocol`, sent as one user turn holding the image
+(a base64 PNG data URL, lossless so the server sees exactly our pixels; JPEG on request) and then
+the instruction text: the same message an in-process :class:`~refseg.grounding.qwen.QwenGrounder`
+builds. The answer goes through the one parser and the grounder's declared coordinate
+:class:`~refseg.grounding.coords.Convention`, which the endpoint cannot tell us: a Qwen3-VL server
+answers in ``norm1000``, a Qwen2.5-VL one in ``resized`` pixels with the *server's* pixel budget.
+
+Only the standard library talks HTTP (``urllib``), so this backend works on a core install
+without torch or an HTTP client package. Transient failures (connection errors, timeouts,
+HTTP 429 and 5xx) are retried with exponential backoff; a dead endpoint or a garbage response is
+one-line :class:`~refseg.errors.ModelError`; an answer the model wrote badly is a
+``parse_error`` on its :class:`~refseg.grounding.base.Grounding`, never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from refseg.errors import InputError, ModelError
+from refseg.grounding.base import Grounding
+from refseg.grounding.coords import Convention, to_grounding
+from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
+
+__all__ = ["OpenAIGrounder", "chat_completions_url", "image_data_url"]
+
+#: Longest wait between two tries, whatever the backoff or a server's Retry-After says.
+MAX_BACKOFF_S = 30.0
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_TRANSIENT = (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException)
+
+
+def chat_completions_url(url: str) -> str:
+    """The chat-completions address for a server URL given with or without ``/v1``.
+
+    ``http://host:8000``, ``http://host:8000/v1`` and the full
+    ``http://host:8000/v1/chat/completions`` all give the last form.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise InputError("the openai grounder needs a server URL, e.g. http://localhost:8000/v1")
+    base = url.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"server URL {url!r} must start with http:// or https:// and name a host")
+    if base.endswith("/chat/completions"):
+        return base
+    if base.endswith("/v1"):
+        return base + "/chat/completions"
+    return base + "/v1/chat/completions"
+
+
+def image_data_url(image: np.ndarray, fmt: str = "png", quality: int = 95) -> str:
+    """``image`` (``uint8`` RGB) as a ``data:`` URL (PNG lossless, or JPEG at ``quality``)."""
+    buffer = io.BytesIO()
+    pil = Image.fromarray(image)
+    if fmt == "png":
+        pil.save(buffer, format="PNG", compress_level=1)
+        mime = "image/png"
+    elif fmt == "jpeg":
+        pil.save(buffer, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    else:
+        raise InputError(f"image format {fmt!r} is not supported; use png or jpeg")
+    return f"data:{mime};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class OpenAIGrounder:
+    """Ground phrases through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Args:
+        url: the server, with or without ``/v1`` (``http://localhost:8000/v1``).
+        model: the model name the server expects in requests.
+        convention: the coordinate convention the served model answers in (a
+            :class:`Convention` or a spec such as ``norm1000`` or
+            ``resized:min_pixels=3136,max_pixels=12845056``); it also picks the prompt wording.
+        api_key_env: the environment variable holding an API key (sent as a bearer token
+            when set); None sends none. The key itself is never stored in the object's repr.
+        timeout: seconds per request (connect and each read).
+        retries: how many tries a request gets in all, the first included, before the endpoint
+            is declared unreachable.
+        backoff: the first wait between tries in seconds; it doubles with each try (with a
+            little jitter), capped at :data:`MAX_BACKOFF_S`; a server's ``Retry-After`` wins.
+        max_tokens: the answer's token budget (reasoning included).
+        temperature: sampling temperature; 0 asks for greedy decoding.
+        concurrency: requests in flight at once in :meth:`ground`.
+        image_format: ``png`` (lossless, default) or ``jpeg`` (smaller requests).
+        max_new_tokens: the in-process grounders' name for ``max_tokens``; when given it wins,
+            so one set of grounder options works with every backend.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        convention: str | Convention = "norm1000",
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        concurrency: int = 4,
+        image_format: str = "png",
+        max_new_tokens: int | None = None,
+    ) -> None:
+        self.endpoint = chat_completions_url(url)
+        if not isinstance(model, str) or not model.strip():
+            raise InputError("the openai grounder needs a model name (openai:URL#MODEL)")
+        self.model = model.strip()
+        self.convention = Convention.parse(convention)
+        self.name = f"openai:{url}#{self.model}"
+        self.api_key_env = api_key_env
+        self.timeout = _number(timeout, "timeout", low=0.0, strict=True)
+        self.retries = _count(retries, "retries")
+        self.backoff = _number(backoff, "backoff", low=0.0)
+        if max_new_tokens is not None:
+            max_tokens = max_new_tokens
+        self.max_tokens = _count(max_tokens, "max_tokens")
+        self.temperature = _number(temperature, "temperature", low=0.0)
+        self.concurrency = _count(concurrency, "concurrency")
+        if image_format not in ("png", "jpeg"):
+            raise InputError(f"image_format must be png or jpeg, got {image_format!r}")
+        self.image_format = image_format
+        # Proxies from the environment are honoured, as with any HTTP client.
+        self._opener = urllib.request.build_opener()
+
+    def __repr__(self) -> str:
+        return f"OpenAIGrounder({self.endpoint!r}, {self.model!r}, convention='{self.convention}')"
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def messages(self, image: np.ndarray, phrase: str, *, think: bool = False) -> list[dict]:
+        """The chat messages for one pair: image part first, then the protocol's prompt."""
+        prompt = build_prompt(phrase, think=think, coords=self.convention.prompt_coords)
+        content = [
+            {"type": "image_url", "image_url": {"url": image_data_url(image, self.image_format)}},
+            {"type": "text", "text": prompt},
+        ]
+        messages: list[dict] = []
+        if SYSTEM_PROMPT is not None:
+            messages.append({"role": "system", "content": SYSTEM_PROMPT})
+        messages.append({"role": "user", "content": content})
+        return messages
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def complete(self, messages: list[dict]) -> str:
+        """POST one chat completion and return the answer text (retrying transient failures)."""
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+            }
+        ).encode("utf-8")
+        last = "no try made"
+        for attempt in range(1, self.retries + 1):
+            request = urllib.request.Request(
+                self.endpoint, data=body, headers=self._headers(), method="POST"
+            )
+            retry_after: float | None = None
+            try:
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    payload = response.read()
+                return self._answer_text(payload)
+            except urllib.error.HTTPError as exc:
+                detail = _error_detail(exc)
+                if exc.code not in _RETRY_STATUS:
+                    raise ModelError(
+                        f"endpoint {self.endpoint} refused the request: HTTP {exc.code}{detail}"
+                    ) from None
+                last = f"HTTP {exc.code}{detail}"
+                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            except _TRANSIENT as exc:
+                last = _describe(exc)
+            if attempt < self.retries:
+                time.sleep(self._delay(attempt, retry_after))
+        tries = "try" if self.retries == 1 else "tries"
+        raise ModelError(
+            f"endpoint {self.endpoint} unreachable after {self.retries} {tries}: {last}"
+        )
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_BACKOFF_S)
+        delay = self.backoff * (2 ** (attempt - 1))
+        return min(delay * (1.0 + 0.1 * random.random()), MAX_BACKOFF_S)
+
+    def _answer_text(self, payload: bytes) -> str:
+        """The assistant's text from a chat-completions response body; garbage is ModelError."""
+        try:
+            data = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise ModelError(
+                f"endpoint {self.endpoint} returned non-JSON: {_excerpt(payload)}"
+            ) from None
+        if isinstance(data, dict) and isinstance(data.get("error"), (dict, str)):
+            error = data["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise ModelError(f"endpoint {self.endpoint} returned an error: {_excerpt(message)}")
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ModelError(f"endpoint {self.endpoint} returned no choices: {_excerpt(payload)}")
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            raise ModelError(f"endpoint {self.endpoint} returned a choice without a message")
+        text = _content_text(message.get("content"))
+        if text is None:
+            raise ModelError(
+                f"endpoint {self.endpoint} returned message content of type "
+                f"{type(message.get('content')).__name__}"
+            )
+        # Servers with a reasoning parser move the <think> block into its own field; put it
+        # back so the one parser sees what the model wrote.
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if isinstance(reasoning, str) and reasoning.strip() and "</think>" not in text:
+            text = f"<think>{reasoning}</think>{text}"
+        return text
+
+    # -- the grounder protocol ------------------------------------------------------------------
+
+    def ground(
+        self,
+        images: Sequence[np.ndarray],
+        phrases: Sequence[str],
+        *,
+        think: bool = False,
+    ) -> list[Grounding]:
+        """Ground ``phrases[i]`` in ``images[i]``, up to ``concurrency`` requests at a time.
+
+        Bad inputs raise :class:`InputError` before any request; an endpoint that stays
+        unreachable or answers garbage raises :class:`ModelError`; a model answer that cannot
+        be read is that pair's ``parse_error``.
+        """
+        if len(images) != len(phrases):
+            raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
+        arrays = [_check_image(image, i) for i, image in enumerate(images)]
+        for i, phrase in enumerate(phrases):
+            if not isinstance(phrase, str) or not phrase.strip():
+                raise InputError(f"phrase {i} is empty")
+        for image in arrays:  # the resized convention refuses extreme aspect ratios up front
+            self.convention.frame(image.shape[1], image.shape[0])
+        if not arrays:
+            return []
+
+        def one(index: int) -> Grounding:
+            image = arrays[index]
+            answer = self.complete(self.messages(image, phrases[index], think=think))
+            height, width = image.shape[:2]
+            return to_grounding(parse_answer(answer), self.convention, width, height)
+
+        if len(arrays) == 1 or self.concurrency == 1:
+            return [one(i) for i in range(len(arrays))]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(arrays))) as pool:
+            return list(pool.map(one, range(len(arrays))))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_image(image: Any, index: int) -> np.ndarray:
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise InputError(
+            f"image {index}: expected a uint8 RGB array (H, W, 3), got {array.dtype} "
+            f"{tuple(array.shape)}; load it with refseg.image.load_image"
+        )
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise InputError(f"image {index} is empty ({array.shape[1]}x{array.shape[0]})")
+    return np.ascontiguousarray(array)
+
+
+def _content_text(content: Any) -> str | None:
+    """Message content as text: a string, a list of text parts, or None (empty)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, str):
+                texts.append(part)
+        return "".join(texts)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        reason = exc.reason
+        return _describe(reason) if isinstance(reason, BaseException) else str(reason)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = exc.read()
+    except Exception:
+        return ""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+        return f" ({_excerpt(message)})"
+    except (ValueError, UnicodeDecodeError):
+        return f" ({_excerpt(body)})"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+    return seconds if seconds >= 0 else None
+
+
+def _excerpt(value: Any, limit: int = 120) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{what} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str, *, low: float, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise InputError(f"{what} must be a number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise InputError(f"{what} must be {'above' if strict else 'at least'} {low}, got {value}")
+    return float(value)
