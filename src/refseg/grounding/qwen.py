@@ -1,16 +1,87 @@
-"""Qwen-VL grounders on transformers (work in progress: processor loading first)."""
+"""Qwen3-VL and Qwen2.5-VL grounders on transformers, from a hub id or a local folder.
+
+:class:`QwenGrounder` renders the one prompt of :mod:`refseg.protocol` in the model's chat
+template (image first, then the instruction), generates left-padded batches, decodes only the
+new tokens, parses them with :func:`refseg.protocol.parse_answer` and converts the model's
+coordinates with :mod:`refseg.grounding.coords`:
+
+* Qwen3-VL answers on a 0-1000 grid relative to the image (``norm1000``);
+* Qwen2.5-VL answers in pixels of its own *resized* input, so the convention carries the
+  processor's real ``min_pixels``/``max_pixels``/``factor``, and every batch checks that the
+  size the processor produced (``image_grid_thw``) is the size the conversion assumes.
+
+Training reuses :func:`build_messages`, :func:`load_processor` and the grounder's ``model``,
+``processor`` and ``convention``, so a trained model is asked exactly what inference asks.
+
+Loading never hangs on the network: a hub id is looked up in the local cache first (no network),
+``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` stop there, and a download gets a short
+timeout; every failure is one line naming the id and how to pass a local folder instead.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, Qwen2_5_VLProcessor, Qwen3VLProcessor
+import numpy as np
+import torch
+from PIL import Image
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2_5_VLProcessor,
+    Qwen3VLProcessor,
+)
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from refseg.errors import InputError
+from refseg.errors import InputError, ModelError
+from refseg.grounding.base import Grounding
+from refseg.grounding.coords import Convention, smart_resize, to_grounding
+from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
+
+__all__ = [
+    "FAMILIES",
+    "ImageOnlyQwen2_5_VLProcessor",
+    "ImageOnlyQwen3VLProcessor",
+    "QwenGrounder",
+    "build_messages",
+    "load_processor",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_source",
+]
 
 FAMILIES = ("qwen3-vl", "qwen2.5-vl")
+
+#: The ``model_type`` values each family accepts (Qwen3-VL MoE checkpoints share the processor
+#: and the 0-1000 convention).
+_MODEL_TYPES = {"qwen3-vl": ("qwen3_vl", "qwen3_vl_moe"), "qwen2.5-vl": ("qwen2_5_vl",)}
+
+#: Long enough for a reasoning trace plus a multi-instance answer; generation stops at the end
+#: of turn, so short answers do not pay for it.
+DEFAULT_MAX_NEW_TOKENS = 1024
+DEFAULT_BATCH_SIZE = 8
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+#: Files a Qwen-VL checkpoint needs (weights, configs, tokenizer, chat template).
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DOWNLOAD_TIMEOUT_S = 10.0
 
 
 class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
@@ -46,26 +117,521 @@ def load_processor(
     family: str,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
-    **hub: Any,
-):
-    """The image-only processor of a Qwen-VL checkpoint (hub id or folder).
+    local_files_only: bool | None = None,
+    revision: str | None = None,
+) -> ProcessorMixin:
+    """The image-only processor of a Qwen-VL checkpoint (hub id or folder), left-padding.
 
-    Assembled from the checkpoint's tokenizer, its image processor settings read through the
-    PIL image processor (no torchvision needed) and its chat template. ``min_pixels`` /
-    ``max_pixels`` override the checkpoint's resize bounds. ``hub`` goes to ``from_pretrained``
-    (``local_files_only``, ``revision``, ``cache_dir``).
+    Assembled from the checkpoint's tokenizer, its image-processor settings read through the
+    PIL image processor (so torchvision is not needed) and its chat template
+    (``chat_template.jinja``, ``chat_template.json`` or the tokenizer's). ``min_pixels`` /
+    ``max_pixels`` override the checkpoint's resize bounds. Padding is on the left because
+    every user (batched generation, GRPO rollouts) appends generated tokens on the right.
     """
-    if family not in _PROCESSORS:
-        raise InputError(f"unknown Qwen-VL family {family!r}; use {' or '.join(FAMILIES)}")
-    tokenizer = AutoTokenizer.from_pretrained(source, **hub)
-    overrides: dict[str, int] = {}
-    if min_pixels is not None:
-        overrides["min_pixels"] = int(min_pixels)
-    if max_pixels is not None:
-        overrides["max_pixels"] = int(max_pixels)
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(source, **overrides, **hub)
+    _check_family(family)
+    folder = resolve_source(source, family, local_files_only=local_files_only, revision=revision)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        overrides: dict[str, int] = {}
+        if min_pixels is not None:
+            overrides["min_pixels"] = _positive_int(min_pixels, "min_pixels")
+        if max_pixels is not None:
+            overrides["max_pixels"] = _positive_int(max_pixels, "max_pixels")
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, **overrides)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"{family}:{source}: cannot load the processor ({_first_line(exc)})"
+        ) from exc
+    size = image_processor.size
+    if size["shortest_edge"] > size["longest_edge"]:
+        raise InputError(
+            f"min_pixels ({size['shortest_edge']}) is larger than max_pixels "
+            f"({size['longest_edge']})"
+        )
+    tokenizer.padding_side = "left"
     return _PROCESSORS[family](
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=getattr(tokenizer, "chat_template", None),
+        chat_template=_chat_template(folder, tokenizer),
     )
+
+
+def _chat_template(folder: Path, tokenizer: Any) -> str:
+    """The checkpoint's multimodal chat template, wherever this checkpoint keeps it."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    legacy = folder / "chat_template.json"
+    if legacy.is_file():
+        try:
+            template = json.loads(legacy.read_text(encoding="utf-8")).get("chat_template")
+        except ValueError as exc:
+            raise ModelError(f"{legacy}: unreadable chat template ({exc})") from exc
+        if isinstance(template, str):
+            return template
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or not template:
+        raise ModelError(f"{folder}: the checkpoint has no chat template")
+    return template
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving where the model comes from, and on what it runs
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise InputError(f"unknown Qwen-VL family {family!r}; use {' or '.join(FAMILIES)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise InputError(f"{what} must be an integer, got {value!r}")
+    if value < 1:
+        raise InputError(f"{what} must be at least 1, got {value}")
+    return int(value)
+
+
+def _offline(local_files_only: bool | None) -> bool:
+    if local_files_only:
+        return True
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        f.strip().lower() in ("1", "true", "yes", "on") for f in flags
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    """Hub ids are ``name`` or ``owner/name``; anything else the user meant as a folder."""
+    return (
+        source.startswith((".", "/", "~"))
+        or "\\" in source
+        or source.count("/") > 1
+        or os.path.isabs(source)
+    )
+
+
+def resolve_source(
+    source: str | Path,
+    family: str,
+    *,
+    local_files_only: bool | None = None,
+    revision: str | None = None,
+) -> Path:
+    """The local folder holding checkpoint ``source`` (a folder, or a hub id cached or fetched).
+
+    The cache is tried first with no network at all, so a cached model loads at once offline.
+    Only when it is missing, and downloads are allowed (not ``local_files_only``, not
+    ``HF_HUB_OFFLINE``), is the hub asked, with a short timeout. Every failure is one
+    :class:`ModelError` naming the id and saying how to pass a local folder instead.
+    """
+    text = str(source).strip()
+    if not text:
+        raise InputError(f"{family}: the model id is empty; give a hub id or a local folder")
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ModelError(
+                f"{family}:{text}: no config.json in this folder; pass a checkpoint folder "
+                "written by save_pretrained (config.json, *.safetensors, tokenizer files)"
+            )
+        return folder
+    if isinstance(source, Path) or _looks_like_path(text) or folder.exists():
+        raise ModelError(f"{family}:{text}: no such model folder")
+    if not _HUB_ID.match(text):
+        raise ModelError(f"{family}:{text}: neither a local folder nor a hub id (owner/name)")
+    from huggingface_hub import snapshot_download
+
+    local = f"{family}:/path/to/{text.rsplit('/', 1)[-1]}"
+    try:
+        cached = Path(
+            snapshot_download(
+                text, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=True
+            )
+        )
+        if (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
+            return cached
+    except Exception:
+        pass  # not (fully) cached: the hub is asked below, if allowed
+    if _offline(local_files_only):
+        raise ModelError(
+            f"model {text!r} is not in the local Hugging Face cache and downloads are off "
+            f"(local_files_only / HF_HUB_OFFLINE); download it where the hub is reachable, "
+            f"or pass a local folder: {local}"
+        )
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                text,
+                revision=revision,
+                allow_patterns=_HUB_PATTERNS,
+                etag_timeout=_DOWNLOAD_TIMEOUT_S,
+            )
+        )
+    except GatedRepoError as exc:
+        raise ModelError(
+            f"model {text!r} is gated: accept its licence on the hub and log in "
+            f"(hf auth login), or pass a local folder: {local}"
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelError(
+            f"no model {text!r} on the hub (check the id; private models need a login), "
+            f"or pass a local folder: {local}"
+        ) from exc
+    except Exception as exc:
+        raise ModelError(
+            f"cannot fetch model {text!r}: not in the local cache and the hub is not reachable "
+            f"({_first_line(exc)}); download it where the hub is reachable and pass the folder: "
+            f"{local}"
+        ) from exc
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"``: CUDA when torch sees it, else CPU. A named device must exist."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"device {str(device)!r} was asked for but this torch {torch.__version__} sees no "
+                "CUDA GPU; use device cpu (or auto)"
+            )
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ModelError(
+                f"device {str(device)!r} was asked for but only {torch.cuda.device_count()} "
+                "CUDA GPU(s) exist"
+            )
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {str(device)!r} was asked for but MPS is not available")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unsupported device {str(device)!r}; use auto, cpu, cuda or cuda:N")
+    return chosen
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"``: bfloat16 on CUDA (what Qwen-VL was trained in), float32 elsewhere."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in _DTYPES.values():
+            return dtype
+        raise InputError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
+    key = str(dtype).strip().lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return _DTYPES[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompting
+
+
+def build_messages(
+    image: Any, phrase: str, *, think: bool = False, coords: str = "norm1000"
+) -> list[dict]:
+    """The chat messages asking to ground ``phrase``: one user turn, the image then the prompt.
+
+    ``image`` goes into the image part when given (so ``apply_chat_template`` can load it);
+    ``None`` leaves a bare ``{"type": "image"}`` placeholder for callers that pass images to
+    the processor separately (batched inference, TRL datasets). ``coords`` is the convention's
+    prompt wording (:attr:`Convention.prompt_coords`).
+    """
+    part: dict[str, Any] = {"type": "image"}
+    if image is not None:
+        part["image"] = image
+    messages: list[dict] = []
+    if SYSTEM_PROMPT is not None:
+        messages.append({"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]})
+    text = build_prompt(phrase, think=think, coords=coords)
+    messages.append({"role": "user", "content": [part, {"type": "text", "text": text}]})
+    return messages
+
+
+def _as_pil(image: Any, index: int) -> Image.Image:
+    """A ``uint8`` RGB ``(H, W, 3)`` array (or PIL image) as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise InputError(
+            f"image {index}: expected a uint8 RGB array (H, W, 3), got {array.dtype} "
+            f"{tuple(array.shape)}; load it with refseg.image.load_image"
+        )
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise InputError(f"image {index} is empty ({array.shape[1]}x{array.shape[0]})")
+    return Image.fromarray(array)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grounder
+
+
+class QwenGrounder:
+    """A Qwen3-VL / Qwen2.5-VL model that grounds phrases (see the module docstring).
+
+    Build with :meth:`from_pretrained`, or directly from a loaded ``model`` and a processor
+    from :func:`load_processor` (what training does with the model it trains).
+
+    Attributes:
+        model, processor: the transformers objects, shared with training.
+        family: ``qwen3-vl`` or ``qwen2.5-vl``.
+        convention: the coordinate convention the model answers in.
+        name: ``family:source``, as in the grounder spec.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        *,
+        family: str,
+        name: str | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        _check_family(family)
+        self.model = model
+        self.processor = processor
+        self.family = family
+        self.name = name or f"{family}:{getattr(model, 'name_or_path', '') or 'model'}"
+        self.max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise InputError(f"temperature must be a number, got {temperature!r}")
+        if not 0.0 <= float(temperature) <= 100.0:
+            raise InputError(f"temperature must be between 0 and 100, got {temperature}")
+        if top_p is not None and not (isinstance(top_p, (int, float)) and 0.0 < top_p <= 1.0):
+            raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
+        self.temperature = float(temperature)
+        self.top_p = None if top_p is None else float(top_p)
+        self.do_sample = self.temperature > 0 if do_sample is None else bool(do_sample)
+        if self.do_sample and self.temperature == 0:
+            raise InputError("sampling needs a temperature above 0 (temperature 0 is greedy)")
+        ip = processor.image_processor
+        self.patch_size = int(ip.patch_size)
+        self.factor = self.patch_size * int(ip.merge_size)
+        self.min_pixels = int(ip.size["shortest_edge"])
+        self.max_pixels = int(ip.size["longest_edge"])
+        if family == "qwen3-vl":
+            self.convention = Convention("norm1000")
+        else:
+            self.convention = Convention(
+                "resized",
+                min_pixels=self.min_pixels,
+                max_pixels=self.max_pixels,
+                factor=self.factor,
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id_or_folder: str | Path,
+        *,
+        family: str = "qwen3-vl",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        attn_implementation: str | None = None,
+        local_files_only: bool | None = None,
+        revision: str | None = None,
+    ) -> QwenGrounder:
+        """Load a checkpoint (hub id or local folder) for grounding.
+
+        ``device``/``dtype`` default to CUDA + bfloat16 when a GPU is visible, else CPU +
+        float32. ``min_pixels``/``max_pixels`` bound the processor's resize (fewer pixels:
+        faster, coarser); for Qwen2.5-VL they also define the coordinate frame, which is
+        why the grounder reads them back from the processor rather than trusting defaults.
+        ``attn_implementation`` goes to transformers (``sdpa``, ``flash_attention_2``, ...).
+        """
+        _check_family(family)
+        target = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, target)
+        folder = resolve_source(
+            model_id_or_folder, family, local_files_only=local_files_only, revision=revision
+        )
+        _check_model_type(folder, family, model_id_or_folder)
+        processor = load_processor(
+            folder, family=family, min_pixels=min_pixels, max_pixels=max_pixels
+        )
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
+        if target.type == "cuda":
+            kwargs["device_map"] = str(target)
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ModelError(
+                f"{family}:{model_id_or_folder}: cannot load the model ({_first_line(exc)})"
+            ) from exc
+        except torch.cuda.OutOfMemoryError as exc:
+            raise ModelError(
+                f"{family}:{model_id_or_folder}: out of GPU memory while loading; use a smaller "
+                "model or dtype bfloat16"
+            ) from exc
+        if target.type != "cuda":
+            model.to(target)
+        model.eval()
+        return cls(
+            model,
+            processor,
+            family=family,
+            name=f"{family}:{model_id_or_folder}",
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            do_sample=do_sample,
+            batch_size=batch_size,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def build_messages(self, image: Any, phrase: str, *, think: bool = False) -> list[dict]:
+        """This model's chat messages for one pair (see :func:`build_messages`)."""
+        return build_messages(image, phrase, think=think, coords=self.convention.prompt_coords)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` of the image as the processor resizes it for the model."""
+        h, w = smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+        return w, h
+
+    def prepare(self, images: Sequence[Any], phrases: Sequence[str], *, think: bool = False) -> Any:
+        """The processor batch (left-padded, on the model's device) for (image, phrase) pairs."""
+        if len(images) != len(phrases):
+            raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
+        pil = [_as_pil(image, i) for i, image in enumerate(images)]
+        for i, image in enumerate(pil):
+            self.resized_size(*image.size)  # refuses extreme aspect ratios with one line
+            if not isinstance(phrases[i], str) or not phrases[i].strip():
+                raise InputError(f"phrase {i} is empty")
+        texts = [
+            self.processor.apply_chat_template(
+                self.build_messages(None, phrase, think=think),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for phrase in phrases
+        ]
+        batch = self.processor(text=texts, images=pil, padding=True, return_tensors="pt")
+        self._check_frames(pil, batch["image_grid_thw"])
+        batch = batch.to(self.device)
+        batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        return batch
+
+    def _check_frames(self, images: Sequence[Image.Image], grid_thw: torch.Tensor) -> None:
+        """The processor's resize must be the one the coordinate conversion assumes."""
+        for i, (image, (_, gh, gw)) in enumerate(zip(images, grid_thw.tolist())):
+            actual = (gw * self.patch_size, gh * self.patch_size)
+            expected = self.resized_size(*image.size)
+            if actual != expected:
+                raise ModelError(
+                    f"image {i} ({image.size[0]}x{image.size[1]}): the processor resized it to "
+                    f"{actual[0]}x{actual[1]} but the coordinate conversion assumes "
+                    f"{expected[0]}x{expected[1]}; this is a bug, please report it"
+                )
+
+    def _generation_config(self) -> GenerationConfig:
+        config = GenerationConfig.from_dict(self.model.generation_config.to_dict())
+        tokenizer = self.processor.tokenizer
+        config.max_new_tokens = self.max_new_tokens
+        config.num_return_sequences = 1
+        config.do_sample = self.do_sample
+        if self.do_sample:
+            config.temperature = self.temperature
+            if self.top_p is not None:
+                config.top_p = self.top_p
+        else:  # the checkpoint's sampling defaults would only draw warnings
+            config.temperature = None
+            config.top_p = None
+            config.top_k = None
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        return config
+
+    @torch.inference_mode()
+    def generate(
+        self, images: Sequence[Any], phrases: Sequence[str], *, think: bool = False
+    ) -> list[str]:
+        """The raw answers (new tokens only, special tokens dropped) for one batch of pairs."""
+        batch = self.prepare(images, phrases, think=think)
+        try:
+            out = self.model.generate(**batch, generation_config=self._generation_config())
+        except torch.cuda.OutOfMemoryError as exc:
+            raise ModelError(
+                f"out of GPU memory generating {len(phrases)} answers; lower batch_size "
+                f"(now {self.batch_size}) or max_pixels (now {self.max_pixels})"
+            ) from exc
+        new = out[:, batch["input_ids"].shape[1] :]
+        return self.processor.batch_decode(
+            new, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def ground(
+        self,
+        images: Sequence[np.ndarray],
+        phrases: Sequence[str],
+        *,
+        think: bool = False,
+    ) -> list[Grounding]:
+        """Ground ``phrases[i]`` in ``images[i]``; batches of ``batch_size`` pairs.
+
+        Unreadable answers become ``parse_error`` (never an exception); bad inputs (length
+        mismatch, non-RGB arrays, empty phrases) raise :class:`InputError`.
+        """
+        if len(images) != len(phrases):
+            raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
+        results: list[Grounding] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk_images = list(images[start : start + self.batch_size])
+            chunk_phrases = list(phrases[start : start + self.batch_size])
+            answers = self.generate(chunk_images, chunk_phrases, think=think)
+            for image, answer in zip(chunk_images, answers):
+                width, height = _size(image)
+                results.append(to_grounding(parse_answer(answer), self.convention, width, height))
+        return results
+
+
+def _size(image: Any) -> tuple[int, int]:
+    if isinstance(image, Image.Image):
+        return image.size
+    height, width = np.asarray(image).shape[:2]
+    return int(width), int(height)
+
+
+def _check_model_type(folder: Path, family: str, source: Any) -> None:
+    """Refuse a checkpoint of another family: its coordinates would be misread silently."""
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder / 'config.json'}: unreadable model config ({exc})") from exc
+    if model_type not in _MODEL_TYPES[family]:
+        other = next((f for f, types in _MODEL_TYPES.items() if model_type in types), None)
+        hint = f"; use the spec {other}:{source}" if other else ""
+        raise ModelError(
+            f"{family}:{source} is a {model_type or 'unknown'!s} checkpoint, not {family}{hint}"
+        )
