@@ -19,9 +19,9 @@ def erode(mask: np.ndarray, d: int) -> np.ndarray:
     """Erosion by a (2d+1)-square with background outside the array: a pixel survives iff every
     pixel of its window is foreground (window sum == window size)."""
     height, width = mask.shape
-    padded = np.zeros((height + 2 * d, width + 2 * d), dtype=np.int64)
+    padded = np.zeros((height + 2 * d, width + 2 * d), dtype=np.int32)
     padded[d : d + height, d : d + width] = mask
-    table = np.zeros((height + 2 * d + 1, width + 2 * d + 1), dtype=np.int64)
+    table = np.zeros((height + 2 * d + 1, width + 2 * d + 1), dtype=np.int32)
     table[1:, 1:] = padded.cumsum(0).cumsum(1)
     k = 2 * d + 1
     window = table[k:, k:] - table[:-k, k:] - table[k:, :-k] + table[:-k, :-k]

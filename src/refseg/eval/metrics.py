@@ -45,6 +45,7 @@ outside it both masks are background, so eroding the crop with a background bord
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -79,7 +80,7 @@ def boundary_width(height: int, width: int, ratio: float = DEFAULT_BOUNDARY_RATI
     """The boundary width ``d`` in pixels for an image of this size (at least 1)."""
     if not (ratio > 0 and math.isfinite(ratio)):
         raise InputError(f"the boundary ratio must be a positive number, got {ratio}")
-    return max(1, round(ratio * math.hypot(height, width)))
+    return max(1, round(float(ratio) * math.hypot(height, width)))
 
 
 def boundary(mask: np.ndarray, d: int) -> np.ndarray:
@@ -132,6 +133,18 @@ def _bbox(rle: dict[str, Any]) -> tuple[int, int, int, int]:
     return x, y, x + w, y + h
 
 
+@functools.lru_cache(maxsize=64)
+def _empty_counts(height: int, width: int) -> bytes:
+    # One run of background: no need to build and encode a dense array.
+    return mask_utils.frPyObjects(
+        {"size": [height, width], "counts": [height * width]}, height, width
+    )["counts"]
+
+
+def _empty(height: int, width: int) -> dict[str, Any]:
+    return {"size": [height, width], "counts": _empty_counts(height, width)}
+
+
 def _union_coco(rles: Sequence[masks.RLE], height: int, width: int) -> dict[str, Any]:
     """Union of RLEs in pycocotools' bytes form, checking every size against the image."""
     coco = []
@@ -141,7 +154,7 @@ def _union_coco(rles: Sequence[masks.RLE], height: int, width: int) -> dict[str,
             raise InputError(f"a mask of size {size} does not match the {height}x{width} image")
         coco.append(masks._coco(rle))
     if not coco:
-        return masks._coco(masks.empty(height, width))
+        return _empty(height, width)
     if len(coco) == 1:
         return coco[0]
     return mask_utils.merge(coco, intersect=False)
