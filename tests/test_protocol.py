@@ -46,6 +46,8 @@ def test_resized_specs_use_the_pixel_wording() -> None:
     assert build_prompt("x", think=False, coords="resized:max_pixels=1003520") == pix
     with pytest.raises(InputError):
         build_prompt("x", think=False, coords="percent")
+    with pytest.raises(InputError):
+        build_prompt("  ", think=False)
 
 
 def test_system_prompt_is_text_or_none() -> None:

@@ -90,9 +90,12 @@ def build_prompt(phrase: str, *, think: bool, coords: str = "norm1000") -> str:
     """The user-turn text asking the model to ground ``phrase`` (the image goes before it).
 
     ``coords`` names the coordinate convention the model answers in (``norm1000``, ``pixels``
-    or a ``resized:...`` spec, which uses the pixel wording): the prompt states it because
+    or a ``resized:...`` spec, which uses the pixel wording; a
+    :class:`~refseg.grounding.coords.Convention` works too): the prompt states it because
     Qwen models follow either convention when told, and a mismatch silently misplaces boxes.
     """
+    if not isinstance(phrase, str) or not phrase.strip():
+        raise InputError("the phrase is empty")
     wording = _COORD_TEXT[_coords_key(str(coords))]
     lines = [
         f'Find every object in the image that matches this description: "{phrase.strip()}".',
