@@ -156,6 +156,10 @@ def test_jsonl_and_refshapes_specs(tmp_path: Path) -> None:
         open_dataset(f"refshapes:{folder}")
     with pytest.raises(InputError, match="expected a folder"):
         open_dataset(f"refshapes:{folder / 'train.jsonl'}")
+    with pytest.raises(
+        InputError, match=r"option\(s\) images_dir do not apply to refshapes datasets"
+    ):
+        open_dataset(f"refshapes:{folder}:val", images_dir=tmp_path)
     with pytest.raises(InputError, match="no such JSONL file"):
         open_dataset(f"jsonl:{tmp_path / 'none.jsonl'}")
 

@@ -45,8 +45,13 @@ def _reasonseg(root: Path) -> Path:
 
 def test_reasonseg_masks_follow_lisa_rasterisation(tmp_path: Path) -> None:
     root = _reasonseg(tmp_path / "ReasonSeg")
-    samples = open_dataset(f"reasonseg:{root}:val")
+    # LISA's evaluation asks the first query of each image; all_queries gives every one.
+    assert [s.phrase for s in open_dataset(f"reasonseg:{root}:val")] == [
+        "What would a pet sleep on?"
+    ]
+    samples = open_dataset(f"reasonseg:{root}:val", all_queries=True)
     assert [s.phrase for s in samples] == ["What would a pet sleep on?", "the sofa"]
+    assert samples[1].id == "reasonseg:val:cat_on_sofa:1" and samples[1].masks == samples[0].masks
     first = samples[0]
     assert first.id == "reasonseg:val:cat_on_sofa:0" and first.meta["is_sentence"] is True
     assert (first.width, first.height) == (60, 40)

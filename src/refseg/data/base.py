@@ -107,6 +107,7 @@ def open_dataset(spec: str | DatasetSpec, **options: Any) -> list[Sample]:
     ``limit=`` everywhere). Unknown kinds raise :class:`InputError` listing the known ones.
     """
     import importlib
+    import inspect
 
     parsed = DatasetSpec.parse(spec) if isinstance(spec, str) else spec
     entry = _READERS.get(parsed.kind)
@@ -117,6 +118,10 @@ def open_dataset(spec: str | DatasetSpec, **options: Any) -> list[Sample]:
     target, fixed = entry
     module_name, _, function_name = target.partition(":")
     reader = getattr(importlib.import_module(module_name), function_name)
+    accepted = inspect.signature(reader).parameters
+    unknown = sorted(k for k in options if k not in accepted or k in fixed)
+    if unknown:
+        raise InputError(f"option(s) {', '.join(unknown)} do not apply to {parsed.kind} datasets")
     return reader(parsed, **{**fixed, **options})
 
 

@@ -14,8 +14,11 @@ are deprecated leftovers and skipped.
 The ground truth is rasterised exactly as LISA's own ``get_mask_from_json`` does, so scores are
 comparable with published numbers: polygons are filled largest first (a smaller polygon drawn
 later wins where they overlap) with OpenCV, outline included, at integer coordinates; target
-pixels form the mask and ignore pixels go to ``meta.ignore`` (an RLE). One sample is made per
-query, with id ``reasonseg:<split>:<name>:<i>``; the targets of an image are one union mask.
+pixels form the mask and ignore pixels go to ``meta.ignore`` (an RLE). The targets of an image
+are one union mask. LISA's evaluation asks only the *first* query of each image, so by default
+one sample is made per image from ``text[0]`` (published numbers are comparable);
+``all_queries=True`` makes one per query (e.g. for training). Ids are
+``reasonseg:<split>:<name>:<i>`` with ``i`` the query's index.
 """
 
 from __future__ import annotations
@@ -111,9 +114,13 @@ def _find_image(json_path: Path) -> Path:
 
 
 def read_reasonseg(
-    spec: DatasetSpec, *, limit: int | None = None, check_images: bool = True
+    spec: DatasetSpec,
+    *,
+    all_queries: bool = False,
+    limit: int | None = None,
+    check_images: bool = True,
 ) -> list[Sample]:
-    """ReasonSeg samples of one split (``reasonseg:PATH:val``)."""
+    """ReasonSeg samples of one split (``reasonseg:PATH:val``), first query per image by default."""
     del check_images  # every sample's image is opened for its size anyway
     root = spec.path
     if not root.is_dir():
@@ -148,9 +155,8 @@ def read_reasonseg(
         }
         if ignore.any():
             meta["ignore"] = masks.encode(ignore)
-        for number, text in enumerate(texts):
-            if not text.strip():
-                continue
+        queries = [(number, text) for number, text in enumerate(texts) if text.strip()]
+        for number, text in queries if all_queries else queries[:1]:
             samples.append(
                 Sample(
                     id=f"reasonseg:{spec.split}:{json_path.stem}:{number}",

@@ -5,7 +5,7 @@ Every expression is checked against the whole scene before it is emitted:
 * descriptors (``the red circle``, ``the circle``, ``the red shape``) refer by count: a
   singular one is used only when exactly one object matches;
 * absolute position (``the leftmost square``) needs the target ahead of every other match by a
-  clear margin in *both* its visible centre and its visible edge;
+  clear margin (:data:`POSITION_MARGIN`) in *both* its visible centre and its visible edge;
 * relations (``the triangle above the blue circle``) use a three-valued test per candidate:
   clearly true (direction within 35° and a visible gap), clearly false (more than 65° off), or
   unclear; an expression is emitted only when exactly one candidate is clearly true and all
@@ -29,6 +29,9 @@ from refseg.data.refshapes_scene import SceneObject
 
 TARGET_VISIBLE = 0.7
 ANCHOR_VISIBLE = 0.6
+#: How far (fraction of the image side) an extreme must lead every other match, in both its
+#: visible centre and its visible edge, for "leftmost"-style expressions.
+POSITION_MARGIN = 0.08
 #: Relation cones (degrees): clearly in the direction / clearly not.
 REL_TRUE_DEG, REL_FALSE_DEG = 35.0, 65.0
 
@@ -95,7 +98,7 @@ _POSITION_AXES = {  # direction -> (axis index, sign): smaller signed value = mo
 
 
 def position_expressions(objects: list[SceneObject], size: int) -> list[Expression]:
-    margin = 0.06 * size
+    margin = POSITION_MARGIN * size
     out = []
     seen: set[Descriptor] = set()
     for obj in objects:

@@ -1,0 +1,79 @@
+"""`refseg data ...` commands end to end (small sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from refseg.cli import main
+from refseg.data import open_dataset
+from tests.data.helpers import write_refer
+
+
+def test_refshapes_command_writes_a_readable_set(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "shapes"
+    code = main(
+        [
+            "data",
+            "refshapes",
+            "--out",
+            str(out),
+            "--n",
+            "4",
+            "--seed",
+            "2",
+            "--size",
+            "96",
+            "--splits",
+            "train,ood=3",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert f"wrote 7 samples to {out}" in text and "ood: 3 samples" in text
+    assert len(open_dataset(f"refshapes:{out}:train")) == 4
+    assert len(open_dataset(f"refshapes:{out}:ood")) == 3
+    manifest = json.loads((out / "refshapes.json").read_text())
+    assert manifest["settings"]["splits"] == {"train": 4, "ood": 3}
+    assert manifest["held_out_combos"] and manifest["ood_templates"]
+
+
+def test_refshapes_command_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    code = main(["data", "refshapes", "--out", str(tmp_path / "x"), "--splits", "dev"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refseg: error: --splits: unknown split 'dev'") and err.count("\n") == 1
+
+
+def test_export_and_info(tmp_path: Path, capsys) -> None:
+    root = write_refer(tmp_path / "refcoco", "unc")
+    out = tmp_path / "val.jsonl"
+    assert main(["data", "export", "--dataset", f"refcoco:{root}:val", "--out", str(out)]) == 0
+    assert "wrote 3 samples" in capsys.readouterr().out
+    assert [s.id for s in open_dataset(f"jsonl:{out}")] == [
+        s.id for s in open_dataset(f"refcoco:{root}:val")
+    ]
+    assert main(["data", "info", f"jsonl:{out}"]) == 0
+    assert "3 samples, 1 images" in capsys.readouterr().out
+    assert main(["data", "export", "--dataset", f"refcoco:{root}:testB", "--out", str(out)]) == 2
+    assert "unknown split 'testB'" in capsys.readouterr().err
+
+
+def test_coco_command(coco_sample: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "coco.jsonl"
+    code = main(
+        [
+            "data",
+            "coco",
+            "--instances",
+            str(coco_sample / "instances.json"),
+            "--images",
+            str(coco_sample / "images"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    samples = open_dataset(f"jsonl:{out}")
+    assert samples and all(s.image.is_file() for s in samples)
+    assert {s.phrase for s in samples} >= {"person"}
