@@ -12,27 +12,15 @@ from tests.data.helpers import write_refer
 
 def test_refshapes_command_writes_a_readable_set(tmp_path: Path, capsys) -> None:
     out = tmp_path / "shapes"
-    code = main(
-        [
-            "data",
-            "refshapes",
-            "--out",
-            str(out),
-            "--n",
-            "4",
-            "--seed",
-            "2",
-            "--size",
-            "96",
-            "--splits",
-            "train,ood=3",
-        ]
-    )
-    assert code == 0
+    args = ["data", "refshapes", "--out", str(out), "--n", "4", "--seed", "2"]
+    args += ["--size", "128", "--splits", "train,ood=3"]
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert f"wrote 7 samples to {out}" in text and "ood: 3 samples" in text
     assert len(open_dataset(f"refshapes:{out}:train")) == 4
     assert len(open_dataset(f"refshapes:{out}:ood")) == 3
+    assert main(args) == 0
+    assert "already holds this RefShapes set" in capsys.readouterr().out
     manifest = json.loads((out / "refshapes.json").read_text())
     assert manifest["settings"]["splits"] == {"train": 4, "ood": 3}
     assert manifest["held_out_combos"] and manifest["ood_templates"]

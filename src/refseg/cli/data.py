@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output folder (created; resumable)."),
         n: int = typer.Option(1000, "--n", min=0, help="Samples per split (unless SPLIT=N)."),
         seed: int = typer.Option(0, "--seed", help="Seed: same seed, same bytes."),
-        size: int = typer.Option(224, "--size", min=64, max=2048, help="Image side in pixels."),
+        size: int = typer.Option(224, "--size", min=128, max=2048, help="Image side in pixels."),
         splits: str = typer.Option(
             "train,val,test,ood",
             "--splits",
@@ -55,17 +55,21 @@ def register(app: typer.Typer) -> None:
             transient=False,
         ) as bar:
             tasks = {name: bar.add_task(name, total=count) for name, count in counts.items()}
+            reported = []
+
+            def advance(split: str, done: int) -> None:
+                reported.append(done)
+                bar.advance(tasks[split], done)
+
             manifest = generate_refshapes(
-                out,
-                counts,
-                seed=seed,
-                size=size,
-                overwrite=overwrite,
-                progress=lambda split, done: bar.advance(tasks[split], done),
+                out, counts, seed=seed, size=size, overwrite=overwrite, progress=advance
             )
         seconds = time.perf_counter() - start
         total = sum(counts.values())
-        typer.echo(f"wrote {total} samples to {out} in {seconds:.1f} s")
+        if total and not reported:
+            typer.echo(f"{out} already holds this RefShapes set; nothing to do")
+        else:
+            typer.echo(f"wrote {total} samples to {out} in {seconds:.1f} s")
         for split, stats in manifest.get("statistics", {}).items():
             kinds = ", ".join(f"{k} {v}" for k, v in stats["kinds"].items())
             levels = ", ".join(f"{k} {v}" for k, v in stats["difficulty"].items())

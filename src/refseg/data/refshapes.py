@@ -76,6 +76,8 @@ GENERATOR_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test", "ood")
 _SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 DEFAULT_SIZE = 224
+#: Below this, small hexagons and circles (radius 0.055 x side) stop being told apart.
+MIN_SIZE = 128
 CHUNK = 250
 
 HELD_OUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
@@ -486,8 +488,8 @@ def generate_refshapes(
     refused unless ``overwrite``; a non-empty folder that is not a RefShapes set always is.
     """
     out = Path(out_dir).expanduser()
-    if size < 64 or size > 2048:
-        raise InputError(f"refshapes: --size must be between 64 and 2048, got {size}")
+    if size < MIN_SIZE or size > 2048:
+        raise InputError(f"refshapes: --size must be between {MIN_SIZE} and 2048, got {size}")
     for split in counts:
         if split not in _SPLIT_CODES:
             raise InputError(f"refshapes: unknown split {split!r}; expected {', '.join(SPLITS)}")
