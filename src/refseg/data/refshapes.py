@@ -167,7 +167,7 @@ def _form(rng: np.random.Generator, weights: tuple[float, float, float]) -> str:
 
 
 def _matching(pool: list[tuple[str, str]], d: Descriptor) -> list[tuple[str, str]]:
-    return [c for c in pool if (d[0] is None or c[0] == d[0]) and (d[1] is None or c[1] == d[1])]
+    return [c for c in pool if _hit(d)(c)]
 
 
 def _fill(
@@ -198,7 +198,7 @@ def compose(
         obj = _pick(rng, pool)
         absent = _pick(rng, [c for c in target_pool if c != obj])
         d = _descriptor(absent, _form(rng, (0.7, 0.15, 0.15)))
-        if matches_combo(obj, d):
+        if _hit(d)(obj):  # "the circle" cannot be absent when the one object is a circle
             d = absent
         return Plan(kind, [_spec(rng, obj)], descriptor=d)
     total = int(rng.integers(3, 8))
@@ -232,12 +232,13 @@ def compose(
         d = _descriptor(t, _form(rng, weights))
         same = _matching(pool, d) or [t]
         if kind == "comparison":
-            big, small = (
+            # Two different size classes; which one is the target is decided when phrasing.
+            first, second = (
                 str(s) for s in rng.choice(["small", "medium", "large"], 2, replace=False)
             )
             specs = [
-                _spec(rng, t, big, overlap=False),
-                _spec(rng, _pick(rng, same), small, overlap=False),
+                _spec(rng, t, first, overlap=False),
+                _spec(rng, _pick(rng, same), second, overlap=False),
             ]
         else:
             k = 2 + int(rng.choice(3, p=[0.5, 0.35, 0.15]) if kind == "multi" else rng.integers(2))
@@ -258,10 +259,6 @@ def compose(
         _fill(rng, specs, pool, lambda c: _hit(d)(c) or c == anchor, max(total, len(specs) + 1))
         return Plan(kind, specs, target=1, descriptor=d)
     raise ValueError(f"unknown kind {kind!r}")
-
-
-def matches_combo(combo: tuple[str, str], d: Descriptor) -> bool:
-    return _hit(d)(combo)
 
 
 # ------------------------------------------------------------------------------------------
