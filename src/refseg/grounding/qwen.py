@@ -53,6 +53,7 @@ __all__ = [
     "QwenGrounder",
     "build_messages",
     "load_processor",
+    "processor_class",
     "resolve_device",
     "resolve_dtype",
     "resolve_source",
@@ -89,7 +90,9 @@ class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
 
     The stock class requires a video processor, and merely type-checking one needs torchvision;
     refseg only ever sends images, so this keeps the exact image/text behaviour (placeholder
-    expansion, ``mm_token_type_ids``) and drops the video half.
+    expansion, ``mm_token_type_ids``) and drops the video half. The processor's attributes
+    come from this ``__init__``'s signature, so the ``None`` passed for the video processor is
+    never stored or type-checked (covered by the tiny-model tests).
     """
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
@@ -107,7 +110,8 @@ _PROCESSORS = {"qwen3-vl": ImageOnlyQwen3VLProcessor, "qwen2.5-vl": ImageOnlyQwe
 
 
 def processor_class(family: str) -> type:
-    """The image-only processor class for ``family``."""
+    """The image-only processor class for ``family`` (to build one from parts)."""
+    _check_family(family)
     return _PROCESSORS[family]
 
 
