@@ -119,3 +119,10 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"refseg: error: {tmp_path / 'missing.png'}: no such image file"
+
+
+@pytest.mark.parametrize("args", [["--refine", "99"], ["--no-such-option"]])
+def test_usage_errors_exit_2_without_traceback(args, capsys):
+    code, _, err = run(["segment", str(IMAGE), "--box", "1,1,40,40", *args], capsys)
+    assert code == 2
+    assert "Traceback" not in err and "Error:" in err

@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("refseg: interrupted", err=True)
         return 130
-    except Exception as exc:  # click usage errors and the like
+    except Exception as exc:  # usage errors: typer ships its own click, so check both
         import click
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, (click.ClickException, typer.TyperException)) and hasattr(exc, "show"):
             exc.show()
             return 2
         raise
