@@ -21,8 +21,6 @@ timeout; every failure is one line naming the id and how to pass a local folder 
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from refseg.errors import InputError, ModelError
 from refseg.grounding.base import Grounding
 from refseg.grounding.coords import Convention, smart_resize, to_grounding
+from refseg.hub import first_line, resolve_device, resolve_dtype, resolve_source
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
 
 __all__ = [
@@ -70,19 +69,8 @@ _MODEL_TYPES = {"qwen3-vl": ("qwen3_vl", "qwen3_vl_moe"), "qwen2.5-vl": ("qwen2_
 DEFAULT_MAX_NEW_TOKENS = 1024
 DEFAULT_BATCH_SIZE = 8
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-}
 #: Files a Qwen-VL checkpoint needs (weights, configs, tokenizer, chat template).
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_DOWNLOAD_TIMEOUT_S = 10.0
 
 
 class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
@@ -133,7 +121,9 @@ def load_processor(
     every user (batched generation, GRPO rollouts) appends generated tokens on the right.
     """
     _check_family(family)
-    folder = resolve_source(source, family, local_files_only=local_files_only, revision=revision)
+    folder = resolve_source(
+        source, family, patterns=_HUB_PATTERNS, local_files_only=local_files_only, revision=revision
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         overrides: dict[str, int] = {}
@@ -144,7 +134,7 @@ def load_processor(
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, **overrides)
     except (OSError, ValueError) as exc:
         raise ModelError(
-            f"{family}:{source}: cannot load the processor ({_first_line(exc)})"
+            f"{family}:{source}: cannot load the processor ({first_line(exc)})"
         ) from exc
     size = image_processor.size
     if size["shortest_edge"] > size["longest_edge"]:
@@ -188,156 +178,12 @@ def _check_family(family: str) -> None:
         raise InputError(f"unknown Qwen-VL family {family!r}; use {' or '.join(FAMILIES)}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
-
-
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise InputError(f"{what} must be an integer, got {value!r}")
     if value < 1:
         raise InputError(f"{what} must be at least 1, got {value}")
     return int(value)
-
-
-def _offline(local_files_only: bool | None) -> bool:
-    if local_files_only:
-        return True
-    from huggingface_hub import constants
-
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return bool(constants.HF_HUB_OFFLINE) or any(
-        f.strip().lower() in ("1", "true", "yes", "on") for f in flags
-    )
-
-
-def _looks_like_path(source: str) -> bool:
-    """Hub ids are ``name`` or ``owner/name``; anything else the user meant as a folder."""
-    return (
-        source.startswith((".", "/", "~"))
-        or "\\" in source
-        or source.count("/") > 1
-        or os.path.isabs(source)
-    )
-
-
-def resolve_source(
-    source: str | Path,
-    family: str,
-    *,
-    local_files_only: bool | None = None,
-    revision: str | None = None,
-) -> Path:
-    """The local folder holding checkpoint ``source`` (a folder, or a hub id cached or fetched).
-
-    The cache is tried first with no network at all, so a cached model loads at once offline.
-    Only when it is missing, and downloads are allowed (not ``local_files_only``, not
-    ``HF_HUB_OFFLINE``), is the hub asked, with a short timeout. Every failure is one
-    :class:`ModelError` naming the id and saying how to pass a local folder instead.
-    """
-    text = str(source).strip()
-    if not text:
-        raise InputError(f"{family}: the model id is empty; give a hub id or a local folder")
-    folder = Path(text).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise ModelError(
-                f"{family}:{text}: no config.json in this folder; pass a checkpoint folder "
-                "written by save_pretrained (config.json, *.safetensors, tokenizer files)"
-            )
-        return folder
-    if isinstance(source, Path) or _looks_like_path(text) or folder.exists():
-        raise ModelError(f"{family}:{text}: no such model folder")
-    if not _HUB_ID.match(text):
-        raise ModelError(f"{family}:{text}: neither a local folder nor a hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    local = f"{family}:/path/to/{text.rsplit('/', 1)[-1]}"
-    try:
-        cached = Path(
-            snapshot_download(
-                text, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=True
-            )
-        )
-        if (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
-            return cached
-    except Exception:
-        pass  # not (fully) cached: the hub is asked below, if allowed
-    if _offline(local_files_only):
-        raise ModelError(
-            f"model {text!r} is not in the local Hugging Face cache and downloads are off "
-            f"(local_files_only / HF_HUB_OFFLINE); download it where the hub is reachable, "
-            f"or pass a local folder: {local}"
-        )
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        return Path(
-            snapshot_download(
-                text,
-                revision=revision,
-                allow_patterns=_HUB_PATTERNS,
-                etag_timeout=_DOWNLOAD_TIMEOUT_S,
-            )
-        )
-    except GatedRepoError as exc:
-        raise ModelError(
-            f"model {text!r} is gated: accept its licence on the hub and log in "
-            f"(hf auth login), or pass a local folder: {local}"
-        ) from exc
-    except RepositoryNotFoundError as exc:
-        raise ModelError(
-            f"no model {text!r} on the hub (check the id; private models need a login), "
-            f"or pass a local folder: {local}"
-        ) from exc
-    except Exception as exc:
-        raise ModelError(
-            f"cannot fetch model {text!r}: not in the local cache and the hub is not reachable "
-            f"({_first_line(exc)}); download it where the hub is reachable and pass the folder: "
-            f"{local}"
-        ) from exc
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when torch sees it, else CPU. A named device must exist."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if chosen.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError(
-                f"device {str(device)!r} was asked for but this torch {torch.__version__} sees no "
-                "CUDA GPU; use device cpu (or auto)"
-            )
-        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise ModelError(
-                f"device {str(device)!r} was asked for but only {torch.cuda.device_count()} "
-                "CUDA GPU(s) exist"
-            )
-    elif chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelError(f"device {str(device)!r} was asked for but MPS is not available")
-    elif chosen.type not in ("cpu", "cuda", "mps"):
-        raise InputError(f"unsupported device {str(device)!r}; use auto, cpu, cuda or cuda:N")
-    return chosen
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"``: bfloat16 on CUDA (what Qwen-VL was trained in), float32 elsewhere."""
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype in _DTYPES.values():
-            return dtype
-        raise InputError(f"unsupported dtype {dtype}; use float32, bfloat16 or float16")
-    key = str(dtype).strip().lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
-    return _DTYPES[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +320,11 @@ class QwenGrounder:
         target = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, target)
         folder = resolve_source(
-            model_id_or_folder, family, local_files_only=local_files_only, revision=revision
+            model_id_or_folder,
+            family,
+            patterns=_HUB_PATTERNS,
+            local_files_only=local_files_only,
+            revision=revision,
         )
         _check_model_type(folder, family, model_id_or_folder)
         processor = load_processor(
@@ -489,7 +339,7 @@ class QwenGrounder:
             model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
         except (OSError, ValueError, ImportError) as exc:
             raise ModelError(
-                f"{family}:{model_id_or_folder}: cannot load the model ({_first_line(exc)})"
+                f"{family}:{model_id_or_folder}: cannot load the model ({first_line(exc)})"
             ) from exc
         except torch.cuda.OutOfMemoryError as exc:
             raise ModelError(

@@ -31,7 +31,6 @@ ambiguity masks instead and keeps the best-scoring one (useful for lone-point pr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from refseg.errors import InputError, ModelError
+from refseg.hub import resolve_device, resolve_dtype, resolve_source
 from refseg.segmentation.base import Embedding, MaskPrediction
 from refseg.types import Prompt
 
@@ -59,8 +59,6 @@ DEFAULT_RESCALE = 1 / 255
 #: model_type values accepted for each family (hub SAM 2.1 checkpoints say ``sam2_video``; the
 #: image model loads them, the video-only parts are unused).
 FAMILIES: dict[str, tuple[str, ...]] = {"sam": ("sam",), "sam2": ("sam2", "sam2_video")}
-
-_DTYPES = ("float32", "float16", "bfloat16")
 
 #: Files fetched for a hub id: configs and safetensors weights, nothing else in the repository.
 _HUB_PATTERNS = ["*.json", "*.safetensors"]
@@ -172,87 +170,6 @@ class Preprocessing:
 # --------------------------------------------------------------------------- loading helpers
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when torch sees it, else CPU. A named device must exist."""
-    import torch
-
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if chosen.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError(
-                f"device {device!r} requested but this torch {torch.__version__} sees no CUDA GPU;"
-                " use --device cpu (or auto)"
-            )
-        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            count = torch.cuda.device_count()
-            raise ModelError(f"device {device!r} requested but only {count} CUDA GPU(s) exist")
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelError(f"device {device!r} requested but MPS is not available")
-    return chosen
-
-
-def _resolve_dtype(dtype: str | None) -> torch.dtype:
-    import torch
-
-    name = dtype or "float32"
-    if name not in _DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-    return getattr(torch, name)
-
-
-def _looks_like_path(model_id: str) -> bool:
-    """Hub ids are ``name`` or ``owner/name``; anything else the user meant as a folder."""
-    return (
-        model_id.startswith((".", "/", "~"))
-        or "\\" in model_id
-        or model_id.count("/") > 1
-        or os.path.isabs(model_id)
-    )
-
-
-def resolve_folder(model_id: str, family: str) -> Path:
-    """A local folder holding ``model_id``: the folder itself, the hub cache, or a fresh download.
-
-    The cache is tried first with no network at all, so a cached model loads offline at once; a
-    download is tried only for a hub-shaped id, with a short timeout, and any failure becomes one
-    line that says how to pass a local folder instead.
-    """
-    folder = Path(model_id).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            raise ModelError(
-                f"{model_id}: no config.json in this folder; pass a folder written by"
-                " save_pretrained (config.json + model.safetensors)"
-            )
-        return folder
-    if _looks_like_path(model_id) or folder.exists():
-        raise ModelError(f"{family}:{model_id}: no such model folder")
-    from huggingface_hub import snapshot_download
-
-    try:
-        cached = Path(
-            snapshot_download(model_id, allow_patterns=_HUB_PATTERNS, local_files_only=True)
-        )
-        if (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
-            return cached
-    except Exception:
-        pass  # not cached (or only partly): try the hub below
-    try:
-        return Path(snapshot_download(model_id, allow_patterns=_HUB_PATTERNS, etag_timeout=10))
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(
-            f"cannot get {family} model {model_id!r}: not in the local cache and not downloadable"
-            f" ({reason[:160]}); download it where the hub is reachable and pass the folder,"
-            f" e.g. {family}:/path/to/{model_id.rsplit('/', 1)[-1]}"
-        ) from exc
-
-
 def _model_type(folder: Path) -> str:
     try:
         return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
@@ -349,8 +266,8 @@ class HFSam:
         if family not in FAMILIES:
             raise InputError(f"unknown SAM family {family!r}; use sam or sam2")
         torch_device = resolve_device(device)
-        torch_dtype = _resolve_dtype(dtype)
-        folder = resolve_folder(model_id, family)
+        torch_dtype = resolve_dtype(dtype or "float32", torch_device)
+        folder = resolve_source(model_id, family, patterns=_HUB_PATTERNS)
         model_type = _model_type(folder)
         if model_type not in FAMILIES[family]:
             other = next((k for k, v in FAMILIES.items() if model_type in v), None)
