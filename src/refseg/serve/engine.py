@@ -104,9 +104,10 @@ class Engine:
         finally:
             self._ready.set()
         if self.error is not None:
-            log.error("refseg: error: %s", self.error)
             if on_failure is not None:
-                on_failure(self.error)
+                on_failure(self.error)  # the caller reports it (the CLI: one line, exit 2)
+            else:
+                log.error("model loading failed: %s", self.error)
         else:
             log.info("models ready in %.1f s", time.perf_counter() - start)
 

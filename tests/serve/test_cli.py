@@ -1,0 +1,51 @@
+"""`refseg serve` on the command line: help, and a failed model load as one line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from refseg.cli import app
+
+
+def test_help_lists_the_options():
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--host", "--port", "--grounder", "--segmenter", "--max-concurrency"):
+        assert option in result.output
+    assert "--max-queue" in result.output and "REFSEG_API_KEY" in result.output
+
+
+def test_a_bad_model_spec_stops_the_server_with_one_line(tmp_path):
+    env = {**os.environ, "REFSEG_API_KEY": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "refseg.cli", "serve", "--port", "0", "--segmenter", "bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("refseg: error:")]
+    assert len(errors) == 1 and "unknown segmenter 'bogus'" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert "listening on http://127.0.0.1:" in done.stderr
+
+
+def test_a_port_in_use_is_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "refseg.cli", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"refseg: error: cannot listen on 127.0.0.1:{port}")
