@@ -1,0 +1,146 @@
+"""`refseg segment IMAGE "phrase"`, `--batch` and `refseg demo` with a local model folder.
+
+The grounder is a tiny Qwen3-VL taught (in seconds) to answer one phrase on the bundled photo,
+so the real from_pretrained -> generate -> parse -> convert -> segment path runs end to end and
+the answer it gives is known.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from refseg import masks
+from refseg.cli import main
+from refseg.cli.demo import PHRASE
+from refseg.grounding import load_grounder
+from refseg.protocol import format_answer
+from refseg.testing.tiny_vlm import build_tiny_vlm, teach_answer
+from tests.conftest import ASSETS
+
+IMAGE = ASSETS / "astronaut.jpg"
+ANSWER = format_answer([((273, 39, 625, 390), [(449, 215)])])
+
+
+@pytest.fixture(scope="module")
+def taught_dir(tmp_path_factory, astronaut):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder = build_tiny_vlm(tmp_path_factory.mktemp("taught"), layers=2, vision_depth=1)
+        grounder = load_grounder(f"qwen3-vl:{folder}")
+        assert teach_answer(grounder, astronaut, PHRASE, ANSWER) < 0.05
+        grounder.model.save_pretrained(folder)
+        yield folder
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_phrase_writes_json_mask_and_overlay(taught_dir, tmp_path, capsys, sam):
+    out = tmp_path / "out"
+    code, stdout, err = run(
+        [
+            "segment",
+            str(IMAGE),
+            PHRASE,
+            "--grounder",
+            f"qwen3-vl:{taught_dir}",
+            "--json",
+            str(out / "r.json"),
+            "--mask-png",
+            str(out / "m.png"),
+            "--overlay",
+            str(out / "o.png"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "1 instance(s)" in stdout
+    data = json.loads((out / "r.json").read_text())
+    assert data["phrase"] == PHRASE and data["raw_answer"] == ANSWER
+    assert data["parse_error"] is None and data["reasoning"] is None
+    assert data["no_target"] is False
+    (instance,) = data["instances"]
+    # 0-1000 answer -> pixels of the 512x512 image
+    assert instance["box"] == pytest.approx([139.776, 19.968, 320.0, 199.68])
+    assert instance["points"] == [pytest.approx([229.888, 110.08])]
+    face = masks.decode(instance["mask"])
+    assert face[110, 230] and face.sum() > 5000
+    np.testing.assert_array_equal(masks.from_png((out / "m.png").read_bytes()), face)
+    assert np.asarray(Image.open(out / "o.png")).shape == (512, 512, 3)
+
+
+def test_batch_through_the_cli_resumes(taught_dir, tmp_path, capsys, sam):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"image": str(IMAGE), "phrase": p, "id": f"p{i}"}) + "\n"
+            for i, p in enumerate([PHRASE, "something else", PHRASE])
+        )
+    )
+    argv = [
+        "segment",
+        "--batch",
+        str(pairs),
+        "--out",
+        str(tmp_path / "run"),
+        "--grounder",
+        f"qwen3-vl:{taught_dir}",
+    ]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "3 pairs segmented (0 already done, 0 failed)" in stdout
+    records = [json.loads(x) for x in (tmp_path / "run/results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["p0", "p1", "p2"]
+    assert records[0]["raw_answer"] == ANSWER and len(records[0]["instances"]) == 1
+    code, stdout, _ = run(argv, capsys)
+    assert code == 0 and "already done" in stdout
+
+
+def test_demo_with_a_local_model(taught_dir, tmp_path, capsys, sam):
+    code, _, err = run(
+        ["demo", "--out", str(tmp_path), "--grounder", f"qwen3-vl:{taught_dir}"], capsys
+    )
+    assert code == 0, err
+    data = json.loads((tmp_path / "demo.json").read_text())
+    assert data["phrase"] == PHRASE and len(data["instances"]) == 1
+    assert (tmp_path / "overlay.png").stat().st_size > 0
+
+
+def test_demo_without_grounder_weights_falls_back_to_a_box(tmp_path, capsys, monkeypatch, sam):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    code, stdout, err = run(["demo", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    first = stdout.splitlines()[0]
+    assert first.startswith("phrase grounding skipped:") and "Qwen/Qwen3-VL-2B-Instruct" in first
+    assert "--grounder qwen3-vl:/path/to/local/model" in first
+    data = json.loads((tmp_path / "demo.json").read_text())
+    assert len(data["instances"]) == 1 and "phrase" not in data
+    assert masks.decode(data["instances"][0]["mask"]).sum() > 5000
+    assert (tmp_path / "mask.png").exists() and (tmp_path / "overlay.png").exists()
+
+
+def test_phrase_errors_exit_2(taught_dir, tmp_path, capsys):
+    code, _, err = run(
+        ["segment", str(IMAGE), "   ", "--grounder", f"qwen3-vl:{taught_dir}"], capsys
+    )
+    assert code == 2 and "phrase is empty" in err
+    code, _, err = run(
+        ["segment", str(IMAGE), "x", "--grounder", "qwen3-vl:/no/such/folder"], capsys
+    )
+    assert code == 2 and "no such model folder" in err and err.count("\n") == 1
+    code, _, err = run(
+        ["segment", str(IMAGE), "x", "--grounder", f"qwen3-vl:{taught_dir}", "--device", "cuda"],
+        capsys,
+    )
+    assert code == 2 and "CUDA" in err
