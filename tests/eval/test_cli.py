@@ -81,31 +81,48 @@ def test_oracle_boxes_on_coco_sample(oracle_run: Path, coco_jsonl: Path) -> None
     assert (oracle_run / "metrics.md").read_text().startswith("# Evaluation:")
 
 
-def test_kill_9_then_resume(oracle_run: Path, coco_jsonl: Path, work: Path) -> None:
-    """Kill a run mid-way, tear its last line, rerun: one record per sample, and the same
-    records and metrics as the uninterrupted oracle run (on the first 20 samples, to stay fast:
-    records are per sample, so its first 20 records are an uninterrupted run of those)."""
+def test_interrupt_kill_9_and_resume(oracle_run: Path, coco_jsonl: Path, work: Path) -> None:
+    """Ctrl-C a run, resume it, kill -9 it, tear its last line, rerun: one record per sample and
+    the same records and metrics as the uninterrupted oracle run (on the first 20 samples, to
+    stay fast: records are per sample, so its first 20 records are an uninterrupted run)."""
     from refseg.eval.metrics import aggregate, breakdowns
 
     limit = 20
     out = work / "killed"
     args = ["--dataset", f"jsonl:{coco_jsonl}", "--oracle-boxes", "--out", str(out),
             "--limit", str(limit)]  # fmt: skip
-    with open(work / "killed.log", "w") as log:
+    records = out / RECORDS_FILE
+
+    def start_and_wait(at_least: int) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "refseg.cli", "eval", *args], cwd=work, stdout=log, stderr=log
+            [sys.executable, "-m", "refseg.cli", "eval", *args],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        records = out / RECORDS_FILE
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
-            if records.is_file() and records.read_text().count("\n") >= 3:
+            if records.is_file() and records.read_text().count("\n") >= at_least:
                 break
             time.sleep(0.02)
-        assert process.poll() is None, "the run ended before it could be killed"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        assert process.poll() is None, "the run ended before it could be stopped"
+        return process
+
+    # Ctrl-C: the records so far are kept, exit status 130 with a hint to resume.
+    process = start_and_wait(2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "rerun the same command to resume" in stderr
+    after_ctrl_c = records.read_text().count("\n")
+    assert after_ctrl_c >= 2
+    # kill -9 of the resumed run
+    process = start_and_wait(after_ctrl_c + 2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
     survived = records.read_text().count("\n")
-    assert 3 <= survived < limit
+    assert after_ctrl_c + 2 <= survived < limit
     assert not (out / "metrics.json").exists()
     with open(records, "a") as handle:  # a torn write, as if killed mid-line
         handle.write('{"id": "coco:142238:ann')

@@ -264,3 +264,15 @@ def test_scores_match_metrics_module(tmp_path: Path, images: list[Path]) -> None
         expected = score_sample(sample.masks, [i.rle for i in preds[sample.id].instances], H, W)
         assert {k: record[k] for k in expected.to_record()} == expected.to_record()
         assert masks.iou(record["prediction"], preds[sample.id].union_rle()) == 1.0
+
+
+def test_second_writer_on_a_run_is_refused(tmp_path: Path) -> None:
+    from refseg.eval.runner import RecordWriter
+
+    with RecordWriter(tmp_path / RECORDS_FILE) as writer:
+        writer.write({"id": "a"})
+        with pytest.raises(InputError, match="another refseg eval"):
+            RecordWriter(tmp_path / RECORDS_FILE)
+    with RecordWriter(tmp_path / RECORDS_FILE) as writer:  # free again once closed
+        writer.write({"id": "b"})
+    assert [r["id"] for r in read_records(tmp_path / RECORDS_FILE)] == ["a", "b"]

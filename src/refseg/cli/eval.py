@@ -22,6 +22,22 @@ def _dataset_identity(spec: str) -> str:
     return f"{text}:{parsed.split}" if parsed.split else text
 
 
+def _rank_device() -> str | None:
+    """Under a data-parallel launcher with GPUs, each process takes the GPU of its local rank
+    (otherwise every process would load its models on the first GPU)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or "LOCAL_RANK" not in os.environ:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+
+
 def _print_summary(document: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -95,6 +111,7 @@ def register(app: typer.Typer) -> None:
             raise InputError("--oracle-boxes uses no grounder: drop --grounder/--think")
         if not 0 < boundary_ratio < 1:
             raise InputError(f"--boundary-ratio must be in (0, 1), got {boundary_ratio}")
+        device = device or _rank_device()
         samples = open_dataset(dataset)
         config = {"dataset": _dataset_identity(dataset)}
         common = dict(
@@ -127,12 +144,12 @@ def register(app: typer.Typer) -> None:
                 )
                 document = evaluate(samples, pipeline=pipe, batch_size=batch_size, **common)
         except KeyboardInterrupt:
+            # The CLI's entry point reports the interruption and exits 130.
             typer.echo(
-                f"refseg: interrupted; finished samples are kept in {out}: "
-                "rerun the same command to resume",
+                f"refseg: finished samples are kept in {out}; rerun the same command to resume",
                 err=True,
             )
-            raise typer.Exit(130) from None
+            raise
         import os
 
         if int(os.environ.get("RANK", "0") or 0) == 0:

@@ -126,8 +126,9 @@ class RecordWriter:
         self.sync_every = sync_every
         self._last_sync = time.monotonic()
         self._dirty = False
-        _cut_torn_tail(path)
         self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        _lock(self._handle, path)
+        _cut_torn_tail(path)
 
     def write(self, record: Mapping[str, Any]) -> None:
         self._handle.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
@@ -152,6 +153,23 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _lock(handle: Any, path: Path) -> None:
+    """Take an exclusive lock on the records file for the life of the writer, so that two
+    processes started on one run folder cannot interleave their records (the kernel drops the
+    lock when the process dies, ``kill -9`` included)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no protection, as before
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise InputError(
+            f"{path} is being written by another refseg eval; wait for it or stop it first"
+        ) from exc
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -516,7 +534,10 @@ def _distributed(rank: int | None, world_size: int | None) -> _Dist:
         return _Dist(0, 1, lambda: None)
     import datetime
 
-    import torch.distributed as dist
+    try:
+        import torch.distributed as dist
+    except ImportError as exc:
+        raise InputError("data-parallel evaluation needs torch (pip install refseg[vlm])") from exc
 
     if not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:
@@ -594,7 +615,9 @@ def evaluate(
             (``resume=False`` discards its records instead, e.g. to score a new checkpoint).
         limit: evaluate only the first ``limit`` samples (not part of the configuration, so a
             run may be extended with a larger limit).
-        think, refine, batch_size: passed to the pipeline / segmenter.
+        think: let the pipeline's grounder reason (default: the pipeline's own setting).
+        refine: decoder refinement rounds in oracle-box mode (a pipeline carries its own).
+        batch_size: phrases per grounder call in pipeline mode.
         boundary_ratio: the boundary-IoU width as a fraction of the image diagonal.
         config: extra identity for ``config.json`` (e.g. ``{"dataset": "refcocog:...:val"}``).
         progress: show a progress bar (rank 0 only).
@@ -608,6 +631,8 @@ def evaluate(
     sources = [x is not None for x in (pipeline, segmenter, predictions)]
     if sum(sources) != 1:
         raise InputError("evaluate needs exactly one of pipeline, segmenter or predictions")
+    if pipeline is not None and refine is not None:
+        raise InputError("with a pipeline, set refinement on it: Pipeline(..., refine=N)")
     samples = list(samples)
     if limit is not None:
         if limit < 0:
@@ -628,7 +653,7 @@ def evaluate(
             grounder=_name(pipeline.grounder),
             segmenter=_name(pipeline.segmenter),
             think=bool(pipeline.think if think is None else think),
-            refine=refine if refine is not None else pipeline.refine,
+            refine=pipeline.refine,
         )
     elif segmenter is not None:
         identity.update(mode="oracle-boxes", segmenter=_name(segmenter), refine=refine)
