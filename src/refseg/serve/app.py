@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -335,7 +336,9 @@ def _body_parser(content_type: str) -> Callable[[Request], Awaitable[Job]]:
 
 
 async def _parse_json(request: Request) -> Job:
-    return job_from_json(await request.body())
+    body = await request.body()
+    # Decoding tens of MB of JSON + base64 takes a while: keep it off the event loop.
+    return await anyio.to_thread.run_sync(job_from_json, body)
 
 
 async def _parse_multipart(request: Request) -> Job:

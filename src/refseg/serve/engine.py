@@ -58,6 +58,10 @@ class Engine:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.max_pixels = max_pixels if max_pixels is not None else _default_max_pixels()
         self.error: str | None = None
+        # One grounder call at a time: generation in transformers is not documented as
+        # thread-safe, and two concurrent VLM calls would only split the same device. The
+        # segmenter (onnxruntime sessions are thread-safe) runs beside it.
+        self._ground_lock = threading.Lock()
         self._ready = threading.Event()
         self._needs_load = (segmenter is None) or (grounder is None and grounder_spec is not None)
         if not self._needs_load:
@@ -143,7 +147,8 @@ class Engine:
                 if self.grounder is None:
                     raise HTTPError(422, "this server has no grounder: send boxes or points")
                 view = RequestEmbeddings(self.cache)
-                pipeline = Pipeline(self.grounder, segmenter, refine=job.refine)
+                grounder = _Serialized(self.grounder, self._ground_lock)
+                pipeline = Pipeline(grounder, segmenter, refine=job.refine)
                 result = pipeline.run([(image, job.phrase)], think=job.think, embeddings=view)[0]
                 cached = bool(result.instances) and view.computed == 0
             else:
@@ -176,6 +181,19 @@ class Engine:
         if job.overlay or job.mask_png:
             timings["render_s"] = round(time.perf_counter() - render_start, 6)
         return body
+
+
+class _Serialized:
+    """A grounder whose ``ground`` calls hold ``lock`` (see ``Engine._ground_lock``)."""
+
+    def __init__(self, grounder: Grounder, lock: threading.Lock) -> None:
+        self.grounder = grounder
+        self.name = grounder.name
+        self.lock = lock
+
+    def ground(self, images: Any, phrases: Any, *, think: bool = False) -> Any:
+        with self.lock:
+            return self.grounder.ground(images, phrases, think=think)
 
 
 def _default_max_pixels() -> int:
