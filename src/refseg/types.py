@@ -197,3 +197,34 @@ class Result:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a refseg result: {exc!r}") from exc
+
+
+def build_prompts(
+    boxes: Sequence[Sequence[float]],
+    points: Sequence[tuple[float, float, int]],
+    width: int,
+    height: int,
+) -> list[Prompt]:
+    """User boxes and ``(x, y, label)`` points -> prompts: one rule set for the CLI and server.
+
+    Boxes are clipped to the image (:func:`clip_box`); points must lie inside it. With one box,
+    points refine it; without a box, all points form one prompt (and need a foreground point);
+    points next to several boxes are ambiguous and refused.
+    """
+    clipped = [clip_box(b, width, height) for b in boxes]
+    for x, y, _ in points:
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise InputError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
+    coords = [(x, y) for x, y, _ in points]
+    labels = [label for _, _, label in points]
+    if len(clipped) > 1 and points:
+        raise InputError("points with several boxes are ambiguous: give points with one box")
+    if clipped:
+        return [Prompt(box=clipped[0], points=coords, labels=labels)] + [
+            Prompt(box=b) for b in clipped[1:]
+        ]
+    if points:
+        if not any(labels):
+            raise InputError("points alone need at least one foreground point (label 1)")
+        return [Prompt(points=coords, labels=labels)]
+    return []

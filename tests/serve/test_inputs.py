@@ -1,4 +1,4 @@
-"""Request parsing: the API's prompt rules match the CLI's, base64 forms, multipart fields."""
+"""Request parsing: CLI strings and API numbers give the same prompts, base64 forms, fields."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from refseg.cli.segment import build_prompts as cli_build_prompts
 from refseg.errors import InputError
 from refseg.serve.inputs import (
     HTTPError,
-    build_prompts,
     decode_base64_image,
     job_from_form,
     job_from_json,
 )
+from refseg.types import build_prompts
 
 coordinate = st.floats(min_value=-50, max_value=250, allow_nan=False, width=32)
 boxes = st.lists(st.tuples(coordinate, coordinate, coordinate, coordinate), max_size=3)

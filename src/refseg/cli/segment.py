@@ -43,28 +43,12 @@ def parse_point(text: str) -> tuple[float, float, int]:
 
 
 def build_prompts(boxes: list[str], points: list[str], width: int, height: int) -> list:
-    """CLI boxes and points -> prompts. With one box, points refine it; with none, all points
-    form one prompt; points next to several boxes are ambiguous and refused."""
-    from refseg.types import Prompt, clip_box
+    """CLI ``--box``/``--point`` strings -> prompts (rules: :func:`refseg.types.build_prompts`)."""
+    from refseg import types
 
-    clipped = [clip_box(parse_box(b), width, height) for b in boxes]
-    parsed = [parse_point(p) for p in points]
-    for x, y, _ in parsed:
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise InputError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
-    coords = [(x, y) for x, y, _ in parsed]
-    labels = [label for _, _, label in parsed]
-    if len(clipped) > 1 and parsed:
-        raise InputError("--point with several --box is ambiguous: give points with one box")
-    if clipped:
-        return [Prompt(box=clipped[0], points=coords, labels=labels)] + [
-            Prompt(box=b) for b in clipped[1:]
-        ]
-    if parsed:
-        if not any(labels):
-            raise InputError("points alone need at least one foreground point (LABEL 1)")
-        return [Prompt(points=coords, labels=labels)]
-    return []
+    return types.build_prompts(
+        [parse_box(b) for b in boxes], [parse_point(p) for p in points], width, height
+    )
 
 
 def write_outputs(

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from refseg.image import image_digest, max_pixels
 from refseg.pipeline import Pipeline, segment_prompts
 from refseg.serve.cache import EmbeddingCache, RequestEmbeddings
-from refseg.serve.inputs import HTTPError, Job, build_prompts, decode_image
+from refseg.serve.inputs import HTTPError, Job, decode_image
+from refseg.types import build_prompts
 
 if TYPE_CHECKING:
     from refseg.grounding.base import Grounder

@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from refseg.errors import InputError
 from refseg.image import load_image
 from refseg.pipeline import check_phrase
-from refseg.types import Prompt, clip_box
 
 
 class HTTPError(Exception):
@@ -276,36 +275,3 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         return load_image(data, limit=max_pixels)
     except InputError as exc:
         raise HTTPError(422, str(exc)) from exc
-
-
-def build_prompts(
-    boxes: Sequence[Sequence[float]],
-    points: Sequence[tuple[float, float, int]],
-    width: int,
-    height: int,
-) -> list[Prompt]:
-    """Boxes and points -> prompts, with the rules of ``refseg segment --box/--point``.
-
-    Boxes are clipped to the image (:func:`refseg.types.clip_box`); points must lie inside it.
-    With one box, points refine it; without a box, all points form one prompt (and need a
-    foreground point); points next to several boxes are ambiguous and refused. The CLI's
-    :func:`refseg.cli.segment.build_prompts` takes strings and names its flags in messages;
-    this takes numbers and names the API's fields, and a test keeps the two in agreement.
-    """
-    clipped = [clip_box(b, width, height) for b in boxes]
-    for x, y, _ in points:
-        if not (0 <= x <= width and 0 <= y <= height):
-            raise InputError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
-    coords = [(x, y) for x, y, _ in points]
-    labels = [label for _, _, label in points]
-    if len(clipped) > 1 and points:
-        raise InputError("points with several boxes are ambiguous: give points with one box")
-    if clipped:
-        return [Prompt(box=clipped[0], points=coords, labels=labels)] + [
-            Prompt(box=b) for b in clipped[1:]
-        ]
-    if points:
-        if not any(labels):
-            raise InputError("points alone need at least one foreground point (label 1)")
-        return [Prompt(points=coords, labels=labels)]
-    return []
