@@ -276,3 +276,39 @@ def test_second_writer_on_a_run_is_refused(tmp_path: Path) -> None:
     with RecordWriter(tmp_path / RECORDS_FILE) as writer:  # free again once closed
         writer.write({"id": "b"})
     assert [r["id"] for r in read_records(tmp_path / RECORDS_FILE)] == ["a", "b"]
+
+
+def test_pipeline_mode_with_a_real_tiny_vlm(tmp_path: Path, sam) -> None:
+    """The real QwenGrounder (a tiny random checkpoint built offline) through ``evaluate``: its
+    unreadable answers become parse failures with the raw answer kept, nothing crashes."""
+    torch = pytest.importorskip("torch")
+    from refseg.grounding import load_grounder
+    from refseg.testing.tiny_vlm import build_tiny_vlm
+
+    from ..conftest import ASSETS
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder = build_tiny_vlm(tmp_path / "vlm", layers=1, vision_depth=1)
+        grounder = load_grounder(f"qwen3-vl:{folder}", max_new_tokens=16)
+        image = ASSETS / "astronaut.jpg"
+        face = masks.encode(np.pad(np.ones((100, 80), bool), ((50, 362), (200, 232))))
+        samples = [
+            Sample("face", image, "the face", [face], 512, 512),
+            Sample("flag", image, "the flag", [face], 512, 512),
+            Sample("cat", image, "the cat", [], 512, 512),
+        ]
+        doc = evaluate(samples, pipeline=Pipeline(grounder, sam), out_dir=tmp_path / "run",
+                       report=False)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    records = read_records(tmp_path / "run" / RECORDS_FILE)
+    assert [r["id"] for r in records] == ["face", "flag", "cat"]
+    assert doc["config"]["mode"] == "pipeline" and doc["config"]["grounder"]
+    for record in records:
+        if record["error_kind"] is not None:
+            assert record["error_kind"] == "parse" and record["iou"] == 0.0
+            assert record["error"] and record["raw_answer"] is not None
+        assert record["timings"]["ground_s"] > 0
+    assert doc["metrics"]["n"] == 3

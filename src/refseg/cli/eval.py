@@ -144,12 +144,14 @@ def register(app: typer.Typer) -> None:
                 )
                 document = evaluate(samples, pipeline=pipe, batch_size=batch_size, **common)
         except KeyboardInterrupt:
-            # The CLI's entry point reports the interruption and exits 130.
             typer.echo(
-                f"refseg: finished samples are kept in {out}; rerun the same command to resume",
+                f"refseg: interrupted; finished samples are kept in {out}: "
+                "rerun the same command to resume",
                 err=True,
             )
-            raise
+            # SystemExit, not typer.Exit: typer turns Exit/Abort into a return value in
+            # non-standalone mode, which the entry point does not pass on.
+            raise SystemExit(130) from None
         import os
 
         if int(os.environ.get("RANK", "0") or 0) == 0:
