@@ -38,7 +38,7 @@ def _rank_device() -> str | None:
     return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
 
 
-def _print_summary(document: dict, out: Path) -> None:
+def _print_summary(document: dict, out: Path, *, report: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -62,7 +62,8 @@ def _print_summary(document: dict, out: Path) -> None:
     note = failure_note(document)
     if note:
         console.print(f"[yellow]{note}[/yellow]")
-    console.print(f"metrics: {out / 'metrics.json'}  report: {out / 'report.html'}")
+    written = [out / "metrics.json"] + [p for p in (out / "report.html",) if report and p.is_file()]
+    console.print("wrote " + ", ".join(str(p) for p in written))
 
 
 def register(app: typer.Typer) -> None:
@@ -155,4 +156,4 @@ def register(app: typer.Typer) -> None:
         import os
 
         if int(os.environ.get("RANK", "0") or 0) == 0:
-            _print_summary(document, out)
+            _print_summary(document, out, report=report)
