@@ -126,3 +126,8 @@ def test_usage_errors_exit_2_without_traceback(args, capsys):
     code, _, err = run(["segment", str(IMAGE), "--box", "1,1,40,40", *args], capsys)
     assert code == 2
     assert "Traceback" not in err and "Error:" in err
+
+
+def test_exit_codes_from_typer_are_returned():
+    assert main(["segment", "--help"]) == 0
+    assert main([]) in (0, 2)  # no arguments: help, never a crash

@@ -102,3 +102,13 @@ def test_embedding_from_other_backend_is_refused(sam, astronaut):
 
     with pytest.raises(ModelError):
         sam.predict(Embedding(8, 8, None, "other"), [Prompt(points=[(1, 1)])])
+
+
+def test_device_selection(astronaut):
+    from refseg.errors import ModelError
+    from refseg.segmentation import load_segmenter
+
+    cpu = load_segmenter("onnx-sam", device="cpu")
+    assert cpu.encoder.get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ModelError, match="no CUDA provider"):
+        load_segmenter("onnx-sam", device="cuda:0")

@@ -35,7 +35,7 @@ def fail(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except RefsegError as exc:
         typer.echo(f"refseg: error: {exc}", err=True)
         return 2
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 2
         raise
-    return 0
+    # Without standalone mode click returns (not raises) the code of typer.Exit and Ctrl-C.
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -150,9 +150,7 @@ def register(app: typer.Typer) -> None:
                 "rerun the same command to resume",
                 err=True,
             )
-            # SystemExit, not typer.Exit: typer turns Exit/Abort into a return value in
-            # non-standalone mode, which the entry point does not pass on.
-            raise SystemExit(130) from None
+            raise typer.Exit(130) from None
         import os
 
         if int(os.environ.get("RANK", "0") or 0) == 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from refseg.errors import InputError
+from refseg.errors import InputError, ModelError
 from refseg.segmentation.base import Embedding, MaskPrediction, Segmenter, segment
 
 DEFAULT_SEGMENTER = "onnx-sam"
@@ -34,10 +34,11 @@ def load_segmenter(
     """
     kind, _, rest = spec.partition(":")
     extra = {} if refine is None else {"refine": refine}
+    onnx_options = {"providers": _onnx_providers(device)} if device else {}
     if spec == "onnx-sam":
         from refseg.segmentation.onnx_sam import OnnxSam
 
-        return OnnxSam.default(**extra)
+        return OnnxSam.default(**extra, **onnx_options)
     if kind == "onnx":
         from refseg.segmentation.onnx_sam import OnnxSam
 
@@ -47,7 +48,7 @@ def load_segmenter(
         for part in parts:
             if not os.path.isfile(part):
                 raise InputError(f"segmenter spec {spec!r}: {part} is not a file")
-        return OnnxSam(parts[0], parts[1], name=f"onnx:{rest}", **extra)
+        return OnnxSam(parts[0], parts[1], name=f"onnx:{rest}", **extra, **onnx_options)
     if kind in ("sam", "sam2"):
         if not rest:
             raise InputError(f"segmenter spec {spec!r}: expected {kind}:HUB_ID_OR_FOLDER")
@@ -57,3 +58,22 @@ def load_segmenter(
     raise InputError(
         f"unknown segmenter {spec!r}; use onnx-sam, onnx:ENCODER,DECODER, sam:ID or sam2:ID"
     )
+
+
+def _onnx_providers(device: str) -> list:
+    """onnxruntime providers for a device name: ``cpu``, ``cuda`` or ``cuda:N``."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind == "cuda":
+        import onnxruntime as ort
+
+        if index and not index.isdigit():
+            raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ModelError(
+                f"device {device!r} was asked for but this onnxruntime has no CUDA provider; "
+                "install onnxruntime-gpu, or use device cpu"
+            )
+        return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+    raise InputError(f"unknown device {device!r}; use cpu, cuda or cuda:N")

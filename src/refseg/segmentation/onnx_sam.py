@@ -70,7 +70,7 @@ def transform_coords(coords: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def _session(path: Path, providers: Sequence[str] | None, threads: int | None):
+def _session(path: Path, providers: Sequence | None, threads: int | None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -78,11 +78,10 @@ def _session(path: Path, providers: Sequence[str] | None, threads: int | None):
         options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     available = ort.get_available_providers()
-    chosen = [
-        p
-        for p in (providers or ["CUDAExecutionProvider", "CPUExecutionProvider"])
-        if p in available
-    ] or ["CPUExecutionProvider"]
+    requested = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    # A provider is a name or a (name, options) pair; keep those this onnxruntime build has.
+    chosen = [p for p in requested if (p[0] if isinstance(p, tuple) else p) in available]
+    chosen = chosen or ["CPUExecutionProvider"]
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:
@@ -106,7 +105,7 @@ class OnnxSam:
         decoder: str | os.PathLike[str],
         *,
         refine: int = DEFAULT_REFINE,
-        providers: Sequence[str] | None = None,
+        providers: Sequence | None = None,
         threads: int | None = None,
         name: str = "onnx-sam",
     ) -> None:
