@@ -178,6 +178,14 @@ class TrainConfig:
             "processor-resized image, budget from min_pixels/max_pixels) for Qwen2.5-VL."
         },
     )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "User text of the prompt with {phrase} filled in; None = the protocol's "
+            "prompt, which is what the grounder sends. Only for models trained from scratch "
+            "(they must be prompted the same way at inference)."
+        },
+    )
     max_pixels: int | None = field(
         default=None,
         metadata={

@@ -70,16 +70,26 @@ def pixel_targets(sample: Sample) -> list[tuple[list[float], list[tuple[float, f
     return out
 
 
-def prompt_messages(phrase: str, *, think: bool, coords: str) -> list[dict[str, Any]]:
-    """The conversational prompt of one sample (TRL inserts the image before the text)."""
+def prompt_messages(
+    phrase: str, *, think: bool, coords: str, template: str | None = None
+) -> list[dict[str, Any]]:
+    """The conversational prompt of one sample (TRL inserts the image before the text).
+
+    By default the user text is :func:`refseg.protocol.build_prompt`, the very prompt the
+    grounder sends at inference. ``template`` (``{phrase}`` is filled in) replaces it for
+    models trained from scratch, which cannot read instructions and pay for every prompt token;
+    such a model must then be prompted with the same template at inference.
+    """
     from refseg.protocol import SYSTEM_PROMPT, build_prompt
 
     messages: list[dict[str, Any]] = []
     if SYSTEM_PROMPT:
         messages.append({"role": "system", "content": SYSTEM_PROMPT})
-    messages.append(
-        {"role": "user", "content": build_prompt(phrase, think=think, coords=str(coords))}
-    )
+    if template is None:
+        text = build_prompt(phrase, think=think, coords=str(coords))
+    else:
+        text = template.format(phrase=phrase.strip())
+    messages.append({"role": "user", "content": text})
     return messages
 
 
@@ -103,13 +113,15 @@ def _rle_counts(rle: masks.RLE) -> str:
     return masks.normalize(rle)["counts"]
 
 
-def grpo_rows(samples: Iterable[Sample], *, think: bool, coords: str) -> list[dict[str, Any]]:
+def grpo_rows(
+    samples: Iterable[Sample], *, think: bool, coords: str, template: str | None = None
+) -> list[dict[str, Any]]:
     """Rows for :class:`trl.GRPOTrainer`: prompt, image and the reward columns."""
     rows = []
     for s in samples:
         rows.append(
             {
-                "prompt": prompt_messages(s.phrase, think=think, coords=coords),
+                "prompt": prompt_messages(s.phrase, think=think, coords=coords, template=template),
                 "image": str(s.image),
                 "sample_id": s.id,
                 "width": int(s.width),
@@ -128,6 +140,7 @@ def sft_rows(
     coords: str,
     convention: Any,
     reasoning_template: str | None = None,
+    template: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for :class:`trl.SFTTrainer`: prompt, completion (the formatted GT) and image."""
     rows = []
@@ -138,7 +151,7 @@ def sft_rows(
         answer = target_text(s, convention=convention, reasoning=reasoning)
         rows.append(
             {
-                "prompt": prompt_messages(s.phrase, think=think, coords=coords),
+                "prompt": prompt_messages(s.phrase, think=think, coords=coords, template=template),
                 "completion": [{"role": "assistant", "content": answer}],
                 "image": str(s.image),
             }

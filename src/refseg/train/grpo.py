@@ -49,7 +49,14 @@ def build_trainer(
     convention = common.convention_for(config, model, processor)
     if samples is None:
         samples = load_samples(config.datasets(), max_samples=config.max_samples, seed=config.seed)
-    dataset = to_dataset(grpo_rows(samples, think=config.think, coords=str(convention)))
+    dataset = to_dataset(
+        grpo_rows(
+            samples,
+            think=config.think,
+            coords=str(convention),
+            template=config.prompt_template,
+        )
+    )
     rewards = config.grpo.rewards
     funcs, weights = build_rewards(
         rewards.weights,

@@ -42,6 +42,7 @@ def build_trainer(
         coords=str(convention),
         convention=convention,
         reasoning_template=config.sft.reasoning_template,
+        template=config.prompt_template,
     )
     log_path = Path(config.output_dir) / "log.jsonl"
     return SFTTrainer(
