@@ -100,6 +100,8 @@ def register(app: typer.Typer) -> None:
         holder["server"] = server
         try:
             server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass  # uvicorn shut down gracefully and re-raised the signal: a normal stop, exit 0
         finally:
             sock.close()
         if failure:
