@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+#: ``../shared`` beside the checkout (as in CI), or wherever ``REFSEG_SHARED`` points.
+SHARED = Path(os.environ.get("REFSEG_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 COCO_SAMPLE = SHARED / "data" / "coco-sample"
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "refseg" / "assets"
 
