@@ -80,7 +80,7 @@ def run_pairs(
     pipeline, pairs: list[dict[str, Any]], out_dir: Path, *, think: bool, progress: bool = True
 ) -> dict[str, int]:
     """Segment ``pairs`` with ``pipeline`` into ``out_dir/results.jsonl``, skipping done ones."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from refseg.progress import new_progress
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / "results.jsonl"
@@ -88,10 +88,9 @@ def run_pairs(
     todo = [p for p in pairs if p["id"] not in done]
     counts = {"total": len(pairs), "skipped": len(pairs) - len(todo), "done": 0, "errors": 0}
     embeddings: dict = {}
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with (
         open(results, "a", encoding="utf-8") as sink,
-        Progress(*columns, disable=not progress, transient=False) as bar,
+        new_progress(enabled=progress) as bar,
     ):
         task = bar.add_task("segmenting", total=len(pairs), completed=counts["skipped"])
         for chunk in _chunks(todo, CHUNK):

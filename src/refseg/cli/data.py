@@ -33,27 +33,12 @@ def register(app: typer.Typer) -> None:
         """Generate the RefShapes synthetic benchmark (PNG images + SPLIT.jsonl files)."""
         import time
 
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         from refseg.data.refshapes import generate_refshapes, parse_splits
+        from refseg.progress import new_progress
 
         counts = parse_splits(splits, n)
         start = time.perf_counter()
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        ) as bar:
+        with new_progress() as bar:
             tasks = {name: bar.add_task(name, total=count) for name, count in counts.items()}
             reported = []
 

@@ -46,6 +46,7 @@ from refseg import masks
 from refseg.errors import InputError, RefsegError
 from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, score_sample
 from refseg.fileio import atomic_write_text
+from refseg.progress import new_progress
 from refseg.types import Result
 
 if TYPE_CHECKING:
@@ -563,24 +564,7 @@ def _progress(enabled: bool, total: int, done: int, description: str):
     if not enabled:
         yield lambda **_: None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as bar:
+    with new_progress(status=True) as bar:
         task = bar.add_task(description, total=total, completed=done, status="")
         yield lambda **kw: bar.update(task, advance=1, **kw)
 

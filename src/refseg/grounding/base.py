@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from refseg.errors import InputError
 from refseg.types import Box, Point
 
 
@@ -57,3 +58,16 @@ class Grounder(Protocol):
     ) -> list[Grounding]:
         """Ground ``phrases[i]`` in ``images[i]`` (``uint8`` RGB), batched where possible."""
         ...
+
+
+def check_rgb(image: object, index: int) -> np.ndarray:
+    """Refuse anything but a non-empty ``uint8`` RGB ``(H, W, 3)`` array (grounders' input)."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise InputError(
+            f"image {index}: expected a uint8 RGB array (H, W, 3), got {array.dtype} "
+            f"{tuple(array.shape)}; load it with refseg.image.load_image"
+        )
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise InputError(f"image {index} is empty ({array.shape[1]}x{array.shape[0]})")
+    return np.ascontiguousarray(array)

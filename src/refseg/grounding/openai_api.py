@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from refseg.errors import InputError, ModelError
-from refseg.grounding.base import Grounding
+from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import Convention, to_grounding
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
 
@@ -257,7 +257,7 @@ class OpenAIGrounder:
         """
         if len(images) != len(phrases):
             raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
-        arrays = [_check_image(image, i) for i, image in enumerate(images)]
+        arrays = [check_rgb(image, i) for i, image in enumerate(images)]
         for i, phrase in enumerate(phrases):
             if not isinstance(phrase, str) or not phrase.strip():
                 raise InputError(f"phrase {i} is empty")
@@ -280,18 +280,6 @@ class OpenAIGrounder:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_image(image: Any, index: int) -> np.ndarray:
-    array = np.asarray(image)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise InputError(
-            f"image {index}: expected a uint8 RGB array (H, W, 3), got {array.dtype} "
-            f"{tuple(array.shape)}; load it with refseg.image.load_image"
-        )
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise InputError(f"image {index} is empty ({array.shape[1]}x{array.shape[0]})")
-    return np.ascontiguousarray(array)
 
 
 def _content_text(content: Any) -> str | None:

@@ -40,7 +40,7 @@ from transformers import (
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from refseg.errors import InputError, ModelError
-from refseg.grounding.base import Grounding
+from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import Convention, smart_resize, to_grounding
 from refseg.hub import first_line, resolve_device, resolve_dtype, resolve_source
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
@@ -215,15 +215,7 @@ def _as_pil(image: Any, index: int) -> Image.Image:
     """A ``uint8`` RGB ``(H, W, 3)`` array (or PIL image) as an RGB PIL image."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    array = np.asarray(image)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise InputError(
-            f"image {index}: expected a uint8 RGB array (H, W, 3), got {array.dtype} "
-            f"{tuple(array.shape)}; load it with refseg.image.load_image"
-        )
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise InputError(f"image {index} is empty ({array.shape[1]}x{array.shape[0]})")
-    return Image.fromarray(array)
+    return Image.fromarray(check_rgb(image, index))
 
 
 # ---------------------------------------------------------------------------------------------
