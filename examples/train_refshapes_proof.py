@@ -180,7 +180,7 @@ def time_budget(seconds: float):
 def generate_data(root: Path, counts: dict[str, int], seed: int) -> None:
     from refseg.data.refshapes import generate_refshapes
 
-    if (root / "refshapes.json").is_file():
+    if all((root / f"{split}.jsonl").is_file() for split in counts):
         log(f"data: reusing {root}")
         return
     start = time.time()
@@ -203,7 +203,9 @@ def build_model(folder: Path, phrases: list[str], seed: int) -> Path:
     return build_tiny_vlm(folder, seed=seed, extra_corpus=tuple(phrases), **TINY_MODEL)
 
 
-def sft_config(model: Path, data: Path, out: Path, *, lr: float, batch: int, seed: int):
+def sft_config(
+    model: Path, data: Path, out: Path, *, lr: float, batch: int, seed: int, max_pixels: int
+):
     from refseg.train.config import config_from_dict
 
     return config_from_dict(
@@ -213,6 +215,7 @@ def sft_config(model: Path, data: Path, out: Path, *, lr: float, batch: int, see
             "dataset": f"refshapes:{data}:train",
             "output_dir": str(out),
             "prompt_template": PROMPT,
+            "max_pixels": max_pixels,
             "lora": None,
             "train_vision": True,  # from scratch: the vision tower is random too
             "learning_rate": lr,
@@ -239,7 +242,14 @@ def run_sft(config, seconds: float, samples: list) -> dict[str, Any]:
 
 
 def run_grpo(
-    model: Path, data: Path, out: Path, variant: dict, seconds: float, samples: list, seed: int
+    model: Path,
+    data: Path,
+    out: Path,
+    variant: dict,
+    seconds: float,
+    samples: list,
+    seed: int,
+    max_pixels: int,
 ) -> dict[str, Any]:
     from refseg.train import grpo
     from refseg.train.config import config_from_dict
@@ -252,6 +262,7 @@ def run_grpo(
             "dataset": f"refshapes:{data}:train",
             "output_dir": str(out),
             "prompt_template": PROMPT,
+            "max_pixels": max_pixels,
             "lora": None,
             "train_vision": True,
             "learning_rate": variant["lr"],
@@ -291,7 +302,9 @@ def run_grpo(
     }
 
 
-def evaluate_model(folder: Path, name: str, splits: dict[str, list], work: Path) -> dict:
+def evaluate_model(
+    folder: Path, name: str, splits: dict[str, list], work: Path, max_pixels: int
+) -> dict:
     """Greedy evaluation through refseg's grounder, pipeline and evaluation runner.
 
     The summary is kept in ``work/eval/NAME/summary.json`` and reused by a later run of the
@@ -301,7 +314,12 @@ def evaluate_model(folder: Path, name: str, splits: dict[str, list], work: Path)
     stamp = (folder / "model.safetensors").stat().st_mtime
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        if cached.get("stamp") == stamp and set(cached["results"]) == set(splits):
+        if (
+            cached.get("stamp") == stamp
+            and cached.get("prompt") == PROMPT
+            and cached.get("max_pixels") == max_pixels
+            and set(cached["results"]) == set(splits)
+        ):
             log(f"eval {name}: reusing {cache}")
             return cached["results"]
     from transformers import AutoModelForImageTextToText
@@ -312,8 +330,21 @@ def evaluate_model(folder: Path, name: str, splits: dict[str, list], work: Path)
     from refseg.pipeline import Pipeline
 
     model = AutoModelForImageTextToText.from_pretrained(folder).eval()
-    processor = load_processor(folder, family="qwen3-vl")
-    grounder = QwenGrounder(model, processor, family="qwen3-vl", batch_size=64, max_new_tokens=192)
+    processor = load_processor(folder, family="qwen3-vl", max_pixels=max_pixels)
+
+    class CompactPromptGrounder(QwenGrounder):
+        """The project's grounder, prompted with the proof's compact :data:`PROMPT`."""
+
+        def build_messages(self, image: Any, phrase: str, *, think: bool = False) -> list[dict]:
+            part: dict[str, Any] = {"type": "image"}
+            if image is not None:
+                part["image"] = image
+            text = PROMPT.format(phrase=phrase.strip())
+            return [{"role": "user", "content": [part, {"type": "text", "text": text}]}]
+
+    grounder = CompactPromptGrounder(
+        model, processor, family="qwen3-vl", batch_size=64, max_new_tokens=160
+    )
     pipeline = Pipeline(grounder, ColourRegionSegmenter())
     results = {}
     for split, samples in splits.items():
@@ -339,7 +370,9 @@ def evaluate_model(folder: Path, name: str, splits: dict[str, list], work: Path)
             f"N-acc {m['N-acc'] if m['N-acc'] is None else round(m['N-acc'], 3)} "
             f"readable {parsed:.2f} ({time.time() - start:.0f}s)"
         )
-    cache.write_text(json.dumps({"stamp": stamp, "results": results}))
+    cache.write_text(
+        json.dumps({"stamp": stamp, "prompt": PROMPT, "max_pixels": max_pixels, "results": results})
+    )
     return results
 
 
@@ -385,10 +418,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=6000)
     parser.add_argument("--n-val", type=int, default=300)
     parser.add_argument("--n-eval", type=int, default=500, help="test and ood samples each")
-    parser.add_argument("--sft-minutes", type=float, default=14.0)
+    parser.add_argument("--sft-minutes", type=float, default=20.0)
     parser.add_argument("--rl-minutes", type=float, default=5.0)
     parser.add_argument("--sft-lr", type=float, default=2e-3)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=160 * 160,
+        help="processor pixel budget: 224px scenes become 160px, 25 visual tokens",
+    )
     parser.add_argument(
         "--variants", default="acc,seg", help=f"GRPO variants: {','.join(VARIANTS)}"
     )
@@ -400,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--skip-continued", action="store_true", help="do not run the SFT-continued control"
+    )
+    parser.add_argument(
+        "--eval-only", action="store_true", help="only (re-)evaluate the models trained in WORK"
     )
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -432,49 +474,83 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     stages: dict[str, dict] = {}
-    if not args.skip_untrained:
-        results["untrained"] = evaluate_model(model0, "untrained", splits, work)
-
-    log(f"SFT: {args.sft_minutes} min from scratch, lr {args.sft_lr}, batch {args.batch}")
-    sft_dir = work / "sft"
     stage_file = work / "stages.json"
-    saved = json.loads(stage_file.read_text()) if stage_file.is_file() else {}
-    if args.reuse_sft and (sft_dir / "model.safetensors").is_file() and "sft" in saved:
-        stages["sft"] = saved["sft"]
-        log(f"SFT: reusing {sft_dir} {stages['sft']}")
+    if args.eval_only:
+        # Evaluate whatever a previous run trained (e.g. after changing the evaluation).
+        saved = json.loads(stage_file.read_text()) if stage_file.is_file() else {}
+        folders = [("untrained", model0), ("sft", work / "sft")]
+        folders += [(k, work / f"grpo-{k[9:-1]}") for k in saved if k.startswith("sft+grpo[")]
+        folders += [("sft-continued", work / "sft-continued")]
+        for label, folder in folders:
+            if (folder / "model.safetensors").is_file():
+                stages[label] = saved.get(label, {})
+                results[label] = evaluate_model(folder, label, splits, work, args.max_pixels)
+        variants = [k[9:-1] for k in results if k.startswith("sft+grpo[")]
     else:
-        cfg = sft_config(model0, data, sft_dir, lr=args.sft_lr, batch=args.batch, seed=args.seed)
-        stages["sft"] = run_sft(cfg, args.sft_minutes * 60, train)
-        log(f"SFT: {stages['sft']}")
-        saved = {"sft": stages["sft"]}
-    stage_file.write_text(json.dumps(saved))
-    results["sft"] = evaluate_model(sft_dir, "sft", splits, work)
+        if not args.skip_untrained:
+            results["untrained"] = evaluate_model(
+                model0, "untrained", splits, work, args.max_pixels
+            )
 
-    rl_seconds = args.rl_minutes * 60
-    for name in variants:
-        label = f"sft+grpo[{name}]"
-        log(f"GRPO {name}: {VARIANTS[name]} for {args.rl_minutes} min")
-        out = work / f"grpo-{name}"
-        stages[label] = run_grpo(sft_dir, data, out, VARIANTS[name], rl_seconds, train, args.seed)
-        log(f"GRPO {name}: {stages[label]}")
-        saved[label] = stages[label]
+        log(f"SFT: {args.sft_minutes} min from scratch, lr {args.sft_lr}, batch {args.batch}")
+        sft_dir = work / "sft"
+        saved = json.loads(stage_file.read_text()) if stage_file.is_file() else {}
+        if args.reuse_sft and (sft_dir / "model.safetensors").is_file() and "sft" in saved:
+            stages["sft"] = saved["sft"]
+            log(f"SFT: reusing {sft_dir} {stages['sft']}")
+        else:
+            cfg = sft_config(
+                model0,
+                data,
+                sft_dir,
+                lr=args.sft_lr,
+                batch=args.batch,
+                seed=args.seed,
+                max_pixels=args.max_pixels,
+            )
+            stages["sft"] = run_sft(cfg, args.sft_minutes * 60, train)
+            log(f"SFT: {stages['sft']}")
+            saved = {"sft": stages["sft"]}
         stage_file.write_text(json.dumps(saved))
-        results[label] = evaluate_model(out, label, splits, work)
+        results["sft"] = evaluate_model(sft_dir, "sft", splits, work, args.max_pixels)
 
-    cont_dir = work / "sft-continued"
-    if not args.skip_continued:
-        log(f"SFT-continued: {args.rl_minutes} min from the SFT model")
-        cfg = sft_config(
-            sft_dir, data, cont_dir, lr=args.sft_lr, batch=args.batch, seed=args.seed + 1
-        )
-        stages["sft-continued"] = run_sft(cfg, rl_seconds, train)
-        log(f"SFT-continued: {stages['sft-continued']}")
-        saved["sft-continued"] = stages["sft-continued"]
-        stage_file.write_text(json.dumps(saved))
-        results["sft-continued"] = evaluate_model(cont_dir, "sft-continued", splits, work)
-    elif "sft-continued" in saved and (cont_dir / "model.safetensors").is_file():
-        stages["sft-continued"] = saved["sft-continued"]
-        results["sft-continued"] = evaluate_model(cont_dir, "sft-continued", splits, work)
+        rl_seconds = args.rl_minutes * 60
+        for name in variants:
+            label = f"sft+grpo[{name}]"
+            log(f"GRPO {name}: {VARIANTS[name]} for {args.rl_minutes} min")
+            out = work / f"grpo-{name}"
+            stages[label] = run_grpo(
+                sft_dir, data, out, VARIANTS[name], rl_seconds, train, args.seed
+            )
+            log(f"GRPO {name}: {stages[label]}")
+            saved[label] = stages[label]
+            stage_file.write_text(json.dumps(saved))
+            results[label] = evaluate_model(out, label, splits, work, args.max_pixels)
+
+        cont_dir = work / "sft-continued"
+        if not args.skip_continued:
+            log(f"SFT-continued: {args.rl_minutes} min from the SFT model")
+            cfg = sft_config(
+                sft_dir,
+                data,
+                cont_dir,
+                lr=args.sft_lr,
+                batch=args.batch,
+                seed=args.seed + 1,
+                max_pixels=args.max_pixels,
+            )
+            stages["sft-continued"] = run_sft(cfg, rl_seconds, train)
+            log(f"SFT-continued: {stages['sft-continued']}")
+            saved["sft-continued"] = stages["sft-continued"]
+            stage_file.write_text(json.dumps(saved))
+            results["sft-continued"] = evaluate_model(
+                cont_dir, "sft-continued", splits, work, args.max_pixels
+            )
+        elif "sft-continued" in saved and (cont_dir / "model.safetensors").is_file():
+            stages["sft-continued"] = saved["sft-continued"]
+            results["sft-continued"] = evaluate_model(
+                cont_dir, "sft-continued", splits, work, args.max_pixels
+            )
 
     best = max(
         (k for k in results if k.startswith("sft+grpo")),

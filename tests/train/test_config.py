@@ -70,6 +70,7 @@ BASE = "model: m\ndataset: refshapes:d:train\noutput_dir: o\n"
         ("grpo: {num_gens: 4}\n", "grpo: unknown key 'num_gens'"),
         ("grpo: {rewards: {weights: {acc: 1}}}\n", "unknown reward 'acc'"),
         ("grpo: {num_generations: 1}\n", "num_generations must be at least 2"),
+        ("grpo: {rewards: {weights: {format: high}}}\n", "must be a number"),
         ("learning_rate: fast\n", "expected a number"),
         ("coords: inches\n", "unknown coordinate convention"),
         ("lora: null\ntrain_vision: true\nsave_steps: x\n", "save_steps"),

@@ -151,12 +151,13 @@ def test_training_prompt_renders_like_the_grounders(tiny_vlm):
 
     processor = load_processor(tiny_vlm, family="qwen3-vl")
     image = Image.new("RGB", (64, 64))
+
+    def render(messages):
+        return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     for think in (False, True):
         train = prepare_multimodal_messages(
             prompt_messages("the red circle", think=think, coords="norm1000"), images=[image]
         )
         infer = build_messages(image, "the red circle", think=think, coords="norm1000")
-        render = lambda m: processor.apply_chat_template(
-            m, tokenize=False, add_generation_prompt=True
-        )  # noqa: E731
         assert render(train) == render(infer)

@@ -397,6 +397,11 @@ def validate(config: TrainConfig, where: str = "config") -> None:
             f"{where}: unknown reward {unknown[0]!r} in grpo.rewards.weights "
             f"(known: {', '.join(REWARD_NAMES)})"
         )
+    for name, value in g.rewards.weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(
+                f"{where}: grpo.rewards.weights.{name} must be a number, got {value!r}"
+            )
     if not any(float(v) for v in g.rewards.weights.values()):
         raise InputError(f"{where}: grpo.rewards.weights are all zero")
     if config.train_vision and config.lora is not None:

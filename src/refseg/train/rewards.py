@@ -6,10 +6,10 @@ Every reward here is ``f(prompts, completions, **columns) -> list[float]``: TRL'
 Completions may be plain strings or TRL's conversational form (a list of messages whose last
 ``content`` is a string or a list of typed parts); :func:`completion_text` reads both.
 
-The scoring cores (:func:`match_score`, :func:`validity_score`, ...) take a parsed
-:class:`~refseg.grounding.base.Grounding` in image pixels, so they are testable without a model
-and shared with evaluation-style code. Answers are read with the project's one parser
-(:func:`refseg.protocol.parse_answer`) and converted with
+The scoring cores (:func:`match_score`, :func:`no_target_score`, :func:`repetition_score`) take a
+:class:`~refseg.grounding.base.Grounding` in image pixels, and :func:`validity_score` the parsed
+answer in the model's own frame, so they are testable without a model. Answers are read with the
+project's one parser (:func:`refseg.protocol.parse_answer`) and converted with
 :func:`refseg.grounding.coords.to_grounding`, exactly as inference does: a reward that parsed
 differently from the grounder would teach a format the grounder cannot read.
 
