@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"GRPO {name}: {VARIANTS[name]} for {args.rl_minutes} min")
             out = work / f"grpo-{name}"
             stages[label] = run_grpo(
-                sft_dir, data, out, VARIANTS[name], rl_seconds, train, args.seed
+                sft_dir, data, out, VARIANTS[name], rl_seconds, train, args.seed, args.max_pixels
             )
             log(f"GRPO {name}: {stages[label]}")
             saved[label] = stages[label]

@@ -452,7 +452,7 @@ def _common_args(config: TrainConfig) -> dict[str, Any]:
         "num_train_epochs": config.num_train_epochs,
         "per_device_train_batch_size": config.per_device_train_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "activation_checkpointing": config.gradient_checkpointing,
         "bf16": bf16,
         "save_strategy": "steps",
         "save_steps": config.save_steps,
