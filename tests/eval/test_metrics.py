@@ -180,7 +180,14 @@ def test_breakdowns() -> None:
     assert out["difficulty"]["hard"]["n"] == 3
     assert set(out["targets"]) == {"none", "one", "multiple"}
     assert "kind" not in out
-    assert target_group({"meta": {"n_objects": 3}, "n_gt": 1}) == "multiple"
+    # meta.n_objects counts the scene's objects (RefShapes), not the referred ones
+    assert target_group({"meta": {"n_objects": 3}, "n_gt": 1}) == "one"
+    scene = breakdowns(
+        [record([SQUARE3], [SQUARE3], n_objects=1), record([SQUARE3], [], n_objects=4)]
+    )
+    assert scene["scene_objects"]["one-object scene"]["gIoU"] == 1.0
+    assert scene["scene_objects"]["several objects"]["gIoU"] == 0.0
+    assert "targets" not in scene  # both refer to one object
 
 
 # --- property test against the dense reference ---------------------------------------------

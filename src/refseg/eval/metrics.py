@@ -278,9 +278,11 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def target_group(record: Mapping[str, Any]) -> str:
-    """``"none"``, ``"one"`` or ``"multiple"`` referred objects (``meta.n_objects`` if given,
-    else the number of ground-truth masks)."""
-    count = (record.get("meta") or {}).get("n_objects", record.get("n_gt"))
+    """``"none"``, ``"one"`` or ``"multiple"`` referred objects: the number of ground-truth masks.
+
+    (``meta.n_objects`` is not used: RefShapes records the number of objects in the *scene*
+    there, which the ``scene_objects`` breakdown reports.)"""
+    count = record.get("n_gt")
     try:
         count = int(count)
     except (TypeError, ValueError):
@@ -315,6 +317,16 @@ def breakdowns(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict
         if any(name in (r.get("meta") or {}) for r in records):
             out[name] = breakdown(records, lambda r, n=name: (r.get("meta") or {}).get(n))
     by_targets = breakdown(records, target_group)
-    if len(by_targets) > 1 or any("n_objects" in (r.get("meta") or {}) for r in records):
+    if len(by_targets) > 1:
         out["targets"] = by_targets
+    if any("n_objects" in (r.get("meta") or {}) for r in records):
+        out["scene_objects"] = breakdown(records, _scene_group)
     return out
+
+
+def _scene_group(record: Mapping[str, Any]) -> str | None:
+    """``"one-object scene"`` / ``"several objects"`` from ``meta.n_objects`` (RefShapes)."""
+    count = (record.get("meta") or {}).get("n_objects")
+    if count is None:
+        return None
+    return "one-object scene" if int(count) == 1 else "several objects"

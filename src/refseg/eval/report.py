@@ -33,6 +33,7 @@ _BREAKDOWN_TITLES = {
     "difficulty": "By difficulty (meta.difficulty)",
     "kind": "By kind (meta.kind)",
     "targets": "By number of referred objects",
+    "scene_objects": "By number of objects in the scene",
 }
 
 
