@@ -332,18 +332,13 @@ def evaluate_model(
     model = AutoModelForImageTextToText.from_pretrained(folder).eval()
     processor = load_processor(folder, family="qwen3-vl", max_pixels=max_pixels)
 
-    class CompactPromptGrounder(QwenGrounder):
-        """The project's grounder, prompted with the proof's compact :data:`PROMPT`."""
-
-        def build_messages(self, image: Any, phrase: str, *, think: bool = False) -> list[dict]:
-            part: dict[str, Any] = {"type": "image"}
-            if image is not None:
-                part["image"] = image
-            text = PROMPT.format(phrase=phrase.strip())
-            return [{"role": "user", "content": [part, {"type": "text", "text": text}]}]
-
-    grounder = CompactPromptGrounder(
-        model, processor, family="qwen3-vl", batch_size=64, max_new_tokens=160
+    grounder = QwenGrounder(
+        model,
+        processor,
+        family="qwen3-vl",
+        batch_size=64,
+        max_new_tokens=160,
+        prompt_template=PROMPT,
     )
     pipeline = Pipeline(grounder, ColourRegionSegmenter())
     results = {}

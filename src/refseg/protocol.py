@@ -86,16 +86,28 @@ def _coords_key(coords: str) -> str:
     raise InputError(f"unknown coordinate convention {coords!r}; use norm1000, pixels or resized")
 
 
-def build_prompt(phrase: str, *, think: bool, coords: str = "norm1000") -> str:
+def build_prompt(
+    phrase: str, *, think: bool, coords: str = "norm1000", template: str | None = None
+) -> str:
     """The user-turn text asking the model to ground ``phrase`` (the image goes before it).
 
     ``coords`` names the coordinate convention the model answers in (``norm1000``, ``pixels``
     or a ``resized:...`` spec, which uses the pixel wording; a
     :class:`~refseg.grounding.coords.Convention` works too): the prompt states it because
     Qwen models follow either convention when told, and a mismatch silently misplaces boxes.
+
+    ``template`` (with a ``{phrase}`` field) replaces the whole text: for models trained with a
+    custom prompt (``prompt_template`` in a training config), which must be asked the same way.
     """
     if not isinstance(phrase, str) or not phrase.strip():
         raise InputError("the phrase is empty")
+    if template is not None:
+        try:
+            return template.format(phrase=phrase.strip())
+        except (KeyError, IndexError, ValueError) as exc:
+            raise InputError(
+                f"prompt template {template!r}: only {{phrase}} may be filled in"
+            ) from exc
     wording = _COORD_TEXT[_coords_key(str(coords))]
     lines = [
         f'Find every object in the image that matches this description: "{phrase.strip()}".',

@@ -239,3 +239,13 @@ def test_bad_options_and_inputs(tiny_qwen3_vl_dir):
         g.ground([np.zeros((10, 10), np.uint8)], ["dog"])
     with pytest.raises(InputError, match="aspect ratio"):
         g.ground([np.zeros((2, 900, 3), np.uint8)], ["dog"])
+
+
+def test_prompt_template_replaces_the_protocol_prompt(tiny_qwen3_vl_dir):
+    grounder = load_grounder(f"qwen3-vl:{tiny_qwen3_vl_dir}", prompt_template='Find: "{phrase}"')
+    (message,) = grounder.build_messages(None, "  the red box ")
+    assert message["content"][1] == {"type": "text", "text": 'Find: "the red box"'}
+    with pytest.raises(InputError, match="only"):
+        load_grounder(f"qwen3-vl:{tiny_qwen3_vl_dir}", prompt_template="{other}").build_messages(
+            None, "x"
+        )

@@ -191,14 +191,20 @@ def _positive_int(value: Any, what: str) -> int:
 
 
 def build_messages(
-    image: Any, phrase: str, *, think: bool = False, coords: str = "norm1000"
+    image: Any,
+    phrase: str,
+    *,
+    think: bool = False,
+    coords: str = "norm1000",
+    template: str | None = None,
 ) -> list[dict]:
     """The chat messages asking to ground ``phrase``: one user turn, the image then the prompt.
 
     ``image`` goes into the image part when given (so ``apply_chat_template`` can load it);
     ``None`` leaves a bare ``{"type": "image"}`` placeholder for callers that pass images to
     the processor separately (batched inference, TRL datasets). ``coords`` is the convention's
-    prompt wording (:attr:`Convention.prompt_coords`).
+    prompt wording (:attr:`Convention.prompt_coords`); ``template`` replaces the prompt text
+    (see :func:`refseg.protocol.build_prompt`).
     """
     part: dict[str, Any] = {"type": "image"}
     if image is not None:
@@ -206,7 +212,7 @@ def build_messages(
     messages: list[dict] = []
     if SYSTEM_PROMPT is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]})
-    text = build_prompt(phrase, think=think, coords=coords)
+    text = build_prompt(phrase, think=think, coords=coords, template=template)
     messages.append({"role": "user", "content": [part, {"type": "text", "text": text}]})
     return messages
 
@@ -247,8 +253,10 @@ class QwenGrounder:
         top_p: float | None = None,
         do_sample: bool | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        prompt_template: str | None = None,
     ) -> None:
         _check_family(family)
+        self.prompt_template = prompt_template
         self.model = model
         self.processor = processor
         self.family = family
@@ -299,6 +307,7 @@ class QwenGrounder:
         attn_implementation: str | None = None,
         local_files_only: bool | None = None,
         revision: str | None = None,
+        prompt_template: str | None = None,
     ) -> QwenGrounder:
         """Load a checkpoint (hub id or local folder) for grounding.
 
@@ -351,6 +360,7 @@ class QwenGrounder:
             top_p=top_p,
             do_sample=do_sample,
             batch_size=batch_size,
+            prompt_template=prompt_template,
         )
 
     @property
@@ -359,7 +369,13 @@ class QwenGrounder:
 
     def build_messages(self, image: Any, phrase: str, *, think: bool = False) -> list[dict]:
         """This model's chat messages for one pair (see :func:`build_messages`)."""
-        return build_messages(image, phrase, think=think, coords=self.convention.prompt_coords)
+        return build_messages(
+            image,
+            phrase,
+            think=think,
+            coords=self.convention.prompt_coords,
+            template=self.prompt_template,
+        )
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """``(width, height)`` of the image as the processor resizes it for the model."""

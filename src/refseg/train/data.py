@@ -85,10 +85,7 @@ def prompt_messages(
     messages: list[dict[str, Any]] = []
     if SYSTEM_PROMPT:
         messages.append({"role": "system", "content": SYSTEM_PROMPT})
-    if template is None:
-        text = build_prompt(phrase, think=think, coords=str(coords))
-    else:
-        text = template.format(phrase=phrase.strip())
+    text = build_prompt(phrase, think=think, coords=str(coords), template=template)
     messages.append({"role": "user", "content": text})
     return messages
 
