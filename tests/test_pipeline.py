@@ -153,3 +153,17 @@ def test_batch_input_is_validated_first(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(InputError, match=message):
         read_pairs(path)
+
+
+def test_two_batch_runs_on_one_folder_are_refused(pipe, tmp_path):
+    from refseg.records import RecordWriter
+
+    pairs_file = tmp_path / "pairs.jsonl"
+    write_pairs(pairs_file, [{"image": str(ASSETS / "astronaut.jpg"), "phrase": "the face"}])
+    out = tmp_path / "out"
+    out.mkdir()
+    with (
+        RecordWriter(out / "results.jsonl", owner="refseg segment --batch"),
+        pytest.raises(InputError, match="another refseg segment --batch"),
+    ):
+        run_pairs(pipe, read_pairs(pairs_file), out, think=False, progress=False)

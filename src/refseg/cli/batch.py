@@ -4,20 +4,20 @@ Input: one JSON object a line, ``{"image": PATH, "phrase": TEXT[, "id": ID]}``; 
 ``image`` is relative to the JSONL file, and ``id`` defaults to the line number. Output:
 ``DIR/results.jsonl``, one line per finished pair: the result JSON of ``refseg segment --json``
 plus ``"id"`` and ``"image"`` (and ``"error"`` when that pair failed), which is also what
-``refseg eval --predictions`` reads. Each line is flushed and fsynced as it is written, so after
-a crash, ``kill -9`` or Ctrl-C the same command continues with the pairs not yet done; a torn
-last line is discarded.
+``refseg eval --predictions`` reads. Lines go through :class:`refseg.records.RecordWriter`
+(flushed and fsynced as written, one writer at a time), so after a crash, ``kill -9`` or Ctrl-C
+the same command continues with the pairs not yet done; a torn last line is discarded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from refseg.errors import InputError, RefsegError
+from refseg.records import RecordWriter, read_records
 
 #: Pairs grounded together (one generate batch); consecutive pairs on the same image share
 #: one embedding.
@@ -53,22 +53,8 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
 
 
 def finished_ids(results: Path) -> set[str]:
-    """Ids already written; a torn final line (killed mid-write) is cut off the file."""
-    if not results.exists():
-        return set()
-    done: set[str] = set()
-    good_bytes = 0
-    with open(results, "rb") as handle:
-        for raw in handle:
-            try:
-                done.add(str(json.loads(raw)["id"]))
-            except (ValueError, KeyError, TypeError):
-                break
-            good_bytes += len(raw)
-    if good_bytes != results.stat().st_size:
-        with open(results, "r+b") as handle:
-            handle.truncate(good_bytes)
-    return done
+    """Ids already written (a torn final line is not one: :func:`refseg.records.read_records`)."""
+    return {str(r["id"]) for r in read_records(results)}
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -89,7 +75,7 @@ def run_pairs(
     counts = {"total": len(pairs), "skipped": len(pairs) - len(todo), "done": 0, "errors": 0}
     embeddings: dict = {}
     with (
-        open(results, "a", encoding="utf-8") as sink,
+        RecordWriter(results, owner="refseg segment --batch") as sink,
         new_progress(enabled=progress) as bar,
     ):
         task = bar.add_task("segmenting", total=len(pairs), completed=counts["skipped"])
@@ -108,9 +94,7 @@ def run_pairs(
                 records = [_one(pipeline, p, think, embeddings) for p in chunk]
             for record in records:
                 counts["errors"] += "error" in record
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
+                sink.write(record)
                 counts["done"] += 1
                 bar.advance(task)
     return counts

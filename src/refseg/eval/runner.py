@@ -47,6 +47,7 @@ from refseg.errors import InputError, RefsegError
 from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, score_sample
 from refseg.fileio import atomic_write_text
 from refseg.progress import new_progress
+from refseg.records import RecordWriter, read_records
 from refseg.types import Result
 
 if TYPE_CHECKING:
@@ -75,30 +76,6 @@ def rank_records_file(rank: int) -> str:
     return f"records.rank{rank}.jsonl"
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of one JSONL file; a last line without its newline (a torn write) is ignored.
-
-    Any other unreadable line means the file was edited or corrupted: :class:`InputError`.
-    """
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    complete = lines[:-1]  # the part after the last newline is empty or torn
-    out = []
-    for number, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise InputError(f"{path}: line {number} is not a JSON record ({exc})") from exc
-        if not isinstance(record, dict) or "id" not in record:
-            raise InputError(f"{path}: line {number} is not an evaluation record")
-        out.append(record)
-    return out
-
-
 def run_record_files(out_dir: Path) -> list[Path]:
     """``records.jsonl`` first, then every per-rank file, in rank order."""
     ranked = sorted(
@@ -115,91 +92,6 @@ def load_run_records(out_dir: Path) -> dict[str, dict[str, Any]]:
         for record in read_records(path):
             records.setdefault(str(record["id"]), record)
     return records
-
-
-class RecordWriter:
-    """Appends records to a JSONL file so that a killed process loses at most the sample in
-    flight: each record is one ``write`` of a full line, flushed at once, and fsynced (at most
-    every ``sync_every`` seconds, and on close)."""
-
-    def __init__(self, path: Path, *, sync_every: float = 0.0) -> None:
-        self.path = path
-        self.sync_every = sync_every
-        self._last_sync = time.monotonic()
-        self._dirty = False
-        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        _lock(self._handle, path)
-        _cut_torn_tail(path)
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-        self._handle.flush()
-        self._dirty = True
-        if time.monotonic() - self._last_sync >= self.sync_every:
-            self.sync()
-
-    def sync(self) -> None:
-        if self._dirty:
-            os.fsync(self._handle.fileno())
-            self._dirty = False
-        self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self.sync()
-            self._handle.close()
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _lock(handle: Any, path: Path) -> None:
-    """Take an exclusive lock on the records file for the life of the writer, so that two
-    processes started on one run folder cannot interleave their records (the kernel drops the
-    lock when the process dies, ``kill -9`` included)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no protection, as before
-        return
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        handle.close()
-        raise InputError(
-            f"{path} is being written by another refseg eval; wait for it or stop it first"
-        ) from exc
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Remove a partial last line so the next append starts on a fresh line."""
-    if not path.is_file():
-        return
-    with open(path, "rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        # Scan back for the last newline (records are small; read the tail in blocks).
-        position = size
-        while position > 0:
-            start = max(0, position - 65536)
-            handle.seek(start)
-            block = handle.read(position - start)
-            index = block.rfind(b"\n")
-            if index >= 0:
-                handle.truncate(start + index + 1)
-                return
-            position = start
-        handle.truncate(0)
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
 
 
 def _check_config(out_dir: Path, identity: dict[str, Any], notes: dict[str, Any]) -> None:
