@@ -69,6 +69,26 @@ def load_processor(config: TrainConfig) -> Any:
     return processor
 
 
+def stage_inputs(
+    config: TrainConfig, model: Any = None, processor: Any = None, samples: list | None = None
+) -> tuple[Any, Any, Any, list]:
+    """``(processor, model, convention, samples)`` for a training stage: the ones passed in
+    (scripts that keep them in memory between stages), the rest loaded from ``config``.
+
+    With beta > 0 and no LoRA, TRL loads the KL reference model from
+    ``model.config._name_or_path``: ``config.model`` (a hub id or a saved folder) is that path.
+    """
+    from refseg.train.data import load_samples
+
+    processor = processor if processor is not None else load_processor(config)
+    if model is None:
+        model = load_model(config)
+    convention = convention_for(config, model, processor)
+    if samples is None:
+        samples = load_samples(config.datasets(), max_samples=config.max_samples, seed=config.seed)
+    return processor, model, convention, samples
+
+
 def load_model(config: TrainConfig, *, for_generation: bool = False) -> Any:
     """The model in training dtype, with the vision tower frozen unless ``train_vision``."""
     import torch

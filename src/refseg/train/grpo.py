@@ -32,7 +32,7 @@ def build_trainer(
     """
     from trl import GRPOTrainer
 
-    from refseg.train.data import grpo_rows, load_samples, to_dataset
+    from refseg.train.data import grpo_rows, to_dataset
     from refseg.train.rewards import build_rewards
 
     if config.grpo.generation_backend == "vllm":
@@ -41,14 +41,7 @@ def build_trainer(
         except ImportError:
             raise InputError("generation_backend vllm: vllm is not installed") from None
     args = grpo_args(config)
-    processor = processor if processor is not None else common.load_processor(config)
-    if model is None:
-        # With beta > 0 and no LoRA, TRL loads the KL reference model from
-        # model.config._name_or_path: config.model (a hub id or a saved folder) is that path.
-        model = common.load_model(config)
-    convention = common.convention_for(config, model, processor)
-    if samples is None:
-        samples = load_samples(config.datasets(), max_samples=config.max_samples, seed=config.seed)
+    processor, model, convention, samples = common.stage_inputs(config, model, processor, samples)
     dataset = to_dataset(
         grpo_rows(
             samples,

@@ -27,15 +27,10 @@ def build_trainer(
     """A ready :class:`trl.SFTTrainer` for ``config`` (pieces may be passed in, as for GRPO)."""
     from trl import SFTTrainer
 
-    from refseg.train.data import load_samples, sft_rows, to_dataset
+    from refseg.train.data import sft_rows, to_dataset
 
     args = sft_args(config)
-    processor = processor if processor is not None else common.load_processor(config)
-    if model is None:
-        model = common.load_model(config)
-    convention = common.convention_for(config, model, processor)
-    if samples is None:
-        samples = load_samples(config.datasets(), max_samples=config.max_samples, seed=config.seed)
+    processor, model, convention, samples = common.stage_inputs(config, model, processor, samples)
     rows = sft_rows(
         samples,
         think=config.think,
