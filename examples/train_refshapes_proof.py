@@ -302,6 +302,43 @@ def run_grpo(
     }
 
 
+def image_gap(folder: Path, data: Path, samples: list, max_pixels: int, batch: int = 32) -> float:
+    """How much the model's answers depend on the image: the teacher-forced loss of the
+    ground-truth answers (nats per answer token) with every image swapped for another sample's
+    image in the same batch, minus the loss with its own image.
+
+    About 0 means the model answers from the phrase alone, however readable its answers are;
+    this is the first thing to look at when a model's IoU stays at chance (the SFT runs at
+    lr 2e-3 on 6,000 scenes ended with a gap of 0.000 although their loss fell to 0.52).
+    """
+    import tempfile
+
+    import torch
+
+    from refseg.train import sft
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = sft_config(
+            folder, data, Path(tmp), lr=1e-3, batch=batch, seed=0, max_pixels=max_pixels
+        )
+        trainer = sft.build_trainer(cfg, samples=samples)
+        model = trainer.model.eval()
+        own = swapped = 0.0
+        tokens = 0
+        with torch.no_grad():
+            for b in trainer.get_train_dataloader():
+                grids = b["image_grid_thw"]
+                if len(grids) < 2 or not bool((grids == grids[0]).all()):
+                    continue  # swapping needs equal token counts (RefShapes: all one size)
+                n = int(grids[0].prod())
+                rolled = dict(b, pixel_values=torch.roll(b["pixel_values"], n, 0))
+                count = int((b["labels"][:, 1:] != -100).sum())
+                own += float(model(**b).loss) * count
+                swapped += float(model(**rolled).loss) * count
+                tokens += count
+    return (swapped - own) / max(tokens, 1)
+
+
 def evaluate_model(
     folder: Path, name: str, splits: dict[str, list], work: Path, max_pixels: int
 ) -> dict:
@@ -352,7 +389,9 @@ def evaluate_model(
         one = [r for r in records if (r.get("meta") or {}).get("n_objects") == 1]
         many = [r for r in records if (r.get("meta") or {}).get("n_objects", 0) > 1]
         parsed = sum(1 for r in records if r.get("error_kind") != "parse") / max(1, len(records))
+        gap = image_gap(folder, work / "data", samples, max_pixels)
         results[split] = {
+            "image_gap": gap,
             "all": doc["metrics"],
             "one_object": aggregate(one) if one else None,
             "multi_object": aggregate(many) if many else None,
@@ -363,7 +402,7 @@ def evaluate_model(
         log(
             f"eval {name}/{split}: gIoU {m['gIoU']:.3f} cIoU {m['cIoU']:.3f} "
             f"N-acc {m['N-acc'] if m['N-acc'] is None else round(m['N-acc'], 3)} "
-            f"readable {parsed:.2f} ({time.time() - start:.0f}s)"
+            f"readable {parsed:.2f} image gap {gap:+.3f} ({time.time() - start:.0f}s)"
         )
     cache.write_text(
         json.dumps({"stamp": stamp, "prompt": PROMPT, "max_pixels": max_pixels, "results": results})
@@ -384,6 +423,7 @@ def table(results: dict[str, dict], stages: dict[str, dict]) -> str:
         ("test", "all", "N-acc", "test N-acc"),
         ("test", "one_object", "gIoU", "test 1obj"),
         ("test", "multi_object", "gIoU", "test multi"),
+        ("test", None, "image_gap", "test img-gap"),
         ("ood", "all", "gIoU", "ood gIoU"),
         ("ood", "all", "cIoU", "ood cIoU"),
         ("ood", "all", "N-acc", "ood N-acc"),
@@ -400,7 +440,7 @@ def table(results: dict[str, dict], stages: dict[str, dict]) -> str:
             (f"{stage['seconds'] / 60:.1f}" if "seconds" in stage else "-").rjust(5),
         ]
         for split, group, metric, label in cols:
-            block = (res.get(split) or {}).get(group)
+            block = (res.get(split) or {}).get(group) if group else res.get(split)
             row.append(fmt(block.get(metric) if block else None).rjust(len(label)))
         lines.append(" | ".join(row))
     return "\n".join(lines)
