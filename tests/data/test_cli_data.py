@@ -26,6 +26,17 @@ def test_refshapes_command_writes_a_readable_set(tmp_path: Path, capsys) -> None
     assert manifest["held_out_combos"] and manifest["ood_templates"]
 
 
+def test_refshapes_command_single_fraction(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "easy"
+    args = ["data", "refshapes", "--out", str(out), "--splits", "train=5", "--size", "128"]
+    assert main([*args, "--single-fraction", "1"]) == 0
+    manifest = json.loads((out / "refshapes.json").read_text())
+    assert manifest["statistics"]["train"]["n_objects"] == {"1": 5}
+    assert main([*args, "--single-fraction", "2"]) == 2  # out of range: a usage error
+    assert main(args) == 2  # the default differs from the set in the folder
+    assert "other settings" in capsys.readouterr().err
+
+
 def test_refshapes_command_errors_are_one_line(tmp_path: Path, capsys) -> None:
     code = main(["data", "refshapes", "--out", str(tmp_path / "x"), "--splits", "dev"])
     assert code == 2

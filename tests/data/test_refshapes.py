@@ -227,6 +227,22 @@ def test_output_folder_safety(tmp_path: Path) -> None:
     assert rs.generate_refshapes(made, {"train": 3}, seed=1, size=SIZE)["complete"] is True
 
 
+def test_single_fraction_makes_a_one_object_curriculum_set(tmp_path: Path) -> None:
+    made = rs.generate_refshapes(
+        tmp_path / "easy", {"train": 12}, seed=2, size=SIZE, single_fraction=1.0
+    )
+    assert made["settings"]["single_fraction"] == 1.0
+    assert made["statistics"]["train"]["n_objects"] == {"1": 12}
+    # The default is not written into the manifest, so earlier sets stay valid.
+    default = rs.generate_refshapes(tmp_path / "default", {"train": 12}, seed=2, size=SIZE)
+    assert "single_fraction" not in default["settings"]
+    assert set(default["statistics"]["train"]["n_objects"]) != {"1"}
+    with pytest.raises(InputError, match="other settings"):
+        rs.generate_refshapes(tmp_path / "easy", {"train": 12}, seed=2, size=SIZE)
+    with pytest.raises(InputError, match="between 0 and 1"):
+        rs.generate_refshapes(tmp_path / "bad", {"train": 1}, size=SIZE, single_fraction=1.5)
+
+
 def test_parse_splits() -> None:
     assert rs.parse_splits("train,val", 10) == {"train": 10, "val": 10}
     assert rs.parse_splits("train=5, ood=2", 10) == {"train": 5, "ood": 2}

@@ -26,6 +26,13 @@ def register(app: typer.Typer) -> None:
             "--splits",
             help="Splits, e.g. train,val,ood or train=5000,val=500.",
         ),
+        single_fraction: float | None = typer.Option(
+            None,
+            "--single-fraction",
+            min=0.0,
+            max=1.0,
+            help="Share of one-object scenes [default: 0.08]; raise it for an easy curriculum set.",
+        ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace a RefShapes set made with other settings."
         ),
@@ -33,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """Generate the RefShapes synthetic benchmark (PNG images + SPLIT.jsonl files)."""
         import time
 
-        from refseg.data.refshapes import generate_refshapes, parse_splits
+        from refseg.data.refshapes import SINGLE_FRACTION, generate_refshapes, parse_splits
         from refseg.progress import new_progress
 
         counts = parse_splits(splits, n)
@@ -47,7 +54,13 @@ def register(app: typer.Typer) -> None:
                 bar.advance(tasks[split], done)
 
             manifest = generate_refshapes(
-                out, counts, seed=seed, size=size, overwrite=overwrite, progress=advance
+                out,
+                counts,
+                seed=seed,
+                size=size,
+                single_fraction=SINGLE_FRACTION if single_fraction is None else single_fraction,
+                overwrite=overwrite,
+                progress=advance,
             )
         seconds = time.perf_counter() - start
         total = sum(counts.values())

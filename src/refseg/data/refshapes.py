@@ -326,13 +326,22 @@ def choose(
 
 
 def make_sample(
-    split: str, index: int, *, seed: int = 0, size: int = DEFAULT_SIZE
+    split: str,
+    index: int,
+    *,
+    seed: int = 0,
+    size: int = DEFAULT_SIZE,
+    single_fraction: float = SINGLE_FRACTION,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Sample ``index`` of ``split``: ``(RGB image, JSONL record)``; a pure function of its args."""
+    """Sample ``index`` of ``split``: ``(RGB image, JSONL record)``; a pure function of its args.
+
+    ``single_fraction`` is the share of one-object scenes; raising it makes an easy set for a
+    training curriculum (a model trained from scratch must first learn to find *an* object).
+    """
     if split not in _SPLIT_CODES:
         raise InputError(f"refshapes: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     rng = np.random.default_rng([int(seed), _SPLIT_CODES[split], int(index)])
-    single = bool(rng.random() < SINGLE_FRACTION)
+    single = bool(rng.random() < single_fraction)
     if single:
         kind = "attribute" if rng.random() < 0.7 else "no_target"
     else:
@@ -438,14 +447,19 @@ def parse_splits(text: str, default_n: int) -> dict[str, int]:
     return counts
 
 
-def _settings(counts: dict[str, int], seed: int, size: int) -> dict[str, Any]:
-    return {
+def _settings(
+    counts: dict[str, int], seed: int, size: int, single_fraction: float
+) -> dict[str, Any]:
+    settings = {
         "format": "refshapes",
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "size": int(size),
         "splits": {k: int(counts[k]) for k in SPLITS if k in counts},
     }
+    if single_fraction != SINGLE_FRACTION:  # the default keeps earlier manifests valid
+        settings["single_fraction"] = float(single_fraction)
+    return settings
 
 
 def _statistics(lines: list[str]) -> dict[str, Any]:
@@ -474,10 +488,14 @@ def generate_refshapes(
     *,
     seed: int = 0,
     size: int = DEFAULT_SIZE,
+    single_fraction: float = SINGLE_FRACTION,
     overwrite: bool = False,
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write a RefShapes dataset to ``out_dir``; returns the manifest.
+
+    ``single_fraction`` (see :func:`make_sample`) is recorded in the manifest when it is not
+    the default, so a set made with another value is never mistaken for this one.
 
     ``counts`` maps split names to sample counts. ``progress(split, n)`` is called after each
     chunk with the number of samples just finished (or skipped because an earlier, interrupted
@@ -490,7 +508,11 @@ def generate_refshapes(
     for split in counts:
         if split not in _SPLIT_CODES:
             raise InputError(f"refshapes: unknown split {split!r}; expected {', '.join(SPLITS)}")
-    settings = _settings(counts, seed, size)
+    if not 0.0 <= single_fraction <= 1.0:
+        raise InputError(
+            f"refshapes: --single-fraction must be between 0 and 1, got {single_fraction}"
+        )
+    settings = _settings(counts, seed, size, single_fraction)
     manifest_path = out / MANIFEST
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
@@ -530,7 +552,9 @@ def generate_refshapes(
             if not part.is_file():
                 lines = []
                 for index in range(start, stop):
-                    image, record = make_sample(split, index, seed=seed, size=size)
+                    image, record = make_sample(
+                        split, index, seed=seed, size=size, single_fraction=single_fraction
+                    )
                     atomic_write_bytes(out / record["image"], encode_png(image))
                     lines.append(_dumps(record))
                 atomic_write_text(part, "".join(line + "\n" for line in lines))
