@@ -122,7 +122,3 @@ def _cut_torn_tail(path: Path) -> None:
                 return
             position = start
         handle.truncate(0)
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration

@@ -94,6 +94,10 @@ def load_run_records(out_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
 def _check_config(out_dir: Path, identity: dict[str, Any], notes: dict[str, Any]) -> None:
     """Write ``config.json`` for a new run, or refuse a rerun whose configuration differs."""
     path = out_dir / CONFIG_FILE
