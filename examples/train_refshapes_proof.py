@@ -190,27 +190,20 @@ def time_budget(seconds: float):
     return TimeBudget()
 
 
-def generate_data(root: Path, counts: dict[str, int], seed: int) -> None:
-    from refseg.data.refshapes import generate_refshapes
+def generate_data(
+    root: Path, counts: dict[str, int], seed: int, single_fraction: float | None = None
+) -> None:
+    """A RefShapes set in ``root`` (reused when its splits exist); ``single_fraction`` as in
+    :func:`refseg.data.refshapes.generate_refshapes` (1.0: the curriculum's one-object set)."""
+    from refseg.data.refshapes import SINGLE_FRACTION, generate_refshapes
 
     if all((root / f"{split}.jsonl").is_file() for split in counts):
         log(f"data: reusing {root}")
         return
     start = time.time()
-    generate_refshapes(root, counts, seed=seed)
-    log(f"data: generated {counts} in {time.time() - start:.0f}s")
-
-
-def generate_single(root: Path, n: int, seed: int) -> None:
-    """One-object RefShapes scenes: the curriculum's middle stage (those with a target)."""
-    from refseg.data.refshapes import generate_refshapes
-
-    if (root / "train.jsonl").is_file():
-        log(f"data: reusing {root}")
-        return
-    start = time.time()
-    generate_refshapes(root, {"train": n}, seed=seed + 1, single_fraction=1.0)
-    log(f"data: generated {n} one-object scenes in {time.time() - start:.0f}s")
+    fraction = SINGLE_FRACTION if single_fraction is None else single_fraction
+    generate_refshapes(root, counts, seed=seed, single_fraction=fraction)
+    log(f"data: generated {counts} (one-object share {fraction}) in {time.time() - start:.0f}s")
 
 
 def generate_warmup(root: Path, n: int, seed: int) -> list:
@@ -564,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = {"train": args.n_train, "val": args.n_val, "test": args.n_eval, "ood": args.n_eval}
     generate_data(data, counts, args.seed)
     train = samples_of(data, "train")
-    generate_single(work / "data-single", args.n_single, args.seed)
+    generate_data(work / "data-single", {"train": args.n_single}, args.seed + 1, 1.0)
     # Only the scenes with a target: see the module docstring.
     single = [s for s in samples_of(work / "data-single", "train") if s.masks]
     warmup = generate_warmup(work / "data-warmup", args.n_warmup, args.seed)
