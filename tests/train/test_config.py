@@ -108,3 +108,26 @@ def test_every_key_has_help():
         r[0] for r in rows
     }
     assert all(help_text for _, _, help_text in rows)
+
+
+def test_train_check_fails_on_a_missing_dataset_path(tmp_path, monkeypatch, capsys):
+    """Issue 10: `train check` said ok for a dataset folder that does not exist."""
+    from refseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = write(tmp_path, BASE)  # dataset refshapes:d:train, relative to the current folder
+    assert main(["train", "check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset refshapes:d:train" in err and "does not exist" in err
+    (tmp_path / "d").mkdir()
+    assert main(["train", "check", "--config", str(config)]) == 0
+    assert ": ok (model m, dataset refshapes:d:train)" in capsys.readouterr().out
+
+
+def test_train_help_names_the_installed_config_folder(capsys):
+    from refseg.cli import main
+    from refseg.cli.train import CONFIGS
+
+    assert sorted(CONFIGS.glob("*.yaml"))  # the folder the help names holds the examples
+    assert main(["train", "check", "--help"]) == 0
+    assert str(CONFIGS) in " ".join(capsys.readouterr().out.split())

@@ -12,7 +12,9 @@ import typer
 
 from refseg.errors import InputError
 
-_CONFIG = typer.Option(..., "--config", "-c", help="YAML run file (see train/configs/).")
+#: The example configs as installed (the package's own folder, wherever it lives).
+CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
+_CONFIG = typer.Option(..., "--config", "-c", help=f"YAML run file (examples: {CONFIGS}).")
 _SET = typer.Option(
     [],
     "--set",
@@ -65,10 +67,12 @@ def register(app: typer.Typer) -> None:
 
     @train_app.command("check")
     def check_cmd(config: Path = _CONFIG, set_: list[str] = _SET) -> None:
-        """Parse a config and build its TRL arguments without loading a model."""
-        from refseg.train.config import grpo_args, sft_args
+        """Parse a config, check its dataset paths exist and build its TRL arguments, without
+        loading a model."""
+        from refseg.train.config import check_datasets, grpo_args, sft_args
 
         cfg = _load(config, set_)
+        check_datasets(cfg, where=str(config))
         grpo_args(cfg)
         sft_args(cfg)
         typer.echo(f"{config}: ok (model {cfg.model}, dataset {', '.join(cfg.datasets())})")

@@ -408,6 +408,23 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         raise InputError(f"{where}: train_vision needs full fine-tuning (lora: null)")
 
 
+def check_datasets(config: TrainConfig, where: str = "config") -> None:
+    """Refuse dataset specs that are malformed or whose path does not exist.
+
+    ``refseg train check`` calls this so that a config it calls ok can start training: without
+    it a typo in a dataset path was found only after the model had loaded. Relative paths are
+    read from the current folder, as the trainers read them; the datasets are not opened (that
+    can take minutes), so a present but unreadable folder is still found by the trainer.
+    """
+    from refseg.data.base import DatasetSpec
+
+    for spec in config.datasets():
+        path = DatasetSpec.parse(spec).path
+        if not path.exists():
+            shown = path if path.is_absolute() else f"{path} (from {Path.cwd()})"
+            raise InputError(f"{where}: dataset {spec}: {shown} does not exist")
+
+
 def describe(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, str, str]]:
     """``(key, default, help)`` rows of every config key, for ``refseg train keys``."""
     rows: list[tuple[str, str, str]] = []
