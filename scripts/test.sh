@@ -12,6 +12,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 refseg weights fetch >/dev/null
+# Tells tests/scripts/test_install.py that this environment was made from requirements.lock.
+export REFSEG_LOCKED=1
 set +e
 python -m pytest -q -p no:cacheprovider "$@"
 status=$?

@@ -1,0 +1,87 @@
+"""The hostile-input suite's harness: every case runs in a child process under limits.
+
+A hostile input's failure modes are the ones a test process cannot survive in-process: a
+segmentation fault, a hang, a runaway allocation. So each case runs as a child Python process
+with an address-space limit (``RLIMIT_AS``) and a wall-clock timeout; the test then asserts on
+the child's exit status and its stderr. A case that hangs or blows the limit fails with a
+message that names it, instead of taking the suite down.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+#: Address-space limit of a case's child process. torch, onnxruntime and the model weights
+#: map a lot of virtual memory, so this is generous; a runaway allocation still hits it.
+MEMORY_LIMIT = 6 * 1024**3
+#: Wall-clock limit of one case (seconds).
+TIMEOUT = 60
+
+
+@dataclass
+class Outcome:
+    """What a child process did: exit status, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def one_line_error(self) -> bool:
+        """Exited 2 with exactly one non-empty line on stderr and no traceback."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return self.returncode == 2 and len(lines) == 1 and "Traceback" not in self.stderr
+
+
+def _limit(memory: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def run_limited(
+    argv: list[str],
+    *,
+    timeout: float = TIMEOUT,
+    memory: int = MEMORY_LIMIT,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+) -> Outcome:
+    """Run ``argv`` under the memory limit; fail the test (not hang) past ``timeout``."""
+    try:
+        done = subprocess.run(
+            argv,
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=_limit(memory),
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung: {argv[:4]} ran past {timeout} s")
+    if done.returncode < 0:
+        pytest.fail(f"killed by signal {-done.returncode}: {argv[:4]}\n{done.stderr.decode()[-2000:]}")
+    return Outcome(done.returncode, done.stdout.decode(errors="replace"),
+                   done.stderr.decode(errors="replace"))
+
+
+def run_python(code: str, **kwargs) -> Outcome:
+    """Run a Python snippet (dedented) in a limited child process."""
+    return run_limited([sys.executable, "-c", textwrap.dedent(code)], **kwargs)
+
+
+def run_cli(*args: str, **kwargs) -> Outcome:
+    """Run ``refseg ARGS`` (this interpreter's package) in a limited child process."""
+    return run_limited([sys.executable, "-m", "refseg", *args], **kwargs)
