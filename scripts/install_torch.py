@@ -151,8 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"installing torch {resolved} ({build})")
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "-c", str(args.lock), spec]
+        [sys.executable, "-m", "pip", "install", "--quiet", "-c", str(args.lock), spec],
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    # pip's errors are shown; the noise of local wheel folders is not.
+    for line in done.stderr.splitlines():
+        if not re.match(r"WARNING: Location .* is ignored", line):
+            print(line, file=sys.stderr)
     return done.returncode
 
 
