@@ -4,18 +4,27 @@
 an ``"id"``) through :class:`RecordWriter`, and on restart read what is there with
 :func:`read_records` and skip those ids. A writer holds an exclusive lock on its file and cuts a
 torn last line before appending, so a rerun ends with exactly one record per item.
+
+A run folder as a whole is guarded by :func:`run_lock`, taken before anything in it is read,
+deleted or rewritten (``--fresh``, retrying failed items with :func:`drop_records`): the lock on a
+records file alone cannot guard a file that is about to be deleted or replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from refseg.errors import InputError
+from refseg.fileio import WriteError, atomic_write_bytes, describe_os_error
+
+#: The lock file of a run folder (see :func:`run_lock`); it stays behind, empty, when a run ends.
+LOCK_FILE = ".refseg.lock"
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -37,9 +46,18 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise InputError(f"{path}: line {number} is not a JSON record ({exc})") from exc
         if not isinstance(record, dict) or "id" not in record:
-            raise InputError(f"{path}: line {number} is not an evaluation record")
+            raise InputError(f'{path}: line {number} is not a record (no "id")')
         out.append(record)
     return out
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """One record as one UTF-8 JSON line. Text that UTF-8 cannot hold (a lone surrogate from a
+    JSON ``\\ud800`` escape) is kept as JSON escapes instead of crashing the writer."""
+    try:
+        return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
 
 
 class RecordWriter:
@@ -53,33 +71,89 @@ class RecordWriter:
         self.sync_every = sync_every
         self._last_sync = time.monotonic()
         self._dirty = False
-        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            # Unbuffered: a record is on its way to the disk when write() returns, and a failed
+            # write leaves nothing in a buffer to be flushed later behind the cut.
+            self._handle = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        except IsADirectoryError:
+            raise WriteError(f"cannot write {path}: it is a folder") from None
+        except OSError as exc:
+            raise WriteError(describe_os_error(path, exc)) from None
         _lock(self._handle, path, owner)
-        _cut_torn_tail(path)
+        try:
+            _cut_torn_tail(path)
+            self._size = os.fstat(self._handle.fileno()).st_size
+        except OSError as exc:
+            self._handle.close()
+            raise WriteError(describe_os_error(path, exc)) from None
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-        self._handle.flush()
+        """Append ``record`` as one line; on a write error (disk full) the file is cut back to
+        its last whole record and :class:`~refseg.fileio.WriteError` raised."""
+        data = encode_record(record)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._handle.write(view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._handle.fileno(), self._size)
+            raise WriteError(describe_os_error(self.path, exc)) from None
+        self._size += len(data)
         self._dirty = True
         if time.monotonic() - self._last_sync >= self.sync_every:
             self.sync()
 
     def sync(self) -> None:
         if self._dirty:
-            os.fsync(self._handle.fileno())
+            try:
+                os.fsync(self._handle.fileno())
+            except OSError as exc:
+                raise WriteError(describe_os_error(self.path, exc)) from None
             self._dirty = False
         self._last_sync = time.monotonic()
 
     def close(self) -> None:
         if not self._handle.closed:
-            self.sync()
-            self._handle.close()
+            try:
+                self.sync()
+            finally:
+                self._handle.close()
 
     def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, owner: str) -> Iterator[None]:
+    """Hold the run folder ``folder`` for one process: a second ``owner`` started on the same
+    folder is refused with a one-line :class:`InputError` before it reads, deletes or rewrites
+    anything there. The kernel drops the lock when the process dies (``kill -9`` included)."""
+    path = folder / LOCK_FILE
+    try:
+        handle = open(path, "ab")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise WriteError(describe_os_error(path, exc)) from None
+    try:
+        _lock(handle, folder, owner)
+        yield
+    finally:
+        handle.close()
+
+
+def drop_records(path: Path, drop: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrite ``path`` without the records ``drop`` selects (and without a torn last line);
+    return how many were dropped. The file is replaced atomically, so call it only while
+    holding :func:`run_lock` and with no :class:`RecordWriter` open on it."""
+    records = read_records(path)
+    kept = [r for r in records if not drop(r)]
+    if len(kept) == len(records):
+        return 0
+    atomic_write_bytes(path, b"".join(encode_record(r) for r in kept))
+    return len(records) - len(kept)
 
 
 def _lock(handle: Any, path: Path, owner: str) -> None:

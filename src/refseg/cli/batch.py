@@ -1,60 +1,200 @@
 """`refseg segment --batch PAIRS.jsonl --out DIR`: many (image, phrase) pairs, resumable.
 
-Input: one JSON object a line, ``{"image": PATH, "phrase": TEXT[, "id": ID]}``; a relative
-``image`` is relative to the JSONL file, and ``id`` defaults to the line number. Output:
-``DIR/results.jsonl``, one line per finished pair: the result JSON of ``refseg segment --json``
-plus ``"id"`` and ``"image"`` (and ``"error"`` when that pair failed), which is also what
-``refseg eval --predictions`` reads. Lines go through :class:`refseg.records.RecordWriter`
-(flushed and fsynced as written, one writer at a time), so after a crash, ``kill -9`` or Ctrl-C
-the same command continues with the pairs not yet done; a torn last line is discarded.
+Input: one JSON object a line, ``{"image": PATH, "phrase": TEXT[, "id": ID]}``, UTF-8; a relative
+``image`` is relative to the JSONL file, and ``id`` defaults to the line number. The whole file is
+validated first (phrases through :func:`refseg.pipeline.check_phrase`), so a bad line 900 fails
+as ``FILE: line 900: ...`` before any work.
+
+Output: ``DIR/results.jsonl``, one line per pair: the result JSON of ``refseg segment --json``
+plus ``"id"`` and ``"image_path"`` (the image file, absolute); a pair that failed has
+``"id"``, ``"image_path"``, ``"phrase"`` and ``"error"`` instead of a result. ``refseg eval
+--predictions`` reads this file. Lines go through :class:`refseg.records.RecordWriter` (flushed
+and fsynced as written), and the folder is held by :func:`refseg.records.run_lock`, so:
+
+* after a crash, ``kill -9`` or Ctrl-C the same command continues with the pairs not yet done
+  (a torn last line is discarded), and failed pairs are tried again (a grounder outage is
+  usually over by then); successes are kept;
+* the results are keyed by content: a pair is "done" only if its record has the same id, image
+  and phrase, and a results file holding other pairs (another pairs file into the same ``--out``)
+  is refused, naming the way out (a new ``--out``, or ``--fresh`` to start over);
+* a second batch on the same folder is refused while the first runs, ``--fresh`` included.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from refseg.errors import InputError, RefsegError
-from refseg.records import RecordWriter, read_records
+from refseg.errors import InputError
+from refseg.fileio import ensure_dir, refuse_overwriting_inputs
+from refseg.records import RecordWriter, drop_records, read_records, run_lock
 
 #: Pairs grounded together (one generate batch); consecutive pairs on the same image share
 #: one embedding.
 CHUNK = 8
+RESULTS_FILE = "results.jsonl"
+OWNER = "refseg segment --batch"
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
-    """Read and validate the whole input first, so a typo on line 900 fails before any work."""
+    """Read and validate the whole input first, so a typo on line 900 fails before any work.
+
+    Errors are one line, ``FILE: line N: what is wrong``.
+    """
+    from refseg.pipeline import check_phrase
+
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
     pairs, seen = [], set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-                raise InputError(f'{path}:{number}: needs an "image" path string')
-            if not isinstance(item.get("phrase"), str):
-                raise InputError(f'{path}:{number}: needs a "phrase" string')
-            pair_id = str(item.get("id", number))
-            if pair_id in seen:
-                raise InputError(f"{path}:{number}: duplicate id {pair_id!r}")
-            seen.add(pair_id)
-            image = Path(item["image"])
-            if not image.is_absolute():
-                image = path.parent / image
-            pairs.append({"id": pair_id, "image": str(image), "phrase": item["phrase"]})
+    folder = Path(os.path.abspath(path.parent))
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{path}: line {number}"
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{where}: not UTF-8 text (byte {exc.start + 1} of the line); save it as UTF-8"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+            raise InputError(f'{where}: needs an "image" path string')
+        if not item["image"].strip() or "\0" in item["image"]:
+            raise InputError(f'{where}: "image" is not a usable path')
+        if not isinstance(item.get("phrase"), str):
+            raise InputError(f'{where}: needs a "phrase" string')
+        try:
+            phrase = check_phrase(item["phrase"])
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        raw_id = item.get("id", number)
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            raise InputError(f'{where}: "id" must be a string or an integer')
+        pair_id = str(raw_id)
+        if pair_id in seen:
+            raise InputError(f"{where}: duplicate id {pair_id!r}")
+        seen.add(pair_id)
+        try:
+            image = str(folder / item["image"])  # an absolute "image" stays as it is
+            image.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f'{where}: "image" is not valid text (a lone surrogate)') from None
+        pairs.append({"id": pair_id, "image": image, "phrase": phrase})
     return pairs
 
 
 def finished_ids(results: Path) -> set[str]:
-    """Ids already written (a torn final line is not one: :func:`refseg.records.read_records`)."""
-    return {str(r["id"]) for r in read_records(results)}
+    """Ids with a result (failed pairs are not finished: a rerun tries them again)."""
+    return {str(r["id"]) for r in read_records(results) if "error" not in r}
+
+
+def _record_pair(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(image path, phrase) a record was made for; None where an older record lacks it."""
+    image = record.get("image_path")
+    if image is None and isinstance(record.get("image"), str):  # records before image_path
+        image = record["image"]
+    return image, record.get("phrase")
+
+
+class BatchRun:
+    """One batch run on an output folder: holds the folder's lock, sorts the pairs into done and
+    to do, drops failed records so they are tried again, and appends the new records.
+
+    Use it as a context manager; ``fresh`` deletes the folder's results first (under the lock).
+    """
+
+    def __init__(self, pairs: list[dict[str, Any]], out_dir: Path, *, fresh: bool = False):
+        self.pairs = pairs
+        self.out_dir = out_dir
+        self.results = out_dir / RESULTS_FILE
+        self.fresh = fresh
+        self.todo: list[dict[str, Any]] = []
+        self.retried = 0
+
+    def __enter__(self) -> BatchRun:
+        ensure_dir(self.out_dir)
+        self._held = run_lock(self.out_dir, OWNER)
+        self._held.__enter__()
+        try:
+            if self.fresh:
+                self.results.unlink(missing_ok=True)
+            self._plan()
+        except BaseException:
+            self._held.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._held.__exit__(None, None, None)
+
+    def _plan(self) -> None:
+        by_id = {p["id"]: p for p in self.pairs}
+        records = read_records(self.results)
+        for record in records:
+            key = str(record["id"])
+            pair = by_id.get(key)
+            if pair is None:
+                raise InputError(
+                    f"{self.results} holds results of another pairs file (id {key!r} is not in "
+                    "this one); use a new --out, or --fresh to start over"
+                )
+            image, phrase = _record_pair(record)
+            if (image is not None and image != pair["image"]) or (
+                phrase is not None and phrase != pair["phrase"]
+            ):
+                raise InputError(
+                    f"{self.results} holds a different pair under id {key!r} ({phrase!r} on "
+                    f"{image} there, {pair['phrase']!r} on {pair['image']} now); "
+                    "use a new --out, or --fresh to start over"
+                )
+        self.retried = drop_records(self.results, lambda r: "error" in r)
+        done = finished_ids(self.results)
+        self.todo = [p for p in self.pairs if p["id"] not in done]
+
+    @property
+    def skipped(self) -> int:
+        return len(self.pairs) - len(self.todo)
+
+    def run(self, pipeline, *, think: bool, progress: bool = True) -> dict[str, int]:
+        """Segment the pairs to do; returns ``{"total", "skipped", "done", "errors"}``."""
+        from refseg.progress import new_progress
+
+        counts = {"total": len(self.pairs), "skipped": self.skipped, "done": 0, "errors": 0}
+        embeddings: dict = {}
+        with (
+            RecordWriter(self.results, owner=OWNER) as sink,
+            new_progress(enabled=progress) as bar,
+        ):
+            task = bar.add_task("segmenting", total=len(self.pairs), completed=counts["skipped"])
+            for chunk in _chunks(self.todo, CHUNK):
+                if len(embeddings) > 4:  # keep only recent images' embeddings in memory
+                    embeddings.clear()
+                try:
+                    outputs = pipeline.run(
+                        [(p["image"], p["phrase"]) for p in chunk],
+                        think=think,
+                        embeddings=embeddings,
+                    )
+                    records = [_success(p, r) for p, r in zip(chunk, outputs)]
+                except Exception:
+                    records = [_one(pipeline, p, think, embeddings) for p in chunk]
+                for record in records:
+                    counts["errors"] += "error" in record
+                    sink.write(record)
+                    counts["done"] += 1
+                    bar.advance(task)
+        return counts
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -62,42 +202,18 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def run_pairs(
-    pipeline, pairs: list[dict[str, Any]], out_dir: Path, *, think: bool, progress: bool = True
-) -> dict[str, int]:
-    """Segment ``pairs`` with ``pipeline`` into ``out_dir/results.jsonl``, skipping done ones."""
-    from refseg.progress import new_progress
+def _success(pair: dict[str, Any], result) -> dict[str, Any]:
+    # "image" of the result JSON is the image's size; the file is "image_path".
+    return {"id": pair["id"], "image_path": pair["image"], **result.to_dict(timings=True)}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = out_dir / "results.jsonl"
-    done = finished_ids(results)
-    todo = [p for p in pairs if p["id"] not in done]
-    counts = {"total": len(pairs), "skipped": len(pairs) - len(todo), "done": 0, "errors": 0}
-    embeddings: dict = {}
-    with (
-        RecordWriter(results, owner="refseg segment --batch") as sink,
-        new_progress(enabled=progress) as bar,
-    ):
-        task = bar.add_task("segmenting", total=len(pairs), completed=counts["skipped"])
-        for chunk in _chunks(todo, CHUNK):
-            if len(embeddings) > 4:  # keep only recent images' embeddings in memory
-                embeddings.clear()
-            try:
-                outputs = pipeline.run(
-                    [(p["image"], p["phrase"]) for p in chunk], think=think, embeddings=embeddings
-                )
-                records = [
-                    {"id": p["id"], "image": p["image"], **r.to_dict(timings=True)}
-                    for p, r in zip(chunk, outputs)
-                ]
-            except RefsegError:
-                records = [_one(pipeline, p, think, embeddings) for p in chunk]
-            for record in records:
-                counts["errors"] += "error" in record
-                sink.write(record)
-                counts["done"] += 1
-                bar.advance(task)
-    return counts
+
+def _failure(pair: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    from refseg.errors import RefsegError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not isinstance(exc, RefsegError):  # a model's own exception (CUDA out of memory, ...)
+        text = f"{type(exc).__name__}: {text}".rstrip(": ")
+    return {"id": pair["id"], "image_path": pair["image"], "phrase": pair["phrase"], "error": text}
 
 
 def _one(pipeline, pair: dict[str, Any], think: bool, embeddings: dict) -> dict[str, Any]:
@@ -106,9 +222,18 @@ def _one(pipeline, pair: dict[str, Any], think: bool, embeddings: dict) -> dict[
         result = pipeline.run(
             [(pair["image"], pair["phrase"])], think=think, embeddings=embeddings
         )[0]
-    except RefsegError as exc:
-        return {"id": pair["id"], "image": pair["image"], "error": str(exc)}
-    return {"id": pair["id"], "image": pair["image"], **result.to_dict(timings=True)}
+    except Exception as exc:
+        return _failure(pair, exc)
+    return _success(pair, result)
+
+
+def run_pairs(
+    pipeline, pairs: list[dict[str, Any]], out_dir: Path, *, think: bool, progress: bool = True
+) -> dict[str, int]:
+    """Segment ``pairs`` with ``pipeline`` into ``out_dir/results.jsonl``: done pairs are
+    skipped, failed ones tried again (see :class:`BatchRun`)."""
+    with BatchRun(pairs, out_dir) as batch:
+        return batch.run(pipeline, think=think, progress=progress)
 
 
 def run_batch(
@@ -120,6 +245,7 @@ def run_batch(
     think: bool,
     refine: int | None,
     device: str | None,
+    fresh: bool = False,
 ) -> None:
     """The CLI entry: validate input, load models once, run, print a one-line summary."""
     import typer
@@ -129,16 +255,28 @@ def run_batch(
     from refseg.segmentation import load_segmenter
 
     pairs = read_pairs(batch)
-    if finished_ids(out / "results.jsonl") >= {p["id"] for p in pairs}:
-        typer.echo(f"all {len(pairs)} pairs already done in {out / 'results.jsonl'}")
-        return
-    pipeline = Pipeline(
-        load_grounder(grounder or DEFAULT_GROUNDER, device=device),
-        load_segmenter(segmenter, device=device),
-        refine=refine,
-    )
-    counts = run_pairs(pipeline, pairs, out, think=think)
+    results = out / RESULTS_FILE
+    refuse_overwriting_inputs({"--out": results}, [batch])
+    with BatchRun(pairs, out, fresh=fresh) as run:
+        retried = f", {run.retried} failed before and tried again" if run.retried else ""
+        if not run.todo:
+            typer.echo(f"all {len(pairs)} pairs already done in {results}")
+            return
+        pipeline = Pipeline(
+            load_grounder(grounder or DEFAULT_GROUNDER, device=device),
+            load_segmenter(segmenter, device=device),
+            refine=refine,
+        )
+        try:
+            counts = run.run(pipeline, think=think)
+        except KeyboardInterrupt:
+            typer.echo(
+                f"refseg: interrupted; finished pairs are kept in {results}: "
+                "rerun the same command to resume",
+                err=True,
+            )
+            raise typer.Exit(130) from None
     typer.echo(
-        f"{counts['done']} pairs segmented ({counts['skipped']} already done, "
-        f"{counts['errors']} failed) -> {out / 'results.jsonl'}"
+        f"{counts['done']} pairs segmented ({counts['skipped']} already done{retried}, "
+        f"{counts['errors']} failed) -> {results}"
     )
