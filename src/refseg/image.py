@@ -16,23 +16,66 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from refseg.errors import InputError
+from refseg.limits import DEFAULT_MAX_PIXELS, max_pixels
 
-#: Images with more pixels than this are refused before decoding (decompression bombs).
-#: Override with the environment variable ``REFSEG_MAX_PIXELS``.
-DEFAULT_MAX_PIXELS = 50_000_000
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_MAX_PIXELS",
+    "ImageTooLarge",
+    "image_digest",
+    "image_size",
+    "load_image",
+    "max_pixels",
+]
+
+#: The only decoders refseg hands outside bytes to (Pillow's format names; ``JPEG`` includes
+#: the multi-picture JPEGs phones write). Pillow would otherwise try every format it knows,
+#: including EPS through an external Ghostscript interpreter (a ``{ } loop`` pins a CPU for
+#: ever) and rarely used parsers nobody here needs. GIF and TIFF give their first frame.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "BMP", "TIFF", "GIF")
 
 ImageLike = str | os.PathLike | bytes | np.ndarray | Image.Image
 
 
-def max_pixels() -> int:
-    """The pixel limit in force (``REFSEG_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`)."""
-    value = os.environ.get("REFSEG_MAX_PIXELS")
-    if not value:
-        return DEFAULT_MAX_PIXELS
+class ImageTooLarge(InputError):
+    """The image has more pixels than the limit (the server answers 413, not 422)."""
+
+
+def _formats() -> list[str]:
+    """The allowed formats this Pillow build can decode (AVIF and WebP are optional)."""
+    Image.init()
+    return [name for name in ALLOWED_FORMATS if name in Image.OPEN]
+
+
+def _open(handle: io.BytesIO | Path, name: str) -> Image.Image:
+    """``Image.open`` restricted to :data:`ALLOWED_FORMATS`, with a one-line refusal."""
     try:
-        return int(value)
-    except ValueError as exc:
-        raise InputError(f"REFSEG_MAX_PIXELS must be an integer, got {value!r}") from exc
+        return Image.open(handle, formats=_formats())
+    except Image.UnidentifiedImageError as exc:
+        raise InputError(
+            f"{name}: not a readable image in an accepted format ({', '.join(ALLOWED_FORMATS)})"
+        ) from exc
+
+
+def image_size(data: bytes, *, name: str = "image") -> tuple[int, int]:
+    """``(width, height)`` from the header of encoded ``data``, decoding no pixels.
+
+    Lets a caller refuse work that depends on the size (the pixel limit, pixels x prompts)
+    before paying for the decode. Raises :class:`InputError` for anything unreadable.
+    """
+    if not data:
+        raise InputError(f"{name} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _open(io.BytesIO(data), name) as probe:
+                return probe.size
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{name}: refused as a decompression bomb ({exc})") from exc
+    except Exception as exc:  # PIL raises many types for corrupt headers
+        raise InputError(f"{name}: not a readable image ({type(exc).__name__})") from exc
 
 
 def load_image(source: ImageLike, *, limit: int | None = None) -> np.ndarray:
@@ -65,11 +108,11 @@ def load_image(source: ImageLike, *, limit: int | None = None) -> np.ndarray:
         with warnings.catch_warnings():
             # refseg applies its own limit below; PIL's warning threshold would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(handle)
+            image = _open(handle, name)
             # Header only so far: check the size before decoding any pixels.
             width, height = image.size
             if width * height > limit:
-                raise InputError(
+                raise ImageTooLarge(
                     f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
                     f"{limit} (set REFSEG_MAX_PIXELS to raise it)"
                 )
@@ -77,16 +120,17 @@ def load_image(source: ImageLike, *, limit: int | None = None) -> np.ndarray:
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{name}: refused as a decompression bomb ({exc})") from exc
+        raise ImageTooLarge(f"{name}: refused as a decompression bomb ({exc})") from exc
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise InputError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
+        detail = " ".join(str(exc).split())[:200]
+        raise InputError(f"{name}: not a readable image ({type(exc).__name__}: {detail})") from exc
     return _from_pil(image, limit, name=name)
 
 
 def _from_pil(image: Image.Image, limit: int, *, name: str) -> np.ndarray:
     width, height = image.size
     if width * height > limit:
-        raise InputError(f"{name}: {width}x{height} pixels is over the limit of {limit}")
+        raise ImageTooLarge(f"{name}: {width}x{height} pixels is over the limit of {limit}")
     if width == 0 or height == 0:
         raise InputError(f"{name}: image has no pixels")
     try:

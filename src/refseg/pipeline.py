@@ -10,6 +10,7 @@ import numpy as np
 
 from refseg.errors import InputError
 from refseg.image import ImageLike, image_digest, load_image
+from refseg.limits import check_prompts
 from refseg.types import Prompt, Result
 
 if TYPE_CHECKING:
@@ -22,7 +23,13 @@ MAX_PHRASE_CHARS = 1000
 
 
 def check_phrase(phrase: str) -> str:
-    """Strip ``phrase`` and refuse empty or overlong ones with a one-line :class:`InputError`."""
+    """Strip ``phrase`` and refuse unusable ones with a one-line :class:`InputError`.
+
+    The one phrase validation of the CLI, the server, batch files, datasets and the API: empty,
+    overlong, and text that cannot be written as UTF-8 (a lone surrogate such as ``"\\ud800"``,
+    which JSON escapes and Python's ``surrogateescape`` decoding can produce). Such text would
+    pass the models and only fail later, when a record or response is written.
+    """
     if not isinstance(phrase, str):
         raise InputError("the phrase must be a string")
     text = phrase.strip()
@@ -30,6 +37,14 @@ def check_phrase(phrase: str) -> str:
         raise InputError("the phrase is empty")
     if len(text) > MAX_PHRASE_CHARS:
         raise InputError(f"the phrase has {len(text)} characters; the limit is {MAX_PHRASE_CHARS}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(text[exc.start])
+        raise InputError(
+            f"the phrase has a character that is not valid text (U+{bad:04X} at position "
+            f"{exc.start}, a lone surrogate): send UTF-8"
+        ) from exc
     return text
 
 
@@ -41,8 +56,13 @@ def segment_prompts(
     embedding: Embedding | None = None,
     refine: int | None = None,
 ) -> Result:
-    """Segment explicit prompts (boxes/points) without a grounder."""
+    """Segment explicit prompts (boxes/points) without a grounder.
+
+    Raises :class:`InputError` before any model work when the prompts are over the limits of
+    :mod:`refseg.limits` (count, points per prompt, pixels x prompts).
+    """
     height, width = image.shape[:2]
+    check_prompts(prompts, width, height)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if embedding is None:
@@ -107,6 +127,14 @@ class Pipeline:
     def _segment(self, image: np.ndarray, grounding: Grounding, cache: dict) -> Result:
         height, width = image.shape[:2]
         prompts = [Prompt(box=g.box, points=list(g.points)) for g in grounding.instances]
+        try:
+            check_prompts(prompts, width, height)
+        except InputError as exc:
+            # A model answer, not the caller's input: reported like any unusable answer.
+            result = Result(width=width, height=height, raw_answer=grounding.raw_answer)
+            result.reasoning = grounding.reasoning
+            result.parse_error = f"the answer is over the limits: {exc}"
+            return result
         if not prompts:
             result = Result(width=width, height=height)
         else:

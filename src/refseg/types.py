@@ -209,8 +209,14 @@ def build_prompts(
 
     Boxes are clipped to the image (:func:`clip_box`); points must lie inside it. With one box,
     points refine it; without a box, all points form one prompt (and need a foreground point);
-    points next to several boxes are ambiguous and refused.
+    points next to several boxes are ambiguous and refused. The limits of
+    :mod:`refseg.limits` (prompts, points per prompt, pixels x prompts) are checked first.
     """
+    from refseg.limits import check_prompt_counts, check_prompt_pixels
+
+    count = len(boxes) if boxes else int(bool(points))
+    check_prompt_counts(count, [len(points)])
+    check_prompt_pixels(count, width, height)
     clipped = [clip_box(b, width, height) for b in boxes]
     for x, y, _ in points:
         if not (0 <= x <= width and 0 <= y <= height):

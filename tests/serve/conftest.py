@@ -122,7 +122,10 @@ def make_client(memo_sam) -> Iterator[Callable[..., TestClient]]:
     def make(**kwargs) -> TestClient:
         kwargs.setdefault("segmenter", memo_sam)
         kwargs.setdefault("api_key", "")  # independent of REFSEG_API_KEY in the environment
-        client = TestClient(create_app(**kwargs), raise_server_exceptions=False)
+        # A loopback Host, as a browser on this machine sends (keyless servers check it).
+        client = TestClient(
+            create_app(**kwargs), raise_server_exceptions=False, base_url="http://127.0.0.1:8000"
+        )
         client.__enter__()
         clients.append(client)
         return client

@@ -119,7 +119,8 @@ class Preprocessing:
         if self.squash:
             return self.size, self.size
         scale = self.size / max(height, width)
-        return int(height * scale + 0.5), int(width * scale + 0.5)
+        # At least one pixel: images over 2048:1 would otherwise round a side to 0.
+        return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
     def image(self, image: np.ndarray) -> np.ndarray:
         """``uint8`` RGB ``(H, W, 3)`` -> ``float32 [1, 3, size, size]`` encoder input."""

@@ -34,9 +34,13 @@ DEFAULT_REFINE = 1
 
 
 def preprocess_shape(height: int, width: int, long_side: int = INPUT_SIZE) -> tuple[int, int]:
-    """SAM's resized size: the long side becomes ``long_side``, rounding half up."""
+    """SAM's resized size: the long side becomes ``long_side``, rounding half up.
+
+    The short side is kept at one pixel or more: SAM's own rule rounds it to 0 for images more
+    elongated than 2048:1 (a 2049x1 strip), and a zero-sized resize fails.
+    """
     scale = long_side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 #: Normalisation as a per-channel lookup table: indexing a uint8 image into it is ~3x faster than
@@ -70,10 +74,17 @@ def transform_coords(coords: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def _session(path: Path, providers: Sequence | None, threads: int | None):
+def _session(path: Path, providers: Sequence | None, threads: int | None, *, arena: bool = True):
+    """An onnxruntime session; ``arena=False`` returns each run's memory when it ends.
+
+    onnxruntime's CPU arena keeps the peak of every run for the life of the session. That suits
+    the encoder (one fixed input size) but not the decoder, whose buffers scale with the image
+    and the prompt: one large request would otherwise pin gigabytes in a long-lived server.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -112,7 +123,7 @@ class OnnxSam:
         self.name = name
         self.refine = refine
         self.encoder = _session(Path(encoder), providers, threads)
-        self.decoder = _session(Path(decoder), providers, threads)
+        self.decoder = _session(Path(decoder), providers, threads, arena=False)
         self._encoder_input = self.encoder.get_inputs()[0].name
         shape = self.encoder.get_inputs()[0].shape
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [INPUT_SIZE, INPUT_SIZE]:
@@ -174,14 +185,25 @@ class OnnxSam:
         else:
             coords.append((0.0, 0.0))
             labels.append(-1.0)
+        # The standard export crops its upsampled logits to SAM's rounded resize of
+        # ``orig_im_size``, which is 0 pixels on one side past 2048:1. For such images ask for
+        # the logits at the encoder's own resized size and upsample them here instead.
+        scale = INPUT_SIZE / max(height, width)
+        elongated = min(int(height * scale + 0.5), int(width * scale + 0.5)) < 1
+        out_size = preprocess_shape(height, width) if elongated else (height, width)
         feeds = {
             "image_embeddings": embedding.data,
             "point_coords": transform_coords(np.array([coords], dtype=np.float32), height, width),
             "point_labels": np.array([labels], dtype=np.float32),
-            "orig_im_size": np.array([height, width], dtype=np.float32),
         }
         mask_input = prompt.mask_input
-        for _ in range(1 + max(0, rounds)):
+        passes = 1 + max(0, rounds)
+        for index in range(passes):
+            # Only the last pass's full-size mask is used; earlier passes feed back their
+            # low-res logits, which do not depend on ``orig_im_size``. Asking them for the small
+            # resized size skips a full-resolution upsampling per round on large images.
+            size = out_size if index == passes - 1 else preprocess_shape(height, width)
+            feeds["orig_im_size"] = np.array(size, dtype=np.float32)
             if mask_input is None:
                 feeds["mask_input"] = np.zeros((1, 1, LOW_RES, LOW_RES), dtype=np.float32)
                 feeds["has_mask_input"] = np.zeros(1, dtype=np.float32)
@@ -192,6 +214,13 @@ class OnnxSam:
                 feeds["has_mask_input"] = np.ones(1, dtype=np.float32)
             masks, scores, low_res = self.decoder.run(None, feeds)
             mask_input = low_res[0, 0]
-        return MaskPrediction(
-            mask=masks[0, 0] > 0.0, score=float(scores[0, 0]), low_res=low_res[0, 0]
-        )
+        logits = masks[0, 0]
+        if elongated:
+            logits = _upsample(logits, height, width)
+        return MaskPrediction(mask=logits > 0.0, score=float(scores[0, 0]), low_res=low_res[0, 0])
+
+
+def _upsample(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a float logit map to ``height x width`` (PIL's ``F`` mode)."""
+    image = Image.fromarray(np.ascontiguousarray(logits, dtype=np.float32))  # mode F
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))

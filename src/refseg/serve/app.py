@@ -6,9 +6,15 @@ Routes: ``GET /`` (the web page, served from ``static/``), ``GET /healthz`` (mod
 ``GET /openapi.json``. FastAPI's ``/docs`` page is disabled: it loads its scripts from a CDN,
 and the server must work with no network; the schema is at ``/openapi.json``.
 
-Every error is JSON ``{"error": "..."}``: 401 missing/wrong API key, 413 body or pixels over the
-limit, 415 wrong content type, 422 unusable input, 503 (with ``Retry-After``) while the models
-load or when every worker and queue place is taken, 500 when a model fails on one request.
+Every error is JSON ``{"error": "..."}``: 400 a ``Host`` that is not this server's (keyless
+servers), 401 missing/wrong API key, 403 a cross-site ``Origin`` (keyless servers), 408 a body
+not received in time, 413 body or pixels over the limit, 415 wrong content type, 422 unusable
+input, 503 (with ``Retry-After``) while the models load or when every worker and queue place is
+taken, 500 when a model fails on one request.
+
+A request's body is read in full (within the size limit and a deadline) *before* it takes one
+of the admission places: a place then only ever waits on the server's own work, so clients that
+stall mid-upload cannot lock everyone else out.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
@@ -29,12 +36,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from refseg import limits
 from refseg.errors import RefsegError
+from refseg.pipeline import MAX_PHRASE_CHARS
 from refseg.serve.admission import Admission, Overloaded
 from refseg.serve.cache import EmbeddingCache
-from refseg.serve.engine import Engine
+from refseg.serve.engine import Engine, public_text
 from refseg.serve.inputs import (
     MULTIPART_FIELDS,
     HTTPError,
@@ -52,6 +62,10 @@ log = logging.getLogger("refseg.serve")
 
 #: Default request body limit: a large photo as base64 JSON fits, a mistaken upload does not.
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20
+#: Seconds a client has to send a whole request body (32 MiB at about 0.5 MiB/s).
+DEFAULT_BODY_TIMEOUT = 60.0
+#: Names a keyless server answers to by default (see :class:`HostCheck`).
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 API_KEY_ENV = "REFSEG_API_KEY"
 STATIC = resources.files("refseg.serve") / "static"
 SAMPLE_IMAGE = resources.files("refseg") / "assets" / "astronaut.jpg"
@@ -111,6 +125,77 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class HostCheck:
+    """ASGI middleware for keyless servers: refuse other sites' requests (DNS rebinding, CSRF).
+
+    Without an API key, anything that can make a browser send a request can use the server: a
+    web page whose domain is re-pointed at 127.0.0.1 (its requests then carry that domain in
+    ``Host``), or a page that posts a form cross-site (its ``Origin`` is the other site). So the
+    ``Host`` must be one of ``hosts`` (400 otherwise), and a request with an ``Origin`` must come
+    from the page this server serves, same scheme-less host and port as ``Host`` (403
+    otherwise). Clients without an ``Origin`` (curl, scripts) are not affected. A keyed server
+    does not need this: browsers do not attach the key cross-site.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.hosts = {h.strip("[]").lower() for h in hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k: v for k, v in scope.get("headers", ())}
+        host = headers.get(b"host", b"").decode("latin-1")
+        name = _hostname(host)
+        problem: tuple[int, str] | None = None
+        if name is None or name not in self.hosts:
+            problem = (
+                400,
+                f"Host {host[:100]!r} is not one of this server's names "
+                f"({', '.join(sorted(self.hosts))}); a keyless server answers only to them "
+                "(set REFSEG_API_KEY to serve other names)",
+            )
+        elif b"origin" in headers:
+            origin = headers[b"origin"].decode("latin-1")
+            try:
+                same = urlsplit(origin).netloc.lower() == host.lower()
+            except ValueError:
+                same = False
+            if not same:
+                problem = (403, f"cross-site request from Origin {origin[:100]!r} refused")
+        if problem is not None:
+            response = _error(*problem)
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _hostname(host: str) -> str | None:
+    """The name in a ``Host`` header value (no port, no brackets, lower case), or None."""
+    try:
+        name = urlsplit("//" + host).hostname
+        urlsplit("//" + host).port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return None
+    return name or None
+
+
+def default_allowed_hosts(bound: str | None) -> list[str]:
+    """Names a keyless server answers to: loopback names, plus ``bound`` if it is an address.
+
+    A wildcard bind (``0.0.0.0``, ``::``) answers to any name (``["*"]``): such a server is
+    reachable by anyone anyway, and ``refseg serve`` warns when it has no key.
+    """
+    if bound is not None and bound.strip("[]") in ("0.0.0.0", "::", ""):
+        return ["*"]
+    names = list(LOOPBACK_NAMES)
+    if bound is not None and bound.strip("[]").lower() not in names:
+        names.append(bound.strip("[]").lower())
+    return names
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -126,10 +211,12 @@ def create_app(
     max_concurrency: int = 2,
     max_queue: int = 16,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_pixels: int | None = None,
     cache_entries: int = 32,
     cache_bytes: int = 256 * 2**20,
     api_key: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
     on_load_failure: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the app.
@@ -139,8 +226,12 @@ def create_app(
     With no grounder the server takes box/point prompts only; ``grounder_options`` go to
     :func:`refseg.grounding.load_grounder` (``max_new_tokens``, ``dtype``, ...).
     ``api_key`` defaults to ``$REFSEG_API_KEY`` (``""`` turns it off); when set, ``/v1``
-    requests need ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. ``on_load_failure`` is
-    called with the one-line reason if loading fails (the CLI uses it to stop the server).
+    requests need ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. Without a key, only
+    requests whose ``Host`` is in ``allowed_hosts`` (default: loopback names; ``["*"]``: any)
+    and that carry no cross-site ``Origin`` are served (see :class:`HostCheck`).
+    ``body_timeout`` bounds the seconds a client has to send its body (408 after).
+    ``on_load_failure`` is called with the one-line reason if loading fails (the CLI uses it to
+    stop the server).
     """
     engine = Engine(
         segmenter=segmenter,
@@ -176,6 +267,9 @@ def create_app(
     app.state.engine = engine
     app.state.admission = admission
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    hosts = list(allowed_hosts) if allowed_hosts is not None else default_allowed_hosts(None)
+    if key is None and "*" not in hosts:
+        app.add_middleware(HostCheck, hosts=hosts)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:
@@ -183,7 +277,15 @@ def create_app(
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return _error(413, f"request body is over the limit of {max_body_bytes} bytes")
+        response = _error(413, f"request body is over the limit of {max_body_bytes} bytes")
+        response.headers["Connection"] = "close"
+        return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody is left to read an answer; not a server error worth a traceback in the log.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -234,7 +336,12 @@ def create_app(
         body["auth_required"] = key is not None
         body["limits"] = {
             "max_body_bytes": max_body_bytes,
+            "body_timeout_s": body_timeout,
             "max_pixels": engine.max_pixels,
+            "max_prompts": limits.max_prompts(),
+            "max_points_per_prompt": limits.max_points(),
+            "max_prompt_pixels": limits.max_prompt_pixels(),
+            "max_phrase_chars": MAX_PHRASE_CHARS,
             "max_concurrency": admission.max_concurrency,
             "max_queue": admission.max_queue,
         }
@@ -266,7 +373,10 @@ def create_app(
         },
         responses={
             200: {"description": "The result JSON of `refseg segment --json`, plus timings."},
+            400: {"description": "A Host that is not this server's (keyless servers)."},
             401: {"description": "Missing or wrong API key."},
+            403: {"description": "A cross-site Origin (keyless servers)."},
+            408: {"description": "The body did not arrive in time."},
             413: {"description": "Body or image over the size limit."},
             415: {"description": "Not multipart/form-data or JSON, or not an image."},
             422: {"description": "Unusable input (unreadable image, bad box, empty phrase)."},
@@ -283,6 +393,8 @@ def create_app(
         received = time.perf_counter()
         _check_ready(engine)
         parse = _body_parser(request.headers.get("content-type", ""))
+        # The whole body first, bounded in size (BodyLimit) and time, outside admission.
+        await _read_body(request, body_timeout)
         try:
             async with admission.slot():
                 job = (await parse(request)).check(have_grounder=engine.grounder is not None)
@@ -297,11 +409,25 @@ def create_app(
     return app
 
 
+async def _read_body(request: Request, timeout: float) -> bytes:
+    """The request body, or 408 if it has not all arrived within ``timeout`` seconds.
+
+    Starlette keeps it on the request, so the JSON and multipart parsers read it from memory.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            return await request.body()
+    except TimeoutError as exc:
+        raise HTTPError(
+            408, f"the request body did not arrive within {timeout:g} s", {"Connection": "close"}
+        ) from exc
+
+
 def _check_ready(engine: Engine) -> None:
     if engine.status == "loading":
         raise HTTPError(503, "models are still loading", {"Retry-After": "5"})
     if engine.status == "failed":
-        raise HTTPError(500, f"models failed to load: {engine.error}")
+        raise HTTPError(500, f"models failed to load: {public_text(engine.error or '')}")
 
 
 def _run(engine: Engine, job: Job) -> dict[str, Any]:
@@ -312,14 +438,15 @@ def _run(engine: Engine, job: Job) -> dict[str, Any]:
         raise
     except RefsegError as exc:
         log.warning("request failed: %s", exc)
-        raise HTTPError(500, str(exc)) from exc
+        raise HTTPError(500, _one_line(exc)) from exc
     except Exception as exc:
         log.exception("model failure")
         raise HTTPError(500, f"model failure: {type(exc).__name__}: {_one_line(exc)}") from exc
 
 
 def _one_line(exc: Exception, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
+    """The message for a client: one line, bounded, with addresses (a grounder's URL) hidden."""
+    text = public_text(" ".join(str(exc).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

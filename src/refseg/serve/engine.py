@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from refseg.errors import InputError
 from refseg.image import image_digest, max_pixels
+from refseg.limits import check_prompt_pixels
 from refseg.pipeline import Pipeline, segment_prompts
 from refseg.serve.cache import EmbeddingCache, RequestEmbeddings
-from refseg.serve.inputs import HTTPError, Job, decode_image
+from refseg.serve.inputs import HTTPError, Job, decode_image, probe_size
 from refseg.types import build_prompts
 
 if TYPE_CHECKING:
@@ -25,6 +28,19 @@ if TYPE_CHECKING:
     from refseg.segmentation.base import Segmenter
 
 log = logging.getLogger("refseg.serve")
+
+#: A URL (``scheme://...``) up to a delimiter that specs and messages put after one.
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s#;,'\"()<>]*")
+
+
+def public_text(text: str) -> str:
+    """``text`` with URLs replaced by ``<hidden>``, for anything a client can read.
+
+    A grounder spec such as ``openai:http://gpu-box:8000/v1#MODEL`` names a machine inside the
+    operator's network; ``/healthz`` (unauthenticated) and error answers must not hand it out.
+    The log keeps the full text.
+    """
+    return _URL.sub("<hidden>", text)
 
 
 class Engine:
@@ -122,9 +138,9 @@ class Engine:
         return {
             "status": self.status,
             "ready": self.status == "ready",
-            "error": self.error,
-            "segmenter": self.segmenter_spec,
-            "grounder": self.grounder_spec,
+            "error": public_text(self.error) if self.error is not None else None,
+            "segmenter": public_text(self.segmenter_spec),
+            "grounder": public_text(self.grounder_spec) if self.grounder_spec else None,
             "prompts": prompts,
         }
 
@@ -134,12 +150,18 @@ class Engine:
         Raises :class:`HTTPError` for input the client must fix; any other exception is a
         failure of this request only (the app answers 500).
         """
-        from refseg.errors import InputError
-
         segmenter = self.segmenter
         if segmenter is None:
             raise HTTPError(503, "models are not loaded", {"Retry-After": "5"})
         start = time.perf_counter()
+        # The header first: the pixel limit and pixels x prompts are refused before decoding.
+        width, height = probe_size(job.image, self.max_pixels)
+        if job.phrase is None:
+            count = len(job.boxes) if job.boxes else 1
+            try:
+                check_prompt_pixels(count, width, height)
+            except InputError as exc:
+                raise HTTPError(422, str(exc)) from exc
         image = decode_image(job.image, self.max_pixels)
         height, width = image.shape[:2]
         decode_s = time.perf_counter() - start

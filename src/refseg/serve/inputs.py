@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import math
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from refseg.errors import InputError
-from refseg.image import load_image
+from refseg.image import ImageTooLarge, image_size, load_image
+from refseg.limits import check_prompt_counts
 from refseg.pipeline import check_phrase
 
 
@@ -91,12 +89,18 @@ class Job:
     mask_png: bool = False
 
     def check(self, *, have_grounder: bool) -> Job:
-        """Refuse a job that asks for both or neither of phrase and prompts (422)."""
+        """Refuse a job that asks for both or neither of phrase and prompts, or for more
+        prompts or points than :mod:`refseg.limits` allows (422), before any image work."""
         prompts = bool(self.boxes or self.points)
         if self.phrase is not None and prompts:
             raise HTTPError(422, "give either a phrase or boxes/points, not both")
         if self.phrase is None and not prompts:
             raise HTTPError(422, "give a phrase, or boxes/points prompts")
+        if prompts:
+            try:
+                check_prompt_counts(len(self.boxes) or 1, [len(self.points)])
+            except InputError as exc:
+                raise HTTPError(422, str(exc)) from exc
         if self.phrase is not None:
             try:
                 self.phrase = check_phrase(self.phrase)
@@ -165,19 +169,37 @@ def _number(value: Any, where: str) -> float:
         raise HTTPError(422, f"{where}: expected a number, got {value!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise HTTPError(422, f"{where}: expected a number, got {value!r}") from exc
     if not math.isfinite(number):
         raise HTTPError(422, f"{where}: coordinates must be finite numbers")
     return number
 
 
+def _loads(text: bytes | str, name: str) -> Any:
+    """``json.loads`` with every way it fails on outside text answered as 422.
+
+    Besides malformed JSON: a number of over 4,300 digits (Python's integer conversion limit,
+    a ``ValueError``), nesting deeper than the recursion limit (``RecursionError``), and bytes
+    that are not UTF-8.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HTTPError(422, f"{name}: not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else _short(exc)
+        raise HTTPError(422, f"{name}: not usable JSON ({reason})") from exc
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def job_from_json(body: bytes) -> Job:
     """Parse a JSON request body (see :class:`SegmentRequest`)."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPError(422, f"body is not valid JSON: {exc}") from exc
+    data = _loads(body, "body")
     if not isinstance(data, dict):
         raise HTTPError(422, "body must be a JSON object")
     try:
@@ -210,10 +232,7 @@ def _flag(value: str, name: str) -> bool:
 
 
 def _json_list(value: str, name: str) -> list[Any]:
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise HTTPError(422, f"{name}: not valid JSON ({exc})") from exc
+    data = _loads(value, name)
     if not isinstance(data, list) or not all(isinstance(v, list) for v in data):
         raise HTTPError(422, f"{name}: expected a JSON list of lists")
     return data
@@ -252,26 +271,35 @@ def job_from_form(fields: list[tuple[str, str]], image: bytes | None) -> Job:
     return job
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Encoded image bytes -> RGB array; 413 over ``max_pixels``, 422 if unreadable.
+def probe_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` from the image header; 413 over ``max_pixels``, 422 if unreadable.
 
-    The header is read first, so an oversized image is refused before any pixel is decoded.
+    Decodes no pixels, so an oversized image (or too much work for its size) is refused first.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
-    except Image.DecompressionBombError as exc:
-        raise HTTPError(413, f"image is too large to decode ({exc})") from exc
-    except Exception as exc:
-        raise HTTPError(422, f"image: not a readable image ({type(exc).__name__})") from exc
+        width, height = image_size(data, name="image")
+    except ImageTooLarge as exc:
+        raise HTTPError(413, str(exc)) from exc
+    except InputError as exc:
+        raise HTTPError(422, str(exc)) from exc
     if width * height > max_pixels:
         raise HTTPError(
             413,
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
         )
+    return width, height
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Encoded image bytes -> RGB array; 413 over ``max_pixels``, 422 if unreadable.
+
+    Only the decoders of :data:`refseg.image.ALLOWED_FORMATS` are used; the header is read
+    first, so an oversized image is refused before any pixel is decoded.
+    """
+    probe_size(data, max_pixels)
     try:
         return load_image(data, limit=max_pixels)
+    except ImageTooLarge as exc:
+        raise HTTPError(413, str(exc)) from exc
     except InputError as exc:
         raise HTTPError(422, str(exc)) from exc
