@@ -66,6 +66,18 @@ def _print_summary(document: dict, out: Path, *, report: bool) -> None:
     console.print("wrote " + ", ".join(str(p) for p in written))
 
 
+def _refuse_writing_inputs(out: Path, dataset: str, predictions: Path | None) -> None:
+    """A run folder's files must not be the dataset or predictions file being read (e.g.
+    ``--predictions run/records.jsonl --out run`` would append to its own input)."""
+    from refseg.data.base import DatasetSpec
+    from refseg.eval.runner import CONFIG_FILE, METRICS_FILE, RECORDS_FILE
+    from refseg.fileio import refuse_overwriting_inputs
+
+    inputs = [DatasetSpec.parse(dataset).path, *([predictions] if predictions else [])]
+    for name in (RECORDS_FILE, METRICS_FILE, CONFIG_FILE, "metrics.md", "report.html"):
+        refuse_overwriting_inputs({"--out": out / name}, inputs)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
@@ -113,6 +125,7 @@ def register(app: typer.Typer) -> None:
         if not 0 < boundary_ratio < 1:
             raise InputError(f"--boundary-ratio must be in (0, 1), got {boundary_ratio}")
         device = device or _rank_device()
+        _refuse_writing_inputs(out, dataset, predictions)
         samples = open_dataset(dataset)
         config = {"dataset": _dataset_identity(dataset)}
         common = dict(

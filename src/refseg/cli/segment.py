@@ -54,7 +54,8 @@ def build_prompts(boxes: list[str], points: list[str], width: int, height: int) 
 def write_outputs(
     result, image, *, json_out: Path | None, mask_png: Path | None, overlay_out: Path | None
 ) -> None:
-    """Write the result JSON, the union mask PNG and the overlay, each atomically."""
+    """Write the result JSON, the union mask PNG and the overlay, each atomically (``-`` is
+    standard output; see :mod:`refseg.fileio` for links, devices and unwritable paths)."""
     from refseg import masks
     from refseg.fileio import atomic_write_bytes, atomic_write_text
     from refseg.render import overlay_png
@@ -104,6 +105,9 @@ def register(app: typer.Typer) -> None:
             None, "--batch", help="JSONL of {image, phrase[, id]} pairs (resumable)."
         ),
         out: Path | None = typer.Option(None, "--out", help="Output folder for --batch."),
+        fresh: bool = typer.Option(
+            False, "--fresh", help="With --batch: discard the results in --out, start over."
+        ),
     ) -> None:
         """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
         from refseg.image import load_image
@@ -121,14 +125,21 @@ def register(app: typer.Typer) -> None:
                 think=think,
                 refine=refine,
                 device=device,
+                fresh=fresh,
             )
             return
+        if fresh:
+            raise InputError("--fresh goes with --batch")
         if image is None:
             raise InputError("give an IMAGE (or --batch PAIRS.jsonl --out DIR)")
         if phrase is not None and (box or point):
             raise InputError("give either a PHRASE or --box/--point prompts, not both")
         if phrase is None and not box and not point:
             raise InputError("give a PHRASE, or --box/--point prompts")
+        from refseg.fileio import is_stdout, refuse_overwriting_inputs
+
+        outputs = {"--json": json_out, "--mask-png": mask_png, "--overlay": overlay_out}
+        refuse_overwriting_inputs(outputs, [image])
         pixels = load_image(image)
         height, width = pixels.shape[:2]
         if phrase is None:
@@ -153,4 +164,5 @@ def register(app: typer.Typer) -> None:
             )
             result = pipe(pixels, phrase)
         write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
-        typer.echo(summary(result))
+        # With an output on standard output the summary goes to stderr, keeping stdout parseable.
+        typer.echo(summary(result), err=any(is_stdout(p) for p in outputs.values()))

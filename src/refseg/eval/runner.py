@@ -33,6 +33,7 @@ rank R takes the samples whose index i satisfies ``i % WORLD_SIZE == R``, writes
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -45,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 from refseg import masks
 from refseg.errors import InputError, RefsegError
 from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, score_sample
-from refseg.fileio import atomic_write_text
+from refseg.fileio import atomic_write_text, ensure_dir
 from refseg.progress import new_progress
-from refseg.records import RecordWriter, read_records
+from refseg.records import RecordWriter, drop_records, read_records, run_lock
 from refseg.types import Result
 
 if TYPE_CHECKING:
@@ -63,6 +64,11 @@ FORMAT_VERSION = 1
 
 #: Failure kinds a record's ``error_kind`` may hold.
 FAILURE_KINDS = ("parse", "grounder", "segmenter", "image", "input", "missing", "invalid")
+
+#: Failures of the machinery rather than of the model's answer (an unreachable grounder, a
+#: segmenter out of memory, an image file being copied): a rerun tries these samples again.
+#: A ``parse`` failure is the model's answer and stays; so do the deterministic others.
+RETRIED_KINDS = frozenset({"grounder", "segmenter", "image"})
 
 #: Longest raw grounder answer kept in a record (characters).
 MAX_RAW_ANSWER = 4000
@@ -465,6 +471,33 @@ def _progress(enabled: bool, total: int, done: int, description: str):
         yield lambda **kw: bar.update(task, advance=1, **kw)
 
 
+def _retried(record: Mapping[str, Any], counts: dict[str, int]) -> bool:
+    """Whether a stored record is a failure to try again (counted by kind in ``counts``)."""
+    kind = record.get("error_kind")
+    if kind not in RETRIED_KINDS:
+        return False
+    counts[kind] = counts.get(kind, 0) + 1
+    return True
+
+
+def _holding_run_lock(func: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run ``func`` holding the run folder's lock (:func:`refseg.records.run_lock`, rank 0):
+    taken before anything is deleted (``resume=False``, ``--fresh``) or rewritten (failed
+    samples tried again), so a second run on the folder is refused instead of deleting the
+    records of the one in progress."""
+
+    @functools.wraps(func)
+    def wrapper(samples: Iterable[Sample], *, out_dir: Any, **kwargs: Any) -> dict[str, Any]:
+        rank = kwargs.get("rank")
+        if (int(os.environ.get("RANK", "0") or 0) if rank is None else rank) != 0:
+            return func(samples, out_dir=out_dir, **kwargs)
+        with run_lock(ensure_dir(out_dir), "refseg eval"):
+            return func(samples, out_dir=out_dir, **kwargs)
+
+    return wrapper
+
+
+@_holding_run_lock
 def evaluate(
     samples: Iterable[Sample],
     *,
@@ -523,8 +556,7 @@ def evaluate(
         if sample.id in seen:
             raise InputError(f"sample id {sample.id!r} occurs more than once; ids must be unique")
         seen.add(sample.id)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir)
 
     identity: dict[str, Any] = {"format": FORMAT_VERSION, "boundary_ratio": boundary_ratio}
     if pipeline is not None:
@@ -551,6 +583,20 @@ def evaluate(
         (out / CONFIG_FILE).unlink(missing_ok=True)
     dist.barrier()
     _check_config(out, identity, {"limit": limit, "n_samples": len(samples)})
+    # Failed samples are not final: drop their records (rank 0, under the run lock) so this
+    # session tries them again; every other record is kept.
+    retried: dict[str, int] = {}
+    if dist.main:
+        for path in run_record_files(out):
+            drop_records(path, lambda r: _retried(r, retried))
+    dist.barrier()
+    if retried and progress:
+        from rich.console import Console
+
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(retried.items()))
+        Console().print(
+            f"trying again {sum(retried.values())} samples that failed before ({kinds})"
+        )
 
     done = load_run_records(out)
     todo = [
