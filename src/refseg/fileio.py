@@ -66,6 +66,10 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise WriteError(f"cannot write into {folder}: it exists and is not a folder") from None
+    except NotADirectoryError:
+        raise WriteError(
+            f"cannot write into {folder}: part of that path is a file, not a folder"
+        ) from None
     except OSError as exc:
         raise WriteError(describe_os_error(folder, exc)) from None
     return folder
