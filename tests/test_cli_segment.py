@@ -79,6 +79,36 @@ def test_point_prompt_with_background_point(tmp_path, capsys, sam):
     assert masks.decode(instance["mask"])[110, 230]
 
 
+def _has_colour(image: np.ndarray, x: int, y: int, rgb: tuple[int, int, int], r: int = 8) -> bool:
+    window = image[y - r : y + r + 1, x - r : x + r + 1]
+    return bool((window == np.array(rgb, np.uint8)).all(axis=-1).any())
+
+
+def test_background_point_keeps_its_label_and_outputs_are_announced(tmp_path, capsys, sam):
+    """Issue 10: `--point X,Y,0` came back as a plain point, drawn green like a foreground one,
+    and nothing said which files were written."""
+    from refseg.render import BACKGROUND, FOREGROUND
+
+    out_json, out_overlay = tmp_path / "p.json", tmp_path / "o.png"
+    code, out, err = run(
+        ["segment", str(IMAGE), "--point", "230,110", "--point", "330,190,0",
+         "--json", str(out_json), "--overlay", str(out_overlay)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    instance = json.loads(out_json.read_text())["instances"][0]
+    assert instance["points"] == [[230.0, 110.0], [330.0, 190.0]]  # unchanged for old readers
+    assert instance["point_labels"] == [1, 0]
+    assert instance["box"] is None  # point-only prompt (documented in the result format)
+    overlay = np.asarray(Image.open(out_overlay).convert("RGB"))
+    assert _has_colour(overlay, 230, 110, FOREGROUND)
+    assert not _has_colour(overlay, 230, 110, BACKGROUND)
+    assert _has_colour(overlay, 330, 190, BACKGROUND)
+    assert not _has_colour(overlay, 330, 190, FOREGROUND)
+    assert f"wrote {out_json}\n" in err and f"wrote {out_overlay}\n" in err
+    assert "wrote" not in out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -47,3 +47,21 @@ def test_result_json_round_trip_and_union():
     assert back.phrase == "two things" and back.instances[0].points == [[2.0, 2.0]]
     with pytest.raises(InputError):
         Result.from_dict({"instances": []})
+
+
+def test_point_labels_travel_beside_points():
+    """Background points keep their label in the result JSON; JSON without the key (written
+    before it existed) reads as all foreground; a malformed list is a one-line InputError."""
+    dense = np.zeros((6, 8), bool)
+    dense[1:4, 1:5] = True
+    instance = Instance.from_mask(dense, points=[[2, 2], [6, 5]], point_labels=[1, 0])
+    data = json.loads(Result(8, 6, [instance]).to_json())
+    assert data["instances"][0]["points"] == [[2.0, 2.0], [6.0, 5.0]]
+    assert data["instances"][0]["point_labels"] == [1, 0]
+    assert Result.from_dict(data).instances[0].point_labels == [1, 0]
+    del data["instances"][0]["point_labels"]
+    assert Result.from_dict(data).instances[0].point_labels == [1, 1]
+    for bad in ([1], [1, 2], "10"):
+        data["instances"][0]["point_labels"] = bad
+        with pytest.raises(InputError, match="point_labels"):
+            Result.from_dict(data)

@@ -71,9 +71,13 @@ class Prompt:
 
 
 class Instance:
-    """One segmented object: its mask (COCO RLE, decoded on first use), box, points and score."""
+    """One segmented object: its mask (COCO RLE, decoded on first use), box, points and score.
 
-    __slots__ = ("_dense", "box", "label", "points", "rle", "score")
+    ``point_labels`` holds one label per point (1 foreground, 0 background, as in
+    :class:`Prompt`); it defaults to all foreground, which is what grounders produce.
+    """
+
+    __slots__ = ("_dense", "box", "label", "point_labels", "points", "rle", "score")
 
     def __init__(
         self,
@@ -82,12 +86,18 @@ class Instance:
         points: Sequence[Sequence[float]] = (),
         score: float = 1.0,
         label: str | None = None,
+        point_labels: Sequence[int] | None = None,
     ) -> None:
         self.rle = rle
         self.box = [float(v) for v in box] if box is not None else None
         self.points = [[float(p[0]), float(p[1])] for p in points]
         self.score = float(score)
         self.label = label
+        if point_labels is None:
+            point_labels = [1] * len(self.points)
+        if len(point_labels) != len(self.points) or any(v not in (0, 1) for v in point_labels):
+            raise InputError("point_labels needs one label per point, each 1 or 0")
+        self.point_labels = [int(v) for v in point_labels]
         self._dense: np.ndarray | None = None
 
     @classmethod
@@ -112,6 +122,8 @@ class Instance:
         out: dict[str, Any] = {
             "box": self.box,
             "points": self.points,
+            # Beside "points", not inside them, so readers of [[x, y]] points keep working.
+            "point_labels": self.point_labels,
             "score": round(self.score, 6),
             "mask": masks.normalize(self.rle),
         }
@@ -127,6 +139,7 @@ class Instance:
             points=data.get("points") or (),
             score=data.get("score", 1.0),
             label=data.get("label"),
+            point_labels=data.get("point_labels"),  # absent in older result JSON: foreground
         )
 
     def __repr__(self) -> str:
@@ -195,7 +208,7 @@ class Result:
                 parse_error=data.get("parse_error"),
                 timings=dict(data.get("timings") or {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"not a refseg result: {exc!r}") from exc
 
 

@@ -79,6 +79,7 @@ def test_json_request_with_points_and_pngs(make_client, astronaut_bytes):
     body = response.json()
     instance = body["instances"][0]
     assert instance["points"] == [[260.0, 150.0], [300.0, 240.0]]
+    assert instance["point_labels"] == [1, 0]  # the background point stays background
     union = Result.from_dict(body).union_mask()
     mask_png = masks.from_png(base64.b64decode(body["mask_png"]))
     assert np.array_equal(mask_png, union) and union.any()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from refseg.types import Result
 
 from .conftest import ScriptedGrounder
 
-SCREENSHOT_COPY = Path("/tmp/refseg-serve-screenshot.png")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -59,14 +57,14 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator:
+def browser(tmp_path_factory) -> Iterator:
     executable = _chromium()
     from playwright.sync_api import sync_playwright
 
-    profile = tempfile.mkdtemp(prefix="refseg-chromium-")
+    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile,
+            str(profile),
             executable_path=executable,
             headless=True,
             args=CHROMIUM_ARGS,
@@ -209,10 +207,9 @@ def test_upload_drag_a_box_and_type_a_phrase(page, memo_sam, astronaut_path, tmp
             "#instances .swatch", "els => els.map(e => e.style.backgroundColor)"
         )
         assert len(set(swatches)) == 2
-        screenshot = tmp_path / "refseg-serve.png"
+        screenshot = tmp_path / "refseg-serve.png"  # stays in the test's own folder
         page.screenshot(path=str(screenshot))
         assert screenshot.stat().st_size > 10_000
-        shutil.copyfile(screenshot, SCREENSHOT_COPY)
 
         # The explicit no-target answer and an unreadable answer are shown as such.
         page.fill("#phrase", "nothing at all")
@@ -244,3 +241,26 @@ def test_without_a_grounder_the_page_offers_boxes_and_points(page, memo_sam, ast
         page.wait_for_selector("body[data-state=done] #instances[data-count='1']", timeout=60_000)
         [instance] = page.evaluate("() => window.refseg.state.result.instances")
         assert masks.decode(instance["mask"])[140, 256]
+        # Shift-click: a background point. The answer keeps its label, and once the user's own
+        # prompts are cleared the answer's points are still drawn as background (red), not green.
+        page.keyboard.down("Shift")
+        page.mouse.click(rect["x"] + 330 * scale, rect["y"] + 190 * scale)
+        page.keyboard.up("Shift")
+        page.wait_for_function(
+            "() => window.refseg.state.result && "
+            "window.refseg.state.result.instances[0].points.length === 2",
+            timeout=60_000,
+        )
+        [instance] = page.evaluate("() => window.refseg.state.result.instances")
+        assert instance["point_labels"] == [1, 0]
+        page.click("#clear")
+        window = np.array(
+            page.evaluate(
+                "() => Array.from(document.getElementById('canvas').getContext('2d')"
+                ".getImageData(322, 182, 17, 17).data)"
+            ),
+            dtype=np.uint8,
+        ).reshape(17, 17, 4)[..., :3]
+        colours = {tuple(int(v) for v in px) for px in window.reshape(-1, 3)}
+        assert (255, 77, 77) in colours  # the page's background red
+        assert (60, 220, 60) not in colours  # not the foreground green

@@ -166,3 +166,6 @@ def register(app: typer.Typer) -> None:
         write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
         # With an output on standard output the summary goes to stderr, keeping stdout parseable.
         typer.echo(summary(result), err=any(is_stdout(p) for p in outputs.values()))
+        for path in (json_out, mask_png, overlay_out):  # on stderr: stdout may carry --json -
+            if path is not None and str(path) != "-":
+                typer.echo(f"wrote {path}", err=True)

@@ -395,7 +395,12 @@ def make_record(
         "no_target_answer": bool(result.no_target) if result is not None else False,
         "prediction": prediction,
         "instances": [
-            {"box": i.box, "points": i.points, "score": round(i.score, 6)}
+            {
+                "box": i.box,
+                "points": i.points,
+                "point_labels": i.point_labels,
+                "score": round(i.score, 6),
+            }
             for i in (result.instances if pred_masks is not None and result is not None else [])
         ],
         "raw_answer": _clip(result.raw_answer if result is not None else None),

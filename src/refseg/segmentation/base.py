@@ -52,7 +52,13 @@ class MaskPrediction:
     low_res: np.ndarray | None = None
 
     def to_instance(self, prompt: Prompt) -> Instance:
-        return Instance.from_mask(self.mask, box=prompt.box, points=prompt.points, score=self.score)
+        return Instance.from_mask(
+            self.mask,
+            box=prompt.box,
+            points=prompt.points,
+            point_labels=prompt.labels,
+            score=self.score,
+        )
 
 
 @runtime_checkable

@@ -234,7 +234,8 @@ function render() {
     state.result.instances.forEach((inst, i) => {
       if (state.hidden.has(i)) return;
       if (inst.box) drawBox(inst.box, css(colorOf(i)), 2 * s, []);
-      for (const [x, y] of inst.points) drawPoint(x, y, 1, s, colorOf(i));
+      // point_labels: 1 foreground, 0 background (absent from older servers: all foreground).
+      inst.points.forEach(([x, y], k) => drawPoint(x, y, inst.point_labels ? inst.point_labels[k] : 1, s, colorOf(i)));
     });
   }
   if (state.box) drawBox(state.box, "rgba(255,255,255,0.95)", 2 * s, [6 * s, 4 * s]);
