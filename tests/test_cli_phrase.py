@@ -144,3 +144,113 @@ def test_phrase_errors_exit_2(taught_dir, tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "CUDA" in err
+
+
+# --- batch: outages, other inputs, bad lines (issue 11) ---
+
+
+@pytest.fixture
+def flaky_server():
+    """An OpenAI-style grounder endpoint that answers 503 while ``down`` is true."""
+    from tests.grounding.chat_server import ChatServer
+
+    state = {"down": True}
+    fail = lambda n: (503, b'{"error": "down"}') if state["down"] else None  # noqa: E731
+    with ChatServer(lambda r: "<answer>[]</answer>", fail=fail) as server:
+        server.state = state
+        yield server
+
+
+def batch_argv(pairs, out, server, *extra):
+    spec = f"openai:{server.url}#m;retries=1"
+    return ["segment", "--batch", str(pairs), "--out", str(out), "--grounder", spec, *extra]
+
+
+def write_pairs(path, phrases, image=IMAGE):
+    path.write_text("".join(json.dumps({"image": str(image), "phrase": p}) + "\n" for p in phrases))
+
+
+def test_batch_retries_pairs_that_failed_in_an_outage(flaky_server, tmp_path, capsys, sam):
+    pairs, out = tmp_path / "pairs.jsonl", tmp_path / "run"
+    write_pairs(pairs, [f"thing {i}" for i in range(5)])
+    code, stdout, err = run(batch_argv(pairs, out, flaky_server), capsys)
+    assert code == 0, err
+    assert "5 pairs segmented (0 already done, 5 failed)" in stdout
+    flaky_server.state["down"] = False
+    code, stdout, err = run(batch_argv(pairs, out, flaky_server), capsys)
+    assert code == 0, err
+    assert "5 pairs segmented (0 already done, 5 failed before and tried again, 0 failed)" in stdout
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["1", "2", "3", "4", "5"]  # one line per pair
+    assert all("error" not in r for r in records)
+    # the image file and the result's image size, both
+    assert records[0]["image_path"] == str(IMAGE)
+    assert records[0]["image"] == {"width": 512, "height": 512}
+    code, stdout, _ = run(batch_argv(pairs, out, flaky_server), capsys)
+    assert code == 0 and "all 5 pairs already done" in stdout
+
+
+def test_batch_refuses_another_pairs_file_in_the_same_out(flaky_server, tmp_path, capsys, sam):
+    flaky_server.state["down"] = False
+    first, second, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "run"
+    write_pairs(first, ["the cat", "the dog"])
+    write_pairs(second, ["the cup", "the plate"])
+    assert run(batch_argv(first, out, flaky_server), capsys)[0] == 0
+    before = (out / "results.jsonl").read_bytes()
+    code, _, err = run(batch_argv(second, out, flaky_server), capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "different pair under id '1'" in err and "--fresh" in err and "new --out" in err
+    assert (out / "results.jsonl").read_bytes() == before
+    # a longer version of the same file is not another input: only the new pair runs
+    write_pairs(first, ["the cat", "the dog", "the bird"])
+    code, stdout, err = run(batch_argv(first, out, flaky_server), capsys)
+    assert code == 0 and "1 pairs segmented (2 already done" in stdout, err
+    # a shorter, unrelated file with its own ids
+    second.write_text(json.dumps({"image": str(IMAGE), "phrase": "x", "id": "z"}) + "\n")
+    code, _, err = run(batch_argv(second, out, flaky_server), capsys)
+    assert code == 2 and "another pairs file" in err
+    code, stdout, err = run(batch_argv(second, out, flaky_server, "--fresh"), capsys)
+    assert code == 0 and "1 pairs segmented (0 already done" in stdout, err
+    assert [json.loads(x)["phrase"] for x in (out / "results.jsonl").read_text().splitlines()] == [
+        "x"
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"image": "a.jpg", "phrase": "ok"}\n{"image": "a.jpg", "phrase": "bad \\ud800"}\n',
+         "line 2: the phrase has a character that is not valid text"),
+        (b'{"image": "a.jpg", "phrase": "ok"}\n{"image": "a.jpg", "phrase": "caf\xe9"}\n',
+         "line 2: not UTF-8 text"),
+        (b'{"image": "a.jpg", "phrase": "   "}\n', "line 1: the phrase is empty"),
+        (b'{"image": "a.jpg", "phrase": "x", "id": [1]}\n', 'line 1: "id" must be'),
+        (b'\xef\xbb\xbf{"image": "a.jpg", "phrase": "x"}\n', None),  # a UTF-8 BOM is fine
+    ],
+)  # fmt: skip
+def test_bad_batch_lines_name_file_and_line(tmp_path, capsys, content, message):
+    from refseg.cli.batch import read_pairs
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(content)
+    if message is None:
+        assert read_pairs(pairs)[0]["phrase"] == "x"
+        return
+    argv = ["segment", "--batch", str(pairs), "--out", str(tmp_path / "run")]
+    code, _, err = run([*argv, "--grounder", "openai:http://127.0.0.1:9#m"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{pairs}: {message}" in err
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_batch_out_cannot_be_its_own_input(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    write_pairs(out / "results.jsonl", ["x"])
+    before = (out / "results.jsonl").read_bytes()
+    argv = ["segment", "--batch", str(out / "results.jsonl"), "--out", str(out)]
+    code, _, err = run([*argv, "--grounder", "openai:http://127.0.0.1:9#m"], capsys)
+    assert code == 2 and "input file" in err and (out / "results.jsonl").read_bytes() == before
+    argv = ["segment", "--batch", str(out / "results.jsonl"), "--out", str(out / "results.jsonl")]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "not a folder" in err and err.count("\n") == 1
