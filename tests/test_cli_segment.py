@@ -161,3 +161,41 @@ def test_usage_errors_exit_2_without_traceback(args, capsys):
 def test_exit_codes_from_typer_are_returned():
     assert main(["segment", "--help"]) == 0
     assert main([]) in (0, 2)  # no arguments: help, never a crash
+
+
+def test_output_over_the_input_image_is_refused(tmp_path, capsys):
+    photo = tmp_path / "v.jpg"
+    photo.write_bytes(IMAGE.read_bytes())
+    (tmp_path / "alias.jpg").symlink_to(photo)
+    for target in (photo, tmp_path / "alias.jpg"):
+        argv = ["segment", str(photo), "--box", "1,1,50,50", "--overlay", str(target)]
+        code, _, err = run(argv, capsys)
+        assert code == 2 and "input file" in err and err.count("\n") == 1
+    assert photo.read_bytes() == IMAGE.read_bytes()
+
+
+def test_json_dash_is_standard_output(tmp_path, capsys, monkeypatch, sam):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["segment", str(IMAGE), "--box", "140,20,320,200", "--json", "-"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["image"] == {"width": 512, "height": 512}  # stdout is only the JSON
+    assert "1 instance(s)" in err
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("target", [".", "afile/x.json", "/proc/self/x.json"])
+def test_unwritable_outputs_exit_2_with_one_line(tmp_path, capsys, monkeypatch, target, sam):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep")
+    code, _, err = run(["segment", str(IMAGE), "--box", "1,1,50,50", "--json", target], capsys)
+    assert code == 2 and err.startswith("refseg: error: cannot write") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_linked_output_is_written_through(tmp_path, capsys, sam):
+    real, link = tmp_path / "results" / "r.json", tmp_path / "r.json"
+    real.parent.mkdir()
+    link.symlink_to(real)
+    code, _, err = run(["segment", str(IMAGE), "--box", "1,1,50,50", "--json", str(link)], capsys)
+    assert code == 0, err
+    assert link.is_symlink() and json.loads(real.read_text())["instances"]
