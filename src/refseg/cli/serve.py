@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
             16, min=0, help="Requests waiting beyond those; more get 503 with Retry-After."
         ),
         max_body_mb: float = typer.Option(32.0, min=0.001, help="Request body limit (MiB)."),
+        body_timeout: float = typer.Option(
+            60.0, min=0.1, help="Seconds a client has to send its request body (408 after)."
+        ),
         max_pixels: int | None = typer.Option(
             None, min=1, help="Image pixel limit (default: REFSEG_MAX_PIXELS or 50 million)."
         ),
@@ -50,7 +53,7 @@ def register(app: typer.Typer) -> None:
         """
         import logging
 
-        from refseg.serve.app import API_KEY_ENV, create_app
+        from refseg.serve.app import API_KEY_ENV, create_app, default_allowed_hosts
         from refseg.serve.server import bind, is_loopback, make_server, url_of
 
         if log_level not in ("debug", "info", "warning", "error"):
@@ -78,9 +81,12 @@ def register(app: typer.Typer) -> None:
             max_concurrency=max_concurrency,
             max_queue=max_queue,
             max_body_bytes=int(max_body_mb * 2**20),
+            body_timeout=body_timeout,
             max_pixels=max_pixels,
             cache_entries=cache_entries,
             cache_bytes=int(cache_mb * 2**20),
+            # Without a key: answer only to loopback names and the address bound (DNS rebinding).
+            allowed_hosts=default_allowed_hosts(host),
             on_load_failure=stop,
         )
         url = url_of(sock)
