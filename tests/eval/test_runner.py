@@ -312,3 +312,75 @@ def test_pipeline_mode_with_a_real_tiny_vlm(tmp_path: Path, sam) -> None:
             assert record["error"] and record["raw_answer"] is not None
         assert record["timings"]["ground_s"] > 0
     assert doc["metrics"]["n"] == 3
+
+
+class OutageGrounder(TableGrounder):
+    """The table grounder behind an endpoint that is down until ``down`` is cleared."""
+
+    def __init__(self, table: dict[str, list]) -> None:
+        super().__init__(table)
+        self.down = True
+
+    def ground(self, images, phrases, *, think=False):
+        if self.down:
+            from refseg.errors import ModelError
+
+            raise ModelError("endpoint http://gpu-box:8000 unreachable after 3 tries")
+        return super().ground(images, phrases, think=think)
+
+
+def test_failed_samples_are_tried_again_on_rerun(tmp_path: Path, images: list[Path]) -> None:
+    """Issue 11: after a grounder outage every sample stayed failed until --fresh."""
+    samples = make_samples(images)[:5]  # s4 is "garbled": the model's own parse failure
+    grounder = OutageGrounder(TABLE)
+    pipe = Pipeline(grounder, BoxFiller())
+    doc = evaluate(samples, pipeline=pipe, out_dir=tmp_path / "run", report=False)
+    assert doc["failures"] == {"grounder": 5}
+    grounder.down = False
+    doc = evaluate(samples, pipeline=pipe, out_dir=tmp_path / "run", report=False)
+    assert doc["failures"] == {"parse": 1}
+    records = read_records(tmp_path / "run" / RECORDS_FILE)
+    assert sorted(r["id"] for r in records) == [s.id for s in samples]  # one record each
+    reference = evaluate(
+        samples, pipeline=Pipeline(TableGrounder(TABLE), BoxFiller()), out_dir=tmp_path / "ref"
+    )
+    assert doc["metrics"] == reference["metrics"]
+    # the model's unreadable answer is a result, not an outage: it is not asked again
+    grounder.calls.clear()
+    evaluate(samples, pipeline=pipe, out_dir=tmp_path / "run", report=False)
+    assert grounder.calls == []
+
+
+def test_fresh_waits_for_the_run_in_progress(tmp_path: Path, images: list[Path]) -> None:
+    """Issue 11: a second run with resume=False (--fresh) deleted the records of the first."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    class SlowGrounder(TableGrounder):
+        def ground(self, images, phrases, *, think=False):
+            started.set()
+            release.wait(30)
+            return super().ground(images, phrases, think=think)
+
+    samples = make_samples(images)[:4]
+    first_pipe = Pipeline(SlowGrounder(TABLE), BoxFiller())
+    result: dict = {}
+
+    def first() -> None:
+        result["doc"] = evaluate(
+            samples, pipeline=first_pipe, out_dir=tmp_path / "run", batch_size=1, report=False
+        )
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(30)
+        second = Pipeline(TableGrounder(TABLE), BoxFiller())
+        with pytest.raises(InputError, match="another refseg eval"):
+            evaluate(samples, pipeline=second, out_dir=tmp_path / "run", resume=False)
+    finally:
+        release.set()
+        thread.join(30)
+    assert result["doc"]["n_samples"] == 4
+    assert len(read_records(tmp_path / "run" / RECORDS_FILE)) == 4
