@@ -77,8 +77,23 @@ def test_oracle_boxes_on_coco_sample(oracle_run: Path, coco_jsonl: Path) -> None
         assert record["iou"] == pytest.approx(masks.iou(gt, record["prediction"]), abs=1e-12)
         assert record["timings"]["predict_s"] > 0
     html = (oracle_run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 16
+    assert html.count("data:image/jpeg;base64,") == 16
     assert (oracle_run / "metrics.md").read_text().startswith("# Evaluation:")
+
+
+def test_explicit_default_refine_resumes_the_same_run(oracle_run: Path, coco_jsonl: Path) -> None:
+    """``--refine 1`` is the default: the run made without it is the same configuration (issue
+    10: it was refused as "refine: None there, 1 now"); another value is refused with a way
+    out."""
+    config = json.loads((oracle_run / "config.json").read_text())
+    assert config["identity"]["refine"] == 1  # the default, resolved before it was recorded
+    args = ["--dataset", f"jsonl:{coco_jsonl}", "--oracle-boxes", "--out", str(oracle_run)]
+    same = refseg_eval(*args, "--refine", "1", "--no-report", cwd=oracle_run.parent)
+    assert same.returncode == 0, same.stderr
+    other = refseg_eval(*args, "--refine", "2", cwd=oracle_run.parent)
+    assert other.returncode == 2
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refine: 1 there, 2 now" in lines[0] and "--fresh" in lines[0]
 
 
 def test_interrupt_kill_9_and_resume(oracle_run: Path, coco_jsonl: Path, work: Path) -> None:
@@ -217,11 +232,36 @@ def test_two_process_run_equals_single_process(
         "-m", "refseg.cli", "eval", "--dataset", f"jsonl:{coco_jsonl}",
         "--predictions", str(predictions), "--out", str(sharded), "--no-report",
     ]  # fmt: skip
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    # torchelastic makes its scratch folders (torchelastic_*) with tempfile, under TMPDIR: keep
+    # them in this test's folder instead of the machine's /tmp.
+    scratch = work / "tmp"
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(scratch)}
     run = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=180, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert list(scratch.glob("torchelastic_*")), "the launcher's scratch folder is not in TMPDIR"
     assert (sharded / "metrics.json").read_bytes() == (single / "metrics.json").read_bytes()
     records = read_records(sharded / RECORDS_FILE)
     assert sorted(r["id"] for r in records) == sorted(r["id"] for r in read_records(
         single / RECORDS_FILE))  # fmt: skip
     assert not list(sharded.glob("records.rank*.jsonl"))  # merged into records.jsonl
+
+
+def test_images_option_finds_refer_images_elsewhere(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Issue 10: the README promised `--images` for REFER layouts, but `eval` had no such flag."""
+    from refseg.cli import main
+    from tests.data.helpers import write_refer
+
+    monkeypatch.delenv("REFSEG_COCO_IMAGES", raising=False)
+    root = write_refer(tmp_path / "refcoco", "unc")
+    elsewhere = tmp_path / "photos"  # not a folder name the reader looks for by itself
+    (root / "images").rename(elsewhere)
+    predictions = tmp_path / "none.jsonl"
+    predictions.write_text("")
+    args = ["eval", "--dataset", f"refcoco:{root}:val", "--predictions", str(predictions),
+            "--no-report"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "images are missing" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--images", str(elsewhere)]) == 0
+    document = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert document["n_samples"] == 3 and document["failures"] == {"missing": 3}

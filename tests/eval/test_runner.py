@@ -136,7 +136,7 @@ def test_pipeline_mode(tmp_path: Path, images: list[Path]) -> None:
     assert set(doc["breakdowns"]) == {"difficulty", "targets"}
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == doc
     html = (tmp_path / "run" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 8 and "By difficulty" in html
+    assert html.count("data:image/jpeg;base64,") >= 8 and "By difficulty" in html
     assert "| all |" in (tmp_path / "run" / "metrics.md").read_text()
 
 
@@ -251,7 +251,7 @@ def test_image_problems_are_failures(tmp_path: Path, images: list[Path]) -> None
     doc = evaluate([wrong_size, missing], segmenter=BoxFiller(), out_dir=tmp_path / "r")
     assert doc["failures"] == {"image": 2}
     html = (tmp_path / "r" / "report.html").read_text()
-    assert "image unavailable" in html or "data:image/png" in html
+    assert "image unavailable" in html or "data:image/jpeg" in html
 
 
 def test_scores_match_metrics_module(tmp_path: Path, images: list[Path]) -> None:
@@ -312,6 +312,29 @@ def test_pipeline_mode_with_a_real_tiny_vlm(tmp_path: Path, sam) -> None:
             assert record["error"] and record["raw_answer"] is not None
         assert record["timings"]["ground_s"] > 0
     assert doc["metrics"]["n"] == 3
+
+
+def test_default_refine_is_resolved_before_it_is_recorded(tmp_path: Path, images) -> None:
+    """Issue 10: `--refine 1` (the default) on a run made without it was refused as "refine:
+    None there, 1 now". The configuration records the rounds really used; a real difference
+    is refused with a pointer to --fresh."""
+    samples = make_samples(images)[:2]
+    segmenter = BoxFiller()
+    segmenter.refine = 1  # the segmenter's own default, as onnx-sam and the SAMs carry it
+    evaluate(samples, segmenter=segmenter, out_dir=tmp_path / "run", report=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["identity"]["refine"] == 1
+    evaluate(samples, segmenter=segmenter, refine=1, out_dir=tmp_path / "run", report=False)
+    with pytest.raises(InputError, match=r"refine: 1 there, 2 now.*--fresh"):
+        evaluate(samples, segmenter=segmenter, refine=2, out_dir=tmp_path / "run")
+    # A folder written before the default was resolved (refine: null) still resumes.
+    config["identity"]["refine"] = None
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    evaluate(samples, segmenter=segmenter, refine=1, out_dir=tmp_path / "run", report=False)
+    pipe = Pipeline(TableGrounder(TABLE), segmenter)
+    evaluate(samples, pipeline=pipe, out_dir=tmp_path / "pipe", report=False)
+    again = Pipeline(TableGrounder(TABLE), segmenter, refine=1)
+    evaluate(samples, pipeline=again, out_dir=tmp_path / "pipe", report=False)
 
 
 class OutageGrounder(TableGrounder):

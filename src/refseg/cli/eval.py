@@ -85,6 +85,12 @@ def register(app: typer.Typer) -> None:
             ..., "--dataset", help="KIND:PATH[:SPLIT], e.g. refcocog:data/refcocog:val."
         ),
         out: Path = typer.Option(..., "--out", help="Run folder (rerun the command to resume)."),
+        images: Path | None = typer.Option(
+            None,
+            "--images",
+            help="Image folder (COCO train2014 for the REFER kinds; default: "
+            "$REFSEG_COCO_IMAGES or beside the dataset).",
+        ),
         grounder: str | None = typer.Option(
             None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."
         ),
@@ -103,7 +109,13 @@ def register(app: typer.Typer) -> None:
         ),
         limit: int | None = typer.Option(None, min=0, help="Evaluate the first N samples."),
         think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
-        refine: int | None = typer.Option(None, min=0, max=8, help="Decoder refinement rounds."),
+        refine: int | None = typer.Option(
+            None,
+            min=0,
+            max=8,
+            help="Decoder refinement rounds (default: the segmenter's own; 1 for onnx-sam, "
+            "sam and sam2).",
+        ),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
         batch_size: int = typer.Option(8, min=1, help="Phrases per grounder batch."),
         boundary_ratio: float = typer.Option(
@@ -126,7 +138,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--boundary-ratio must be in (0, 1), got {boundary_ratio}")
         device = device or _rank_device()
         _refuse_writing_inputs(out, dataset, predictions)
-        samples = open_dataset(dataset)
+        samples = open_dataset(dataset, **({} if images is None else {"images_dir": images}))
         config = {"dataset": _dataset_identity(dataset)}
         common = dict(
             out_dir=out,

@@ -2,7 +2,7 @@
 
 Both are made from the run's records and ``metrics.json`` document only (plus the images, for the
 overlays), so they can be regenerated at any time and never disagree with the numbers. The HTML
-embeds everything (styles, base64 PNG overlays) and can be mailed or attached as one file.
+embeds everything (styles, base64 JPEG overlays) and can be mailed or attached as one file.
 """
 
 from __future__ import annotations
@@ -26,8 +26,13 @@ if TYPE_CHECKING:
 
 #: How many best and worst samples the HTML report shows.
 GALLERY_SIZE = 8
-#: Width in pixels of one overlay panel in the report.
-PANEL_WIDTH = 280
+#: Widest overlay panel kept in the report (pixels). Panels are only ever shrunk to it, never
+#: enlarged, so the report shows masks at (or near) the image's own resolution, where an edge
+#: that misses by a few pixels can be seen.
+MAX_PANEL_WIDTH = 800
+#: JPEG quality of the embedded overlays. With full-resolution colour (no 4:2:0 chroma
+#: subsampling) thin coloured outlines stay sharp; a palette PNG would dither the photo instead.
+JPEG_QUALITY = 90
 
 _BREAKDOWN_TITLES = {
     "difficulty": "By difficulty (meta.difficulty)",
@@ -42,13 +47,47 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
+#: What each timing key measures, in the order the summary shows them.
+TIMING_NAMES = {
+    "ground_s": "grounder",
+    "embed_s": "image encoder",
+    "predict_s": "mask decoder",
+    "total_s": "wall time",
+}
+
+
 def _timing_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Mean seconds per sample for each timing key present (over records that have it)."""
+    """Mean seconds per sample for each timing key, over *all* records.
+
+    A step that runs once per image (the image encoder: ``embed_s``) is recorded on the first
+    sample of that image only. Averaging it over just the records that carry it gave the
+    encoder's cost per image next to per-sample decoder and wall times, so the "total" could
+    read below one of its parts; dividing every sum by the number of samples keeps the parts
+    below the total (``total_s`` is each sample's wall time, encoder included).
+    """
     sums: dict[str, list[float]] = {}
     for record in records:
         for key, value in (record.get("timings") or {}).items():
             sums.setdefault(key, []).append(float(value))
-    return {k: math.fsum(v) / len(v) for k, v in sorted(sums.items())}
+    order = {key: index for index, key in enumerate(TIMING_NAMES)}
+    keys = sorted(sums, key=lambda k: (order.get(k, len(order)), k))
+    return {k: math.fsum(sums[k]) / len(records) for k in keys}
+
+
+def timing_text(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """One sentence on where the time went, or ``None`` when no record has timings."""
+    timings = _timing_summary(records)
+    if not timings:
+        return None
+    parts = ", ".join(
+        f"{TIMING_NAMES[k]} ({k}) {v:.3f}" if k in TIMING_NAMES else f"{k} {v:.3f}"
+        for k, v in timings.items()
+    )
+    return (
+        f"Mean seconds per sample over all {len(records)} samples: {parts}. The image encoder "
+        "runs once per image, so its time is shared by that image's samples; the wall time "
+        "includes every step."
+    )
 
 
 def _title(document: Mapping[str, Any]) -> str:
@@ -98,11 +137,9 @@ def render_markdown(document: Mapping[str, Any], records: Sequence[Mapping[str, 
         lines += _md_table(list(groups.items()), key)
     note = failure_note(document)
     lines += ["", f"Failures: {note}" if note else "Failures: none."]
-    timings = _timing_summary(records)
+    timings = timing_text(records)
     if timings:
-        lines.append(
-            "Mean seconds per sample: " + ", ".join(f"{k} {v:.3f}" for k, v in timings.items())
-        )
+        lines.append(timings)
     lines += ["", "Values are percentages; definitions in `refseg.eval.metrics`."]
     return "\n".join(lines) + "\n"
 
@@ -111,21 +148,25 @@ def render_markdown(document: Mapping[str, Any], records: Sequence[Mapping[str, 
 # HTML
 
 
-def _png_data_uri(image: np.ndarray) -> str:
-    """A base64 PNG data URI; palette-quantised (256 colours), which keeps a photo overlay
-    near 100 kB instead of several hundred and the whole report a few MB at most."""
+def _jpeg_data_uri(image: np.ndarray) -> str:
+    """A base64 JPEG data URI (quality :data:`JPEG_QUALITY`, no chroma subsampling): a
+    full-colour photo overlay of about 100-200 kB, with no palette dithering."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image).quantize(256).save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    # No optimize=True: with it Pillow fails on large pictures written to memory.
+    Image.fromarray(image).save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _resize(image: np.ndarray, width: int) -> np.ndarray:
+def _shrink(image: np.ndarray, width: int) -> np.ndarray:
+    """``image`` scaled down to ``width`` pixels (area-averaged); never enlarged."""
     from PIL import Image
 
+    if image.shape[1] <= width:
+        return image
     height = max(1, round(image.shape[0] * width / image.shape[1]))
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BOX))
 
 
 @functools.lru_cache(maxsize=4)
@@ -164,12 +205,18 @@ def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray
     if record.get("prediction") and list(record["prediction"]["size"]) == [height, width]:
         pred.instances = [Instance(record["prediction"])]
         pred.instances += [
-            Instance(masks.empty(height, width), box=i.get("box"), points=i.get("points") or ())
+            Instance(
+                masks.empty(height, width),
+                box=i.get("box"),
+                points=i.get("points") or (),
+                point_labels=i.get("point_labels"),
+            )
             for i in record.get("instances") or []
         ]
-    separator = np.full((height, max(2, width // 100), 3), 255, dtype=np.uint8)
-    both = np.concatenate([overlay(image, gt), separator, overlay(image, pred)], axis=1)
-    return _resize(both, 2 * PANEL_WIDTH)
+    gt_panel = _shrink(overlay(image, gt), MAX_PANEL_WIDTH)
+    pred_panel = _shrink(overlay(image, pred), MAX_PANEL_WIDTH)
+    separator = np.full((gt_panel.shape[0], 8, 3), 255, dtype=np.uint8)
+    return np.concatenate([gt_panel, separator, pred_panel], axis=1)
 
 
 def _status(record: Mapping[str, Any]) -> str:
@@ -184,8 +231,10 @@ def _status(record: Mapping[str, Any]) -> str:
 
 def _card(record: Mapping[str, Any], sample: Sample | None) -> str:
     pair = overlay_pair(record, sample)
+    # width/height attributes are the picture's own pixels; CSS may shrink it, never enlarge it.
     picture = (
-        f'<img src="{_png_data_uri(pair)}" alt="overlay">'
+        f'<img src="{_jpeg_data_uri(pair)}" width="{pair.shape[1]}" height="{pair.shape[0]}" '
+        'alt="overlay" title="click: full size">'
         if pair is not None
         else '<div class="noimg">image unavailable</div>'
     )
@@ -219,12 +268,26 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3}
 .grid{display:flex;flex-wrap:wrap;gap:1em}
-.card{margin:0;width:640px;border:1px solid #ddd;padding:.4em}
-.card img{width:100%}
+.card{margin:0;max-width:100%;border:1px solid #ddd;padding:.4em}
+.card img{display:block;max-width:min(100%,1000px);height:auto;cursor:zoom-in}
+#zoom{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);overflow:auto;
+ cursor:zoom-out;z-index:9}
+#zoom.on{display:block}
+#zoom img{display:block;margin:1em auto;max-width:none}
 .noimg{height:80px;background:#eee;text-align:center;line-height:80px;color:#777}
 .muted{color:#666}
 code{font-size:90%}
 """
+
+
+#: Click an overlay: it opens at its own pixel size over the page; click again to close.
+_ZOOM = (
+    '<div id="zoom"><img alt="full-size overlay"></div><script>'
+    'const zoom=document.getElementById("zoom");'
+    'document.querySelectorAll(".card img").forEach(i=>i.addEventListener("click",()=>{'
+    'zoom.firstChild.src=i.src;zoom.classList.add("on");}));'
+    'zoom.addEventListener("click",()=>zoom.classList.remove("on"));</script>'
+)
 
 
 def render_html(
@@ -246,10 +309,9 @@ def render_html(
         parts.append(_html_table(list(groups.items()), key))
     note = failure_note(document)
     parts.append(f"<p><b>Failures:</b> {html.escape(note) if note else 'none'}</p>")
-    timings = _timing_summary(records)
+    timings = timing_text(records)
     if timings:
-        text = ", ".join(f"{k} {v:.3f}" for k, v in timings.items())
-        parts.append(f"<p><b>Mean seconds per sample:</b> {html.escape(text)}</p>")
+        parts.append(f"<p><b>Timings:</b> {html.escape(timings)}</p>")
     config = document.get("config") or {}
     rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
@@ -269,8 +331,9 @@ def render_html(
         parts.append("</div>")
     parts.append(
         "<p class=muted>Definitions: <code>refseg.eval.metrics</code>. Failures (unreadable "
-        "answers, errors, missing predictions) score IoU 0.</p></body></html>"
+        "answers, errors, missing predictions) score IoU 0. Click an overlay for full size.</p>"
     )
+    parts.append(_ZOOM + "</body></html>")
     return "\n".join(parts) + "\n"
 
 

@@ -104,8 +104,18 @@ def load_run_records(out_dir: Path) -> dict[str, dict[str, Any]]:
 # Configuration
 
 
-def _check_config(out_dir: Path, identity: dict[str, Any], notes: dict[str, Any]) -> None:
-    """Write ``config.json`` for a new run, or refuse a rerun whose configuration differs."""
+def _check_config(
+    out_dir: Path,
+    identity: dict[str, Any],
+    notes: dict[str, Any],
+    *,
+    default_refine: int | None = None,
+) -> None:
+    """Write ``config.json`` for a new run, or refuse a rerun whose configuration differs.
+
+    ``default_refine``: the segmenter's default rounds, which folders written before defaults
+    were resolved recorded as ``refine: None``.
+    """
     path = out_dir / CONFIG_FILE
     if path.is_file():
         try:
@@ -113,13 +123,15 @@ def _check_config(out_dir: Path, identity: dict[str, Any], notes: dict[str, Any]
             previous = stored["identity"]
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path} is not a refseg eval config; use a new --out") from exc
+        if isinstance(previous, dict) and previous.get("refine", 0) is None:
+            previous = {**previous, "refine": default_refine}
         if previous != identity:
             keys = sorted(set(previous) | set(identity))
             key = next(k for k in keys if previous.get(k) != identity.get(k))
             raise InputError(
                 f"{out_dir} holds a run with a different configuration ({key}: "
                 f"{previous.get(key)!r} there, {identity.get(key)!r} now); "
-                "use a new --out or delete that folder"
+                "rerun with --fresh to discard it, or use a new --out"
             )
         return
     text = json.dumps({"identity": identity, "notes": notes}, indent=1, sort_keys=True) + "\n"
@@ -570,10 +582,12 @@ def evaluate(
             grounder=_name(pipeline.grounder),
             segmenter=_name(pipeline.segmenter),
             think=bool(pipeline.think if think is None else think),
-            refine=pipeline.refine,
+            refine=_rounds(pipeline.refine, pipeline.segmenter),
         )
     elif segmenter is not None:
-        identity.update(mode="oracle-boxes", segmenter=_name(segmenter), refine=refine)
+        identity.update(
+            mode="oracle-boxes", segmenter=_name(segmenter), refine=_rounds(refine, segmenter)
+        )
     else:
         identity["mode"] = "predictions"
         if isinstance(predictions, (str, os.PathLike)):
@@ -587,7 +601,13 @@ def evaluate(
             path.unlink(missing_ok=True)
         (out / CONFIG_FILE).unlink(missing_ok=True)
     dist.barrier()
-    _check_config(out, identity, {"limit": limit, "n_samples": len(samples)})
+    seg = pipeline.segmenter if pipeline is not None else segmenter
+    _check_config(
+        out,
+        identity,
+        {"limit": limit, "n_samples": len(samples)},
+        default_refine=_rounds(None, seg),
+    )
     # Failed samples are not final: drop their records (rank 0, under the run lock) so this
     # session tries them again; every other record is kept.
     retried: dict[str, int] = {}
@@ -639,6 +659,12 @@ def evaluate(
     if not dist.main:
         document = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
     return document
+
+
+def _rounds(refine: int | None, segmenter: Any) -> int | None:
+    """The refinement rounds a run really uses: ``None`` means the segmenter's default, which is
+    resolved here so that ``--refine 1`` and no ``--refine`` record the same configuration."""
+    return refine if refine is not None else getattr(segmenter, "refine", None)
 
 
 def _name(component: Any) -> str:
