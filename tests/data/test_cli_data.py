@@ -76,3 +76,50 @@ def test_coco_command(coco_sample: Path, tmp_path: Path, capsys) -> None:
     samples = open_dataset(f"jsonl:{out}")
     assert samples and all(s.image.is_file() for s in samples)
     assert {s.phrase for s in samples} >= {"person"}
+
+
+def test_coco_per_instance_output(coco_sample: Path, tmp_path: Path, coco_instances) -> None:
+    """Issue 10: --per-instance marked every sample iscrowd and repeated the crowd mask on
+    every line. Now each line is one non-crowd instance: its own flag, no copied crowd mask."""
+    out = tmp_path / "inst.jsonl"
+    args = ["data", "coco", "--instances", str(coco_sample / "instances.json")]
+    assert main([*args, "--images", str(coco_sample / "images"), "--out", str(out)]) == 0
+    per_category = [json.loads(line) for line in out.read_text().splitlines()]
+    assert main([*args, "--images", str(coco_sample / "images"), "--out", str(out),
+                 "--per-instance"]) == 0  # fmt: skip
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    solid = [a for a in coco_instances["annotations"] if not a["iscrowd"]]
+    crowd = {a["id"] for a in coco_instances["annotations"] if a["iscrowd"]}
+    assert len(lines) == len(solid) and crowd
+    for line in lines:
+        meta = line["meta"]
+        assert meta["iscrowd"] is False and "ignore" not in meta
+        assert not set(meta["ann_ids"]) & crowd
+        assert set(meta.get("crowd_ann_ids", [])) <= crowd
+    assert any(line["meta"].get("crowd_ann_ids") for line in lines)
+    # The per-category form still says which categories have crowd regions, with their mask.
+    assert any(line["meta"]["iscrowd"] and "ignore" in line["meta"] for line in per_category)
+
+
+def test_info_takes_dataset_as_option_and_positional(tmp_path: Path, capsys) -> None:
+    root = write_refer(tmp_path / "refcoco", "unc")
+    spec = f"refcoco:{root}:val"
+    assert main(["data", "info", "--dataset", spec]) == 0
+    assert "3 samples, 1 images" in capsys.readouterr().out
+    assert main(["data", "info", spec]) == 0  # the older positional form keeps working
+    assert "3 samples, 1 images" in capsys.readouterr().out
+    assert main(["data", "info"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+    assert main(["data", "info", spec, "--dataset", spec]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_refshapes_help_shows_the_defaults(capsys) -> None:
+    from refseg.cli.data import SINGLE_FRACTION
+    from refseg.data import refshapes
+
+    assert SINGLE_FRACTION == refshapes.SINGLE_FRACTION
+    assert main(["data", "refshapes", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {refshapes.SINGLE_FRACTION}" in text
+    assert "scenes ;" not in text and "EACH split" in text

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import typer
 
+#: RefShapes' default share of one-object scenes, here so ``--help`` can show it without
+#: importing the generator (a test keeps it equal to ``refseg.data.refshapes.SINGLE_FRACTION``).
+SINGLE_FRACTION = 0.08
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command group to ``app``."""
@@ -18,7 +22,13 @@ def register(app: typer.Typer) -> None:
     @data.command("refshapes")
     def refshapes(
         out: Path = typer.Option(..., "--out", help="Output folder (created; resumable)."),
-        n: int = typer.Option(1000, "--n", min=0, help="Samples per split (unless SPLIT=N)."),
+        n: int = typer.Option(
+            1000,
+            "--n",
+            min=0,
+            help="Samples in EACH split (4 splits by default: --n 1000 writes 4000); "
+            "--splits train=N sets one split's count.",
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed: same seed, same bytes."),
         size: int = typer.Option(224, "--size", min=128, max=2048, help="Image side in pixels."),
         splits: str = typer.Option(
@@ -26,21 +36,21 @@ def register(app: typer.Typer) -> None:
             "--splits",
             help="Splits, e.g. train,val,ood or train=5000,val=500.",
         ),
-        single_fraction: float | None = typer.Option(
-            None,
+        single_fraction: float = typer.Option(
+            SINGLE_FRACTION,
             "--single-fraction",
             min=0.0,
             max=1.0,
-            help="Share of one-object scenes [default: 0.08]; raise it for an easy curriculum set.",
+            help="Share of one-object scenes; raise it (up to 1) for an easy curriculum set.",
         ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace a RefShapes set made with other settings."
         ),
     ) -> None:
-        """Generate the RefShapes synthetic benchmark (PNG images + SPLIT.jsonl files)."""
+        """Generate the RefShapes benchmark (PNG images, one SPLIT.jsonl per split)."""
         import time
 
-        from refseg.data.refshapes import SINGLE_FRACTION, generate_refshapes, parse_splits
+        from refseg.data.refshapes import generate_refshapes, parse_splits
         from refseg.progress import new_progress
 
         counts = parse_splits(splits, n)
@@ -58,7 +68,7 @@ def register(app: typer.Typer) -> None:
                 counts,
                 seed=seed,
                 size=size,
-                single_fraction=SINGLE_FRACTION if single_fraction is None else single_fraction,
+                single_fraction=single_fraction,
                 overwrite=overwrite,
                 progress=advance,
             )
@@ -101,10 +111,17 @@ def register(app: typer.Typer) -> None:
         images: Path = typer.Option(..., "--images", help="Folder of the images it names."),
         out: Path = typer.Option(..., "--out", help="Output JSONL file."),
         per_instance: bool = typer.Option(
-            False, "--per-instance", help="One sample per instance instead of per category."
+            False,
+            "--per-instance",
+            help="One sample per non-crowd instance (its mask alone) instead of one per "
+            "(image, category) with every instance of it.",
         ),
     ) -> None:
-        """COCO instances -> JSONL with category names as phrases (crowd regions skipped)."""
+        """COCO instances -> JSONL with category names as phrases (crowd regions skipped).
+
+        The same samples as the dataset spec coco:DIR (DIR holding instances.json and images/),
+        which reads them per category.
+        """
         from refseg.data.coco import coco_instances_to_samples, ensure_images_exist
         from refseg.data.jsonl import export_jsonl
 
@@ -115,11 +132,23 @@ def register(app: typer.Typer) -> None:
 
     @data.command("info")
     def info(
-        dataset: str = typer.Argument(..., help="KIND:PATH[:SPLIT]"),
+        positional: str | None = typer.Argument(
+            None, metavar="[DATASET]", help="KIND:PATH[:SPLIT] (older form of --dataset)."
+        ),
+        dataset_option: str | None = typer.Option(
+            None, "--dataset", help="KIND:PATH[:SPLIT], as in export and eval."
+        ),
         images: Path | None = typer.Option(None, "--images", help="Image folder override."),
     ) -> None:
         """Counts of a dataset: samples, images, no-target and multi-target shares, kinds."""
         from refseg.data.base import open_dataset
+        from refseg.errors import InputError
+
+        if positional is not None and dataset_option is not None:
+            raise InputError("give the dataset once: --dataset KIND:PATH[:SPLIT]")
+        dataset = dataset_option or positional
+        if dataset is None:
+            raise InputError("give --dataset KIND:PATH[:SPLIT]")
 
         options: dict = {"check_images": False}
         if images is not None:

@@ -96,7 +96,13 @@ def register(app: typer.Typer) -> None:
             None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."
         ),
         think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
-        refine: int | None = typer.Option(None, min=0, max=8, help="Decoder refinement rounds."),
+        refine: int | None = typer.Option(
+            None,
+            min=0,
+            max=8,
+            help="Decoder refinement rounds (default: the segmenter's own; 1 for onnx-sam, "
+            "sam and sam2).",
+        ),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
         json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON."),
         mask_png: Path | None = typer.Option(None, "--mask-png", help="Write the union mask."),
@@ -164,8 +170,8 @@ def register(app: typer.Typer) -> None:
             )
             result = pipe(pixels, phrase)
         write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
-        # With an output on standard output the summary goes to stderr, keeping stdout parseable.
-        typer.echo(summary(result), err=any(is_stdout(p) for p in outputs.values()))
         for path in (json_out, mask_png, overlay_out):  # on stderr: stdout may carry --json -
             if path is not None and str(path) != "-":
                 typer.echo(f"wrote {path}", err=True)
+        # With an output on standard output the summary goes to stderr, keeping stdout parseable.
+        typer.echo(summary(result), err=any(is_stdout(p) for p in outputs.values()))

@@ -21,11 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from refseg import masks
-from refseg.data.base import DatasetSpec, Sample, limit_samples
+from refseg.data.base import (
+    DatasetSpec,
+    Sample,
+    limit_samples,
+    need_box,
+    need_dict,
+    need_int,
+    need_str,
+    record_error,
+)
 from refseg.errors import InputError
 
 #: Environment variable naming the COCO ``train2014`` image folder for the REFER-style readers.
 COCO_IMAGES_ENV = "REFSEG_COCO_IMAGES"
+#: Largest JSON annotation file read whole (bytes). COCO's instances_train2017.json is 450 MB
+#: and LVIS's 1.1 GB; parsing takes ~8x the file size in memory, so past this the process would
+#: be killed rather than finish.
+MAX_JSON_BYTES = 4 << 30
 
 
 def load_json(path: Path, what: str = "JSON file") -> Any:
@@ -33,6 +46,9 @@ def load_json(path: Path, what: str = "JSON file") -> Any:
     if not path.is_file():
         raise InputError(f"{path}: no such {what}")
     try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise InputError(f"{path}: {size} bytes is over the {MAX_JSON_BYTES}-byte limit")
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as exc:
@@ -40,15 +56,18 @@ def load_json(path: Path, what: str = "JSON file") -> Any:
             f"{path}: bad JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise InputError(f"{path}: bad JSON (nested too deeply)") from None
+    except MemoryError:
+        raise InputError(f"{path}: too large to load into memory") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def xywh_to_xyxy(box: Any) -> list[float]:
-    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]``."""
-    x, y, w, h = (float(v) for v in box)
-    return [x, y, x + w, y + h]
+    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]`` (``ValueError`` unless 4 finite numbers)."""
+    return need_box(box, "bbox", xywh=True)
 
 
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> masks.RLE:
@@ -63,10 +82,12 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> masks.RLE
             raise ValueError("polygon segmentation must be lists of x,y coordinates")
         return masks.from_polygons(polygons, height, width)
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        size = [int(v) for v in segmentation["size"]]
-        if size != [height, width]:
-            raise ValueError(f"RLE size {size} differs from the image size {[height, width]}")
-        return masks.normalize(segmentation)
+        rle = masks.validate(segmentation)
+        if rle["size"] != [height, width]:
+            raise ValueError(
+                f"RLE size {rle['size']} differs from the image size {[height, width]}"
+            )
+        return rle
     raise ValueError("segmentation is neither polygons nor an RLE")
 
 
@@ -84,40 +105,47 @@ class CocoIndex:
 
     @classmethod
     def load(cls, path: Path) -> CocoIndex:
+        """Read and check ``instances.json``: every field the readers use, in every record
+        (``FILE: images record N: problem``); segmentations are checked when first used."""
         data = load_json(path, "COCO instances file")
         if not isinstance(data, dict):
             raise InputError(f"{path}: expected a JSON object with images/annotations/categories")
         for key in ("images", "annotations", "categories"):
             if not isinstance(data.get(key), list):
                 raise InputError(f"{path}: missing the {key!r} list of a COCO instances file")
-        try:
-            images = {int(i["id"]): i for i in data["images"]}
-            annotations = {int(a["id"]): a for a in data["annotations"]}
-            categories = {int(c["id"]): c for c in data["categories"]}
-            for image in images.values():
-                image["width"], image["height"] = int(image["width"]), int(image["height"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(
-                f"{path}: malformed COCO entry ({type(exc).__name__}: {exc})"
-            ) from None
-        return cls(path, images, annotations, categories, list(data["annotations"]))
+        parsed: dict[str, list[dict[str, Any]]] = {}
+        for key, parse in (
+            ("images", parse_image),
+            ("annotations", parse_annotation),
+            ("categories", parse_category),
+        ):
+            out = parsed[key] = []
+            for number, record in enumerate(data[key]):
+                try:
+                    out.append(parse(record))
+                except ValueError as exc:
+                    raise record_error(path, f"{key} record {number}", exc) from None
+        images = {i["id"]: i for i in parsed["images"]}
+        annotations = {a["id"]: a for a in parsed["annotations"]}
+        categories = {c["id"]: c for c in parsed["categories"]}
+        return cls(path, images, annotations, categories, parsed["annotations"])
 
     def image(self, image_id: int) -> dict[str, Any]:
-        try:
-            return self.images[int(image_id)]
-        except KeyError:
-            raise InputError(f"{self.path}: no image with id {image_id}") from None
+        entry = self.images.get(image_id) if isinstance(image_id, int) else None
+        if entry is None:
+            raise InputError(f"{self.path}: no image with id {image_id!r:.40}")
+        return entry
 
     def annotation(self, ann_id: int) -> dict[str, Any]:
-        try:
-            return self.annotations[int(ann_id)]
-        except KeyError:
-            raise InputError(f"{self.path}: no annotation with id {ann_id}") from None
+        entry = self.annotations.get(ann_id) if isinstance(ann_id, int) else None
+        if entry is None:
+            raise InputError(f"{self.path}: no annotation with id {ann_id!r:.40}")
+        return entry
 
     def category_name(self, category_id: int | None) -> str | None:
-        if category_id is None:
+        if not isinstance(category_id, int):
             return None
-        entry = self.categories.get(int(category_id))
+        entry = self.categories.get(category_id)
         return None if entry is None else str(entry.get("name"))
 
     def mask(self, ann: dict[str, Any], cache: dict[int, masks.RLE] | None = None) -> masks.RLE:
@@ -139,6 +167,61 @@ def image_file_name(image: dict[str, Any], prefix: str = "COCO_train2014_") -> s
     """The image's file name (``file_name`` when given, else ``PREFIX%012d.jpg``)."""
     name = image.get("file_name")
     return str(name) if name else f"{prefix}{int(image['id']):012d}.jpg"
+
+
+def _relative_name(value: Any, what: str) -> str:
+    """A file name that stays inside the image folder: relative, no ``..``, no NUL."""
+    name = need_str(value, what)
+    parts = Path(name).parts
+    if Path(name).is_absolute() or ".." in parts or "\x00" in name:
+        raise ValueError(f"{what} {name[:60]!r} must be a path inside the image folder")
+    return name
+
+
+def parse_image(record: Any) -> dict[str, Any]:
+    """One ``images`` entry: integer ``id``, a size within the pixel limit, ``file_name``."""
+    record = need_dict(record, "an image")
+    if "id" not in record or "width" not in record or "height" not in record:
+        raise ValueError("an image needs id, width and height")
+    height = need_int(record["height"], "height")
+    width = need_int(record["width"], "width")
+    height, width = masks.check_size(height, width, "image")
+    out = {**record, "id": need_int(record["id"], "id"), "width": width, "height": height}
+    if record.get("file_name") is not None:
+        out["file_name"] = _relative_name(record["file_name"], "file_name")
+    return out
+
+
+def parse_annotation(record: Any) -> dict[str, Any]:
+    """One ``annotations`` entry: integer ids, a 0/1 ``iscrowd``, a finite ``bbox``."""
+    record = need_dict(record, "an annotation")
+    for key in ("id", "image_id"):
+        if key not in record:
+            raise ValueError(f"an annotation lacks {key!r}")
+    out = {
+        **record,
+        "id": need_int(record["id"], "id"),
+        "image_id": need_int(record["image_id"], "image_id"),
+    }
+    if record.get("category_id") is not None:
+        out["category_id"] = need_int(record["category_id"], "category_id")
+    crowd = record.get("iscrowd", 0)
+    if crowd not in (0, 1) or not isinstance(crowd, (int, bool)):
+        raise ValueError(f"iscrowd must be 0 or 1, got {crowd!r:.40}")
+    if "bbox" in record:
+        need_box(record["bbox"], "bbox")
+    return out
+
+
+def parse_category(record: Any) -> dict[str, Any]:
+    """One ``categories`` entry: integer ``id``, string ``name``."""
+    record = need_dict(record, "a category")
+    if "id" not in record:
+        raise ValueError("a category lacks 'id'")
+    out = {**record, "id": need_int(record["id"], "id")}
+    if record.get("name") is not None:
+        need_str(record["name"], "name")
+    return out
 
 
 def resolve_coco_images(root: Path, images_dir: str | os.PathLike[str] | None) -> Path:
@@ -196,7 +279,12 @@ def coco_instances_to_samples(
     (``meta.ambiguous`` marks instances whose category occurs more than once).
 
     Crowd regions (``iscrowd=1``) are never targets: their ids are recorded in
-    ``meta.crowd_ann_ids`` and their union in ``meta.ignore`` (an RLE evaluation may exclude).
+    ``meta.crowd_ann_ids``. A per-category sample also carries their union in ``meta.ignore``
+    (an RLE evaluation may exclude) and ``meta.iscrowd`` says the category has crowd regions
+    on that image. A per-instance sample's ``meta.iscrowd`` is its own annotation's flag
+    (always false: crowd regions are not targets), and it carries no ``meta.ignore``: the
+    same crowd mask on every instance line of the image would bloat the file for nothing
+    (``crowd_ann_ids`` names the regions in the instance file).
     A category present only as crowd regions gets no sample unless ``include_crowd_only``.
     Ids are ``coco:<image_id>:<category_id>`` (``coco:<image_id>:ann<ann_id>`` per instance).
     """
@@ -228,7 +316,6 @@ def coco_instances_to_samples(
             }
             if crowd:
                 meta["crowd_ann_ids"] = [int(a["id"]) for a in crowd]
-                meta["ignore"] = masks.union([index.mask(a) for a in crowd], height, width)
             if per_instance:
                 for ann in solid:
                     samples.append(
@@ -240,10 +327,17 @@ def coco_instances_to_samples(
                             width=width,
                             height=height,
                             boxes=[xywh_to_xyxy(ann["bbox"])] if "bbox" in ann else [],
-                            meta={**meta, "ann_ids": [int(ann["id"])], "ambiguous": len(solid) > 1},
+                            meta={
+                                **meta,
+                                "iscrowd": bool(ann.get("iscrowd")),
+                                "ann_ids": [int(ann["id"])],
+                                "ambiguous": len(solid) > 1,
+                            },
                         )
                     )
                 continue
+            if crowd:
+                meta["ignore"] = masks.union([index.mask(a) for a in crowd], height, width)
             boxes = [xywh_to_xyxy(a["bbox"]) for a in solid if "bbox" in a]
             samples.append(
                 Sample(
