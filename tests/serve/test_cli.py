@@ -49,3 +49,26 @@ def test_a_port_in_use_is_one_line():
         )
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"refseg: error: cannot listen on 127.0.0.1:{port}")
+
+
+def test_requests_are_logged_at_info(tmp_path):
+    """Issue 10: at --log-level info (the default) the server logged no request lines."""
+    import httpx
+
+    env = {**os.environ, "REFSEG_API_KEY": ""}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "refseg.cli", "serve", "--port", "0", "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        first = process.stderr.readline()  # "refseg serve: listening on http://...:PORT (page..."
+        url = first.split("listening on ", 1)[1].split(" ", 1)[0]
+        status = httpx.get(url + "/healthz", timeout=30).status_code  # 503 while loading
+    finally:
+        process.send_signal(2)  # SIGINT: a normal stop
+        out, err = process.communicate(timeout=60)
+    lines = [line for line in (out + err).splitlines() if '"GET /healthz HTTP/1.1"' in line]
+    assert len(lines) == 1 and str(status) in lines[0], out + err

@@ -49,7 +49,8 @@ def make_server(app: FastAPI, *, log_level: str = "info") -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         log_level=log_level,
-        access_log=log_level == "debug",
+        # One line per request (uvicorn's access log, on stdout) from --log-level info down.
+        access_log=log_level in ("debug", "info", "trace"),
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
         lifespan="on",
