@@ -20,10 +20,16 @@ from refseg.types import Box, Point
 
 @dataclass
 class GroundedInstance:
-    """One referred object in pixels of the displayed image."""
+    """One referred object in pixels of the displayed image.
+
+    ``polygons`` is the outline of a path answer (``float64 (N, 2)`` rings, clipped to the
+    image; see :mod:`refseg.segmentation.paths`), empty for a box answer: the pipeline then
+    rasterizes and refines it instead of prompting the segmenter with the box alone.
+    """
 
     box: Box
     points: list[Point] = field(default_factory=list)
+    polygons: list[np.ndarray] = field(default_factory=list)
 
 
 @dataclass

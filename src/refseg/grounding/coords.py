@@ -24,9 +24,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from refseg.errors import InputError
 from refseg.grounding.base import GroundedInstance, Grounding
 from refseg.protocol import ParsedAnswer, ParsedInstance
+from refseg.segmentation.paths import bounds, clip_polygons
 from refseg.types import clip_box
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "DEFAULT_MIN_PIXELS",
     "Convention",
     "from_pixels",
+    "path_from_pixels",
     "smart_resize",
     "to_grounding",
 ]
@@ -178,28 +182,42 @@ _EPS = 1e-6
 
 
 def _convert(
-    instance: ParsedInstance, sx: float, sy: float, width: int, height: int
+    instance: ParsedInstance, frame: tuple[int, int], width: int, height: int
 ) -> GroundedInstance | str:
     """The instance in pixels, or why it is invalid."""
+    sx, sy = width / frame[0], height / frame[1]
     x1, y1, x2, y2 = instance.box
     if not all(math.isfinite(v) for v in instance.box):
         return "non-finite box"
     if x2 < x1 or y2 < y1:
         return "inverted box"
+    polygons: list[np.ndarray] = []
+    if instance.polygons:
+        scale = np.array([sx, sy])
+        rings = [np.asarray(ring, dtype=np.float64) * scale for ring in instance.polygons]
+        if not all(np.isfinite(ring).all() for ring in rings):
+            return "non-finite path"
+        polygons = clip_polygons(rings, 0.0, 0.0, float(width), float(height))
+        if not polygons:
+            return "path has no area inside the image"
+        if instance.box_derived:
+            x1, y1, x2, y2 = bounds(polygons)  # type: ignore[misc]
+            sx = sy = 1.0  # already pixels
     bx1, bx2 = min(max(x1 * sx, 0.0), width), min(max(x2 * sx, 0.0), width)
     by1, by2 = min(max(y1 * sy, 0.0), height), min(max(y2 * sy, 0.0), height)
     if bx2 - bx1 <= 0 or by2 - by1 <= 0:
         return "box has no area inside the image"
     points = []
+    psx, psy = width / frame[0], height / frame[1]
     for px, py in instance.points:
         if not (math.isfinite(px) and math.isfinite(py)):
             return "non-finite point"
-        x, y = px * sx, py * sy
+        x, y = px * psx, py * psy
         tol_x, tol_y = _EPS * max(1.0, abs(x)), _EPS * max(1.0, abs(y))
         if not (bx1 - tol_x <= x <= bx2 + tol_x and by1 - tol_y <= y <= by2 + tol_y):
             return "point outside its box"
         points.append((min(max(x, bx1), bx2), min(max(y, by1), by2)))
-    return GroundedInstance(box=(bx1, by1, bx2, by2), points=points)
+    return GroundedInstance(box=(bx1, by1, bx2, by2), points=points, polygons=polygons)
 
 
 def to_grounding(
@@ -211,6 +229,11 @@ def to_grounding(
     ``Grounding.invalid``) when its box is non-finite, inverted (``x2 < x1`` or ``y2 < y1``; never
     silently swapped) or has no area inside the image, or when one of its points lies outside its
     clipped box (so outside the image too). Instances without points are valid (box only).
+
+    Outlines of path answers are scaled exactly like boxes and clipped to the image (a path
+    partly outside keeps its inside part; one wholly outside makes the instance invalid, "path
+    has no area inside the image"). When the answer gave no box, the box is the clipped
+    outline's bounding box.
 
     When *every* instance is invalid the answer is neither a detection nor "no target": the
     grounding has no instances, ``no_target`` false, ``invalid`` = N and
@@ -224,11 +247,10 @@ def to_grounding(
         return Grounding(parse_error=parsed.error, **base)
     if parsed.no_target or not parsed.instances:
         return Grounding(no_target=True, **base)
-    sx, sy = width / frame_w, height / frame_h
     valid: list[GroundedInstance] = []
     reasons: list[str] = []
     for instance in parsed.instances:
-        converted = _convert(instance, sx, sy, width, height)
+        converted = _convert(instance, (frame_w, frame_h), width, height)
         if isinstance(converted, str):
             reasons.append(converted)
         else:
@@ -290,3 +312,18 @@ def _span(lo: float, hi: float, size: int) -> tuple[int, int]:
         else:
             b = a + 1
     return a, b
+
+
+def path_from_pixels(
+    polygons: Sequence[np.ndarray], convention: str | Convention, width: int, height: int
+) -> list[np.ndarray]:
+    """Pixel-space outline rings in the model's coordinates (for SFT targets and fakes).
+
+    The inverse of the scaling :func:`to_grounding` applies to paths; rings are clipped to the
+    image first and left as floats (:func:`refseg.protocol.format_answer` rounds them).
+    """
+    conv = Convention.parse(convention)
+    frame_w, frame_h = conv.frame(width, height)
+    rings = clip_polygons(polygons, 0.0, 0.0, float(width), float(height))
+    scale = np.array([frame_w / width, frame_h / height])
+    return [ring * scale for ring in rings]

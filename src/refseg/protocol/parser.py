@@ -1,6 +1,6 @@
-"""The answer protocol: the one prompt and parser shared by inference, evaluation and training.
+"""The answer parser: reads what a grounding model wrote, tolerant of noise, strict on structure.
 
-A grounding model is asked (:func:`build_prompt`) to answer with::
+A grounding model is asked (:func:`refseg.protocol.build_prompt`) to answer with::
 
     <think>...</think><answer>[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}, ...]</answer>
 
@@ -8,9 +8,9 @@ where the ``<think>`` block is present only when reasoning was asked for and ``[
 nothing in the image matches. Coordinates are in the model's own space (see
 :mod:`refseg.grounding.coords`); this module never converts them.
 
-Keeping prompt, parser and SFT target formatting (:func:`format_answer`) in one module is what makes
-a trained model's answers parse at inference, and what makes the training format reward reward
-exactly what inference can read.
+Keeping prompt, parser and SFT target formatting (:func:`refseg.protocol.format_answer`) in one
+package is what makes a trained model's answers parse at inference, and what makes the training
+format reward reward exactly what inference can read.
 
 :func:`parse_answer` is deliberately tolerant of the surface noise real models produce and
 deliberately strict about structure. It reads, in order of preference:
@@ -21,6 +21,17 @@ deliberately strict about structure. It reads, in order of preference:
   single ``[x, y]``);
 * Seg-Zero style: a single object ``{"bbox": [...], "points_1": [x, y], "points_2": [x, y]}``
   (``bbox`` is accepted as a synonym of ``bbox_2d`` everywhere);
+* path answers (the path mask head): ``{"bbox_2d": [...], "path": "M x y L x y ... Z"}``, SVG
+  path data in the same coordinates as the box (read by
+  :func:`refseg.segmentation.paths.parse_path`: ``M/L/H/V/Z`` absolute and relative, curves and
+  arcs flattened, each subpath one ring: an object in several parts, or a hole); or
+  ``"polygon": [[x, y], ...]`` (one ring) or ``[[[x, y], ...], ...]`` (several); or
+  ``"box_path": "M u v ..."``, Moondream's box-relative form: path data on a 0-960 square that
+  spans ``bbox_2d`` (which it then needs). ``bbox_2d`` may be left out next to ``path`` or
+  ``polygon``: the outline's bounding box is used (``box_derived``). Each instance has at most
+  one of the three; a path that is malformed, encloses no area, holds a non-finite or huge
+  number, or has more than 100,000 vertices (across the whole answer) is a structured failure
+  like a bad box;
 
 and tolerates: code fences, single-quoted (Python-literal) JSON, trailing commas, a missing
 ``</answer>``, prose before/after the JSON (and bracketed prose such as ``[the red car]`` before
@@ -40,199 +51,9 @@ import ast
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from refseg.errors import InputError
-
-__all__ = [
-    "COORDS",
-    "SYSTEM_PROMPT",
-    "ParsedAnswer",
-    "ParsedInstance",
-    "build_prompt",
-    "format_answer",
-    "parse_answer",
-]
-
-#: No system prompt: every instruction is in the user turn, so the model's own chat template
-#: default (if any) is kept and the same text works through any chat-completions server.
-SYSTEM_PROMPT: str | None = None
-
-#: The coordinate wordings :func:`build_prompt` knows; ``resized:...`` specs use the pixel wording
-#: because a Qwen2.5-VL model sees (and answers in) pixels of its own resized input.
-COORDS = ("norm1000", "pixels")
-
-_COORD_TEXT = {
-    "norm1000": (
-        "Coordinates are integers on a 0-1000 scale relative to the image size: (0, 0) is the "
-        "top-left corner and (1000, 1000) the bottom-right corner, whatever the image's size."
-    ),
-    "pixels": (
-        "Coordinates are integer pixel positions in the image as you see it: (0, 0) is the "
-        "top-left corner, x grows to the right and y downwards."
-    ),
-}
-
-_FORMAT_EXAMPLE = '[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}]'
-
-
-def _coords_key(coords: str) -> str:
-    if coords == "norm1000":
-        return "norm1000"
-    if coords == "pixels" or coords == "resized" or coords.startswith("resized:"):
-        return "pixels"
-    raise InputError(f"unknown coordinate convention {coords!r}; use norm1000, pixels or resized")
-
-
-def build_prompt(
-    phrase: str, *, think: bool, coords: str = "norm1000", template: str | None = None
-) -> str:
-    """The user-turn text asking the model to ground ``phrase`` (the image goes before it).
-
-    ``coords`` names the coordinate convention the model answers in (``norm1000``, ``pixels``
-    or a ``resized:...`` spec, which uses the pixel wording; a
-    :class:`~refseg.grounding.coords.Convention` works too): the prompt states it because
-    Qwen models follow either convention when told, and a mismatch silently misplaces boxes.
-
-    ``template`` (with a ``{phrase}`` field) replaces the whole text: for models trained with a
-    custom prompt (``prompt_template`` in a training config), which must be asked the same way.
-    """
-    if not isinstance(phrase, str) or not phrase.strip():
-        raise InputError("the phrase is empty")
-    if template is not None:
-        try:
-            return template.format(phrase=phrase.strip())
-        except (KeyError, IndexError, ValueError) as exc:
-            raise InputError(
-                f"prompt template {template!r}: only {{phrase}} may be filled in"
-            ) from exc
-    wording = _COORD_TEXT[_coords_key(str(coords))]
-    lines = [
-        f'Find every object in the image that matches this description: "{phrase.strip()}".',
-        "Several objects may match: list each of them. For each object give its bounding box "
-        "[x1, y1, x2, y2] (top-left and bottom-right corners) and one point [x, y] that lies "
-        "on the object itself, inside its box.",
-        wording,
-        "If nothing in the image matches, the answer is the empty list [].",
-    ]
-    if think:
-        lines.append(
-            "First think step by step inside <think> </think> tags, then give the final answer "
-            "as a JSON list inside <answer> </answer> tags, in this form:"
-        )
-        lines.append(f"<think>...</think><answer>{_FORMAT_EXAMPLE}</answer>")
-    else:
-        lines.append(
-            "Give only the answer, as a JSON list inside <answer> </answer> tags, in this form:"
-        )
-        lines.append(f"<answer>{_FORMAT_EXAMPLE}</answer>")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Formatting (SFT targets)
-
-
-def _int_coord(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{what} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise InputError(f"{what} is not finite: {value!r}")
-    return round(value)
-
-
-def format_answer(
-    instances: Sequence[tuple[Sequence[float], Sequence[Sequence[float]]]],
-    *,
-    reasoning: str | None = None,
-) -> str:
-    """The canonical answer string for ``instances`` (an SFT target).
-
-    ``instances`` are ``(box, points)`` pairs in the model's coordinate space (see
-    :func:`refseg.grounding.coords.from_pixels`); numbers are rounded to integers because every
-    supported convention is integral. One point is written as ``"point_2d": [x, y]``, several as
-    a list of points, none leaves ``point_2d`` out. An empty ``instances`` writes ``[]``.
-    ``reasoning`` (when not None) becomes the ``<think>`` block.
-    """
-    items = []
-    for n, (box, points) in enumerate(instances, start=1):
-        if len(box) != 4:
-            raise InputError(f"instance {n}: a box needs 4 numbers, got {len(box)}")
-        item: dict[str, Any] = {
-            "bbox_2d": [_int_coord(v, f"instance {n} box") for v in box],
-        }
-        pts = []
-        for p in points:
-            if len(p) != 2:
-                raise InputError(f"instance {n}: a point needs 2 numbers, got {len(p)}")
-            pts.append([_int_coord(v, f"instance {n} point") for v in p])
-        if len(pts) == 1:
-            item["point_2d"] = pts[0]
-        elif pts:
-            item["point_2d"] = pts
-        items.append(item)
-    answer = f"<answer>{json.dumps(items)}</answer>"
-    if reasoning is None:
-        return answer
-    if "</think>" in reasoning or "<answer>" in reasoning:
-        raise InputError("the reasoning must not contain </think> or <answer> tags")
-    return f"<think>{reasoning}</think>{answer}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing
-
-
-@dataclass
-class ParsedInstance:
-    """One instance as the model wrote it, in the model's coordinate space."""
-
-    box: tuple[float, float, float, float]
-    points: list[tuple[float, float]] = field(default_factory=list)
-
-
-@dataclass
-class ParsedAnswer:
-    """What :func:`parse_answer` read from one model output.
-
-    Attributes:
-        instances: the instances, empty on error or for an explicit ``[]``.
-        no_target: true only for an explicit empty answer (``[]``).
-        reasoning: the ``<think>`` text (stripped), or the text before a lone ``</think>``.
-        error: None when the answer was read, else a short reason.
-        raw: the text given.
-        has_think: a complete ``<think>...</think>`` block came before the answer.
-        has_answer_tags: an ``<answer>`` tag was found.
-        answer_closed: the ``<answer>`` was closed by ``</answer>``.
-        repairs: each deviation from the canonical form that was tolerated (e.g.
-            ``"single_quotes"``, ``"trailing_comma"``, ``"dict_not_list"``, ``"key:points"``);
-            empty for a canonical answer. Training format rewards read this.
-    """
-
-    instances: list[ParsedInstance] = field(default_factory=list)
-    no_target: bool = False
-    reasoning: str | None = None
-    error: str | None = None
-    raw: str = ""
-    has_think: bool = False
-    has_answer_tags: bool = False
-    answer_closed: bool = False
-    repairs: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """The answer was read (instances or an explicit no-target)."""
-        return self.error is None
-
-    @property
-    def canonical(self) -> bool:
-        """Read without any repair, inside closed ``<answer>`` tags.
-
-        Says nothing about reasoning: a format reward for thinking mode also checks ``has_think``.
-        """
-        return self.ok and self.has_answer_tags and self.answer_closed and not self.repairs
+from refseg.protocol.answers import BOX_PATH_VIEWBOX, ParsedAnswer, ParsedInstance
 
 
 class _Reject(Exception):
@@ -260,6 +81,9 @@ _MAX_REPAIR_CHARS = 20_000
 _MAX_CANDIDATES = 64
 _BOX_KEYS = ("bbox_2d", "bbox")
 _POINT_KEYS = ("point_2d", "points", "points_1", "points_2")
+_PATH_KEYS = ("path", "polygon", "box_path")
+#: Most outline vertices one answer may hold, all instances together.
+MAX_ANSWER_VERTICES = 100_000
 
 
 def parse_answer(text: str) -> ParsedAnswer:
@@ -300,7 +124,10 @@ def _parse_into(parsed: ParsedAnswer, text: str) -> None:
     if not items:
         parsed.no_target = True
         return
-    parsed.instances = [_read_instance(n, item, parsed.repairs) for n, item in enumerate(items, 1)]
+    budget = [MAX_ANSWER_VERTICES]
+    parsed.instances = [
+        _read_instance(n, item, parsed.repairs, budget) for n, item in enumerate(items, 1)
+    ]
 
 
 def _split_tags(parsed: ParsedAnswer, text: str) -> str:
@@ -556,21 +383,36 @@ def _points(value: Any, what: str, repairs: list[str]) -> list[tuple[float, floa
     return [(x, y)]
 
 
-def _read_instance(n: int, item: Any, repairs: list[str]) -> ParsedInstance:
+def _read_instance(n: int, item: Any, repairs: list[str], budget: list[int]) -> ParsedInstance:
     where = f"instance {n}"
     if not isinstance(item, dict):
         raise _Reject(f"{where}: not an object")
     box_keys = [k for k in _BOX_KEYS if k in item]
+    path_keys = [k for k in _PATH_KEYS if k in item]
+    if len(path_keys) > 1:
+        raise _Reject(f"{where}: both {path_keys[0]} and {path_keys[1]}")
+    box: tuple[float, float, float, float] | None = None
     if not box_keys:
         if "box_2d" in item:
             raise _Reject(f"{where}: box_2d is not supported (use bbox_2d, x1,y1,x2,y2)")
-        raise _Reject(f"{where}: no bbox_2d")
-    if len(box_keys) > 1:
+        if not path_keys or path_keys[0] == "box_path":
+            raise _Reject(f"{where}: no bbox_2d")
+    elif len(box_keys) > 1:
         raise _Reject(f"{where}: both bbox_2d and bbox")
-    key = box_keys[0]
-    if key != "bbox_2d":
-        _note(repairs, f"key:{key}")
-    x1, y1, x2, y2 = _numbers(item[key], 4, f"{where}: {key}", repairs)
+    else:
+        key = box_keys[0]
+        if key != "bbox_2d":
+            _note(repairs, f"key:{key}")
+        x1, y1, x2, y2 = _numbers(item[key], 4, f"{where}: {key}", repairs)
+        box = (x1, y1, x2, y2)
+    polygons: list[list[tuple[float, float]]] = []
+    if path_keys:
+        polygons = _read_outline(where, path_keys[0], item[path_keys[0]], box, repairs, budget)
+    box_derived = box is None
+    if box is None:
+        xs = [x for ring in polygons for x, _ in ring]
+        ys = [y for ring in polygons for _, y in ring]
+        box = (min(xs), min(ys), max(xs), max(ys))
     point_keys = [k for k in _POINT_KEYS if k in item]
     if "point_2d" in point_keys and len(point_keys) > 1:
         raise _Reject(f"{where}: both point_2d and {point_keys[1]}")
@@ -588,7 +430,58 @@ def _read_instance(n: int, item: Any, repairs: list[str]) -> ParsedInstance:
             _note(repairs, "key:points_n")
             x, y = _numbers(value, 2, f"{where}: {pk}", repairs)
             points.append((x, y))
-    return ParsedInstance(box=(x1, y1, x2, y2), points=points)
+    return ParsedInstance(box=box, points=points, polygons=polygons, box_derived=box_derived)
+
+
+def _read_outline(
+    where: str,
+    key: str,
+    value: Any,
+    box: tuple[float, float, float, float] | None,
+    repairs: list[str],
+    budget: list[int],
+) -> list[list[tuple[float, float]]]:
+    """The rings of a ``path``, ``polygon`` or ``box_path`` value, in model coordinates.
+
+    ``budget`` is the answer's remaining vertex allowance (one list shared by all instances),
+    so a long answer of many paths is bounded as a whole.
+    """
+    from refseg.segmentation.paths import MAX_ABS_COORD, PathError, parse_path
+
+    if key == "polygon":
+        if not isinstance(value, list) or not value:
+            raise _Reject(f"{where}: polygon needs a list of [x, y] vertices")
+        nested = all(isinstance(v, list) and v and isinstance(v[0], list) for v in value)
+        rings_in = value if nested else [value]
+        rings = []
+        for ring in rings_in:
+            if not isinstance(ring, list):
+                raise _Reject(f"{where}: polygon needs lists of [x, y] vertices")
+            budget[0] -= len(ring)
+            if budget[0] < 0:
+                raise _Reject(f"{where}: the answer's outlines have too many vertices")
+            pts = [tuple(_numbers(v, 2, f"{where}: polygon", repairs)) for v in ring]
+            if any(abs(c) > MAX_ABS_COORD for p in pts for c in p):
+                raise _Reject(f"{where}: polygon has a number out of range")
+            if len(set(pts)) >= 3:
+                rings.append(pts)
+    else:
+        if not isinstance(value, str):
+            raise _Reject(f"{where}: {key} is not text (SVG path data)")
+        try:
+            arrays = parse_path(value, max_vertices=max(0, budget[0]))
+        except PathError as exc:
+            raise _Reject(f"{where}: bad {key}: {exc}") from None
+        budget[0] -= sum(len(a) for a in arrays)
+        rings = [[(float(x), float(y)) for x, y in a.tolist()] for a in arrays]
+        if key == "box_path":
+            assert box is not None  # checked by the caller
+            bx1, by1, bx2, by2 = box
+            sx, sy = (bx2 - bx1) / BOX_PATH_VIEWBOX, (by2 - by1) / BOX_PATH_VIEWBOX
+            rings = [[(bx1 + u * sx, by1 + v * sy) for u, v in ring] for ring in rings]
+    if not rings:
+        raise _Reject(f"{where}: the {key} encloses no area")
+    return rings
 
 
 def _note(repairs: list[str], name: str) -> None:

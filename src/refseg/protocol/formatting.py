@@ -1,0 +1,90 @@
+"""Canonical answer strings (SFT targets, test fixtures, fake servers)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from refseg.errors import InputError
+
+
+def _int_coord(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise InputError(f"{what} is not finite: {value!r}")
+    return round(float(value))
+
+
+def _path_text(path: Any, n: int) -> str:
+    """A path given as path data (kept as written) or as polygons (written as integers)."""
+    from refseg.segmentation.paths import PathError, format_path, parse_path
+
+    if isinstance(path, str):
+        try:
+            if not parse_path(path):
+                raise InputError(f"instance {n}: the path encloses no area")
+        except PathError as exc:
+            raise InputError(f"instance {n}: bad path: {exc}") from None
+        return path.strip()
+    rings = []
+    for ring in path:
+        array = np.asarray(ring, dtype=np.float64)
+        if array.ndim != 2 or array.shape[1] != 2 or not np.isfinite(array).all():
+            raise InputError(f"instance {n}: a path ring needs finite [x, y] vertices")
+        rings.append(array)
+    text = format_path(rings)
+    if not text:
+        raise InputError(f"instance {n}: the path encloses no area")
+    return text
+
+
+def format_answer(
+    instances: Sequence[tuple],
+    *,
+    reasoning: str | None = None,
+) -> str:
+    """The canonical answer string for ``instances`` (an SFT target).
+
+    ``instances`` are ``(box, points)`` pairs, or ``(box, points, path)`` triples for path
+    answers, in the model's coordinate space (see :func:`refseg.grounding.coords.from_pixels`
+    and :func:`~refseg.grounding.coords.path_from_pixels`); numbers are rounded to integers
+    because every supported convention is integral. One point is written as
+    ``"point_2d": [x, y]``, several as a list of points, none leaves ``point_2d`` out. ``path``
+    is SVG path data (kept as given) or a list of rings of ``[x, y]`` vertices (written as
+    ``"M x y L x y ... Z"``, one subpath per ring); None leaves ``path`` out. An empty
+    ``instances`` writes ``[]``. ``reasoning`` (when not None) becomes the ``<think>`` block.
+    """
+    items = []
+    for n, instance in enumerate(instances, start=1):
+        if len(instance) not in (2, 3):
+            raise InputError(f"instance {n}: expected (box, points) or (box, points, path)")
+        box, points = instance[0], instance[1]
+        path = instance[2] if len(instance) == 3 else None
+        if len(box) != 4:
+            raise InputError(f"instance {n}: a box needs 4 numbers, got {len(box)}")
+        item: dict[str, Any] = {
+            "bbox_2d": [_int_coord(v, f"instance {n} box") for v in box],
+        }
+        pts = []
+        for p in points:
+            if len(p) != 2:
+                raise InputError(f"instance {n}: a point needs 2 numbers, got {len(p)}")
+            pts.append([_int_coord(v, f"instance {n} point") for v in p])
+        if len(pts) == 1:
+            item["point_2d"] = pts[0]
+        elif pts:
+            item["point_2d"] = pts
+        if path is not None:
+            item["path"] = _path_text(path, n)
+        items.append(item)
+    answer = f"<answer>{json.dumps(items)}</answer>"
+    if reasoning is None:
+        return answer
+    if "</think>" in reasoning or "<answer>" in reasoning:
+        raise InputError("the reasoning must not contain </think> or <answer> tags")
+    return f"<think>{reasoning}</think>{answer}"

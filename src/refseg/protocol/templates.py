@@ -1,0 +1,113 @@
+"""Prompt templates: the user-turn text that asks a grounding model for boxes or outlines.
+
+Two answer kinds share one wording for the coordinate convention and the empty answer:
+
+* ``box`` (the default): a box and one interior point per object, for a promptable segmenter;
+* ``path``: a box and the object's outline as SVG path data in the same coordinates (the path
+  mask head, after Moondream Segmentation), rasterized and optionally refined into the mask.
+"""
+
+from __future__ import annotations
+
+from refseg.errors import InputError
+
+#: No system prompt: every instruction is in the user turn, so the model's own chat template
+#: default (if any) is kept and the same text works through any chat-completions server.
+SYSTEM_PROMPT: str | None = None
+
+#: The coordinate wordings :func:`build_prompt` knows; ``resized:...`` specs use the pixel wording
+#: because a Qwen2.5-VL model sees (and answers in) pixels of its own resized input.
+COORDS = ("norm1000", "pixels")
+
+#: The answer kinds :func:`build_prompt` can ask for.
+ANSWERS = ("box", "path")
+
+_COORD_TEXT = {
+    "norm1000": (
+        "Coordinates are integers on a 0-1000 scale relative to the image size: (0, 0) is the "
+        "top-left corner and (1000, 1000) the bottom-right corner, whatever the image's size."
+    ),
+    "pixels": (
+        "Coordinates are integer pixel positions in the image as you see it: (0, 0) is the "
+        "top-left corner, x grows to the right and y downwards."
+    ),
+}
+
+_FORMAT_EXAMPLE = '[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}]'
+PATH_FORMAT_EXAMPLE = '[{"bbox_2d": [x1, y1, x2, y2], "path": "M x y L x y L x y ... Z"}]'
+
+_ASK = {
+    "box": (
+        "Several objects may match: list each of them. For each object give its bounding box "
+        "[x1, y1, x2, y2] (top-left and bottom-right corners) and one point [x, y] that lies "
+        "on the object itself, inside its box."
+    ),
+    "path": (
+        "Several objects may match: list each of them. For each object give its bounding box "
+        "[x1, y1, x2, y2] (top-left and bottom-right corners) and its outline as an SVG path "
+        '("M x y L x y ... Z", absolute coordinates in the same system as the box), following '
+        "the object's visible edge closely; an object seen in several separate parts gets one "
+        '"M ... Z" subpath per part.'
+    ),
+}
+
+
+def _coords_key(coords: str) -> str:
+    if coords == "norm1000":
+        return "norm1000"
+    if coords == "pixels" or coords == "resized" or coords.startswith("resized:"):
+        return "pixels"
+    raise InputError(f"unknown coordinate convention {coords!r}; use norm1000, pixels or resized")
+
+
+def build_prompt(
+    phrase: str,
+    *,
+    think: bool,
+    coords: str = "norm1000",
+    template: str | None = None,
+    answer: str = "box",
+) -> str:
+    """The user-turn text asking the model to ground ``phrase`` (the image goes before it).
+
+    ``coords`` names the coordinate convention the model answers in (``norm1000``, ``pixels``
+    or a ``resized:...`` spec, which uses the pixel wording; a
+    :class:`~refseg.grounding.coords.Convention` works too): the prompt states it because
+    Qwen models follow either convention when told, and a mismatch silently misplaces boxes.
+
+    ``answer`` is ``box`` (box + point per object) or ``path`` (box + outline as SVG path data).
+
+    ``template`` (with a ``{phrase}`` field) replaces the whole text: for models trained with a
+    custom prompt (``prompt_template`` in a training config), which must be asked the same way.
+    """
+    if not isinstance(phrase, str) or not phrase.strip():
+        raise InputError("the phrase is empty")
+    if answer not in ANSWERS:
+        raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
+    if template is not None:
+        try:
+            return template.format(phrase=phrase.strip())
+        except (KeyError, IndexError, ValueError) as exc:
+            raise InputError(
+                f"prompt template {template!r}: only {{phrase}} may be filled in"
+            ) from exc
+    wording = _COORD_TEXT[_coords_key(str(coords))]
+    example = PATH_FORMAT_EXAMPLE if answer == "path" else _FORMAT_EXAMPLE
+    lines = [
+        f'Find every object in the image that matches this description: "{phrase.strip()}".',
+        _ASK[answer],
+        wording,
+        "If nothing in the image matches, the answer is the empty list [].",
+    ]
+    if think:
+        lines.append(
+            "First think step by step inside <think> </think> tags, then give the final answer "
+            "as a JSON list inside <answer> </answer> tags, in this form:"
+        )
+        lines.append(f"<think>...</think><answer>{example}</answer>")
+    else:
+        lines.append(
+            "Give only the answer, as a JSON list inside <answer> </answer> tags, in this form:"
+        )
+        lines.append(f"<answer>{example}</answer>")
+    return "\n".join(lines)
