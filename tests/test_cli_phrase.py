@@ -124,8 +124,14 @@ def test_demo_without_grounder_weights_falls_back_to_a_box(tmp_path, capsys, mon
     first = stdout.splitlines()[0]
     assert first.startswith("phrase grounding skipped:") and "Qwen/Qwen3-VL-2B-Instruct" in first
     assert "--grounder qwen3-vl:/path/to/local/model" in first
+    # Issue 10: the fallback did not say what its box targets.
+    from refseg.cli.demo import FALLBACK_BOX
+
+    second = stdout.splitlines()[1]
+    assert "140,20,320,200" in second and "the astronaut's face" in second
     data = json.loads((tmp_path / "demo.json").read_text())
     assert len(data["instances"]) == 1 and "phrase" not in data
+    assert data["instances"][0]["box"] == list(FALLBACK_BOX)
     assert masks.decode(data["instances"][0]["mask"]).sum() > 5000
     assert (tmp_path / "mask.png").exists() and (tmp_path / "overlay.png").exists()
 
@@ -254,3 +260,13 @@ def test_batch_out_cannot_be_its_own_input(tmp_path, capsys):
     argv = ["segment", "--batch", str(out / "results.jsonl"), "--out", str(out / "results.jsonl")]
     code, _, err = run(argv, capsys)
     assert code == 2 and "not a folder" in err and err.count("\n") == 1
+
+
+def test_demo_help_names_the_default_grounder(capsys):
+    """Issue 10: `refseg demo --help` said "default: the default"."""
+    from refseg.grounding import DEFAULT_GROUNDER
+
+    code, stdout, _ = run(["demo", "--help"], capsys)
+    assert code == 0
+    text = " ".join(stdout.split())
+    assert f"default: {DEFAULT_GROUNDER}" in text and "the default" not in text
