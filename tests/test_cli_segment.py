@@ -199,3 +199,19 @@ def test_a_linked_output_is_written_through(tmp_path, capsys, sam):
     code, _, err = run(["segment", str(IMAGE), "--box", "1,1,50,50", "--json", str(link)], capsys)
     assert code == 0, err
     assert link.is_symlink() and json.loads(real.read_text())["instances"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["segment"], ["eval"], ["demo"], ["serve"], ["data", "refshapes"], ["train", "check"]],
+)
+def test_help_at_80_columns_is_whole(command, capsys, monkeypatch):
+    """Issue 10: at 80 columns rich's help panels cut long defaults with an ellipsis
+    ("qwen3-vl:Qwen/Qwen3-VL-…") and ate "[default: 0.08]" written in a help text."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "scenes ;" not in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    if command in (["segment"], ["eval"], ["demo"]):
+        assert "qwen3-vl:Qwen/Qwen3-VL-2B-Instruct" in out
