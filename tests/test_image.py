@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from refseg.errors import InputError
-from refseg.image import image_digest, load_image
+from refseg.image import ImageTooLarge, image_digest, image_size, load_image
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -111,3 +111,69 @@ def test_arrays_and_digest():
     assert image_digest(out) != image_digest(out[::-1].copy())
     with pytest.raises(InputError):
         load_image(np.zeros((2, 2, 5), np.uint8))
+
+
+# --- allow-listed decoders ------------------------------------------------------------------
+
+EPS_LOOP = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{ } loop\n"
+
+
+def _saved(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
+def test_allowed_formats_decode(fmt):
+    pixels = np.zeros((6, 10, 3), np.uint8)
+    pixels[:, :5] = 200
+    decoded = load_image(_saved(Image.fromarray(pixels), fmt))
+    assert decoded.shape == (6, 10, 3)
+    assert decoded[:, :4].mean() > 150 and decoded[:, 6:].mean() < 60
+    assert image_size(_saved(Image.fromarray(pixels), fmt)) == (10, 6)
+
+
+@pytest.mark.parametrize("fmt", ["TGA", "PCX", "SGI", "ICO", "PPM"])
+def test_other_pillow_formats_are_refused(fmt):
+    data = _saved(Image.new("RGB", (8, 8), (9, 9, 9)), fmt)
+    Image.open(io.BytesIO(data)).load()  # Pillow itself reads it...
+    with pytest.raises(InputError, match="accepted format"):
+        load_image(data)  # ...refseg does not hand it to that decoder
+    with pytest.raises(InputError, match="accepted format"):
+        image_size(data)
+
+
+def test_eps_never_reaches_ghostscript(tmp_path):
+    path = tmp_path / "loop.eps"
+    path.write_bytes(EPS_LOOP)
+    for source in (EPS_LOOP, path):
+        with pytest.raises(InputError, match="accepted format") as info:
+            load_image(source)
+        assert "\n" not in str(info.value)
+
+
+def test_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((250, 250, 250), (0, 0, 0))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    assert load_image(buffer.getvalue()).mean() > 200
+
+
+def test_phone_jpeg_with_multi_picture_data_is_accepted():
+    buffer = io.BytesIO()
+    first = Image.new("RGB", (16, 12), (200, 10, 10))
+    first.save(buffer, format="MPO", save_all=True, append_images=[Image.new("RGB", (16, 12))])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    assert load_image(buffer.getvalue())[..., 0].mean() > 150
+
+
+def test_over_the_pixel_limit_is_its_own_error_type(monkeypatch):
+    monkeypatch.setenv("REFSEG_MAX_PIXELS", "100")
+    data = encode(Image.new("RGB", (20, 20)))
+    with pytest.raises(ImageTooLarge):
+        load_image(data)
+    assert image_size(data) == (20, 20)  # the header alone is always readable
+    monkeypatch.setenv("REFSEG_MAX_PIXELS", "lots")
+    with pytest.raises(InputError, match="REFSEG_MAX_PIXELS must be a positive integer"):
+        load_image(data)

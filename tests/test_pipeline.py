@@ -12,8 +12,9 @@ import pytest
 from refseg.cli.batch import finished_ids, read_pairs, run_pairs
 from refseg.errors import InputError
 from refseg.grounding.coords import to_grounding
-from refseg.pipeline import MAX_PHRASE_CHARS, Pipeline
+from refseg.pipeline import MAX_PHRASE_CHARS, Pipeline, check_phrase, segment_prompts
 from refseg.protocol import parse_answer
+from refseg.types import Prompt
 from tests.conftest import ASSETS
 
 FACE = '<answer>[{"bbox_2d": [273, 39, 625, 390], "point_2d": [449, 215]}]</answer>'
@@ -167,3 +168,36 @@ def test_two_batch_runs_on_one_folder_are_refused(pipe, tmp_path):
         pytest.raises(InputError, match="another refseg segment --batch"),
     ):
         run_pairs(pipe, read_pairs(pairs_file), out, think=False, progress=False)
+
+
+# --- limits and unencodable phrases -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("phrase", ["bad \ud800", "\udcff tail", "a\udfffb"])
+def test_unencodable_phrases_are_refused_in_one_line(pipe, astronaut, phrase):
+    with pytest.raises(InputError, match="surrogate") as info:
+        pipe(astronaut, phrase)
+    assert "\n" not in str(info.value)
+    assert check_phrase("  ok — ünïcödé 😀  ") == "ok — ünïcödé 😀"
+
+
+def test_segment_prompts_refuses_over_the_limits_before_encoding(sam, astronaut, monkeypatch):
+    counting = CountingSegmenter(sam)
+    many_points = Prompt(points=[(10.0 + i, 10.0) for i in range(33)])
+    with pytest.raises(InputError, match="33 points"):
+        segment_prompts(counting, astronaut, [many_points])
+    with pytest.raises(InputError, match="101 prompts"):
+        segment_prompts(counting, astronaut, [Prompt(box=(1, 1, 50, 50))] * 101)
+    monkeypatch.setenv("REFSEG_MAX_PROMPT_PIXELS", str(512 * 512))
+    with pytest.raises(InputError, match="pixels x prompts"):
+        segment_prompts(counting, astronaut, [Prompt(box=(1, 1, 50, 50))] * 2)
+    assert counting.embeds == 0
+
+
+def test_a_grounded_answer_over_the_limits_is_a_parse_error(pipe, astronaut, monkeypatch):
+    monkeypatch.setenv("REFSEG_MAX_PROMPTS", "1")
+    result = pipe(astronaut, "the face and the rocket")  # two instances
+    assert result.parse_error and "2 prompts" in result.parse_error
+    assert result.instances == [] and not result.no_target and result.raw_answer
+    assert pipe.segmenter.embeds == 0
+    assert len(pipe(astronaut, "the face").instances) == 1  # within the limit: segmented

@@ -112,3 +112,33 @@ def test_device_selection(astronaut):
     assert cpu.encoder.get_providers() == ["CPUExecutionProvider"]
     with pytest.raises(ModelError, match="no CUDA provider"):
         load_segmenter("onnx-sam", device="cuda:0")
+
+
+# --- extreme aspect ratios and refinement passes ----------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 2049), (2049, 1), (2, 6000), (1, 1)])
+def test_extremely_elongated_images_segment(sam, shape):
+    """SAM's resize rounds the short side of a >2048:1 image to 0; it must still work."""
+    height, width = shape
+    image = np.full((height, width, 3), 30, np.uint8)
+    if width > 1:
+        image[:, : width // 2] = 230  # a bright left half to find
+    embedding = sam.embed(image)
+    box = Prompt(box=(0.0, 0.0, float(max(1, width // 2)), float(height)))
+    [prediction] = sam.predict(embedding, [box])
+    assert prediction.mask.shape == (height, width)
+    if width > 1000:
+        left, right = prediction.mask[:, : width // 2], prediction.mask[:, width // 2 :]
+        assert left.mean() > 0.8 and right.mean() < 0.2
+
+
+def test_refine_round_equals_feeding_back_the_first_low_res(sam, astronaut):
+    """Intermediate passes may skip the full-size mask: their low-res logits are the same."""
+    embedding = sam.embed(astronaut)
+    box = (150.0, 40.0, 370.0, 260.0)
+    [first] = sam.predict(embedding, [Prompt(box=box)], refine=0)
+    [manual] = sam.predict(embedding, [Prompt(box=box, mask_input=first.low_res)], refine=0)
+    [refined] = sam.predict(embedding, [Prompt(box=box)], refine=1)
+    assert np.array_equal(refined.mask, manual.mask)
+    assert refined.score == pytest.approx(manual.score, abs=1e-6)
