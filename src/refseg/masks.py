@@ -4,11 +4,20 @@ refseg holds masks as COCO run-length encodings (the ``{"size": [H, W], "counts"
 pycocotools reads and writes): compact enough to keep thousands of predictions in memory and to
 store in JSON, and fast to score (IoU, area) without decoding. Dense boolean arrays are made only
 when a caller asks for them.
+
+pycocotools trusts its input completely: run lengths that do not add up to ``H x W`` make
+``merge`` loop for ever or write past its buffers, a zero-length run in the middle corrupts the
+heap, and a polygon vertex at 1e9 or NaN overflows the rasteriser's integer arithmetic
+(segmentation fault, or a 24 GB allocation). RLEs and polygons come from dataset files and
+prediction files, so every one is checked here before pycocotools sees it
+(:func:`validate` / :func:`check_polygons`); a bad one is one :class:`InputError` line. The
+checks are linear in the size of the encoding (a string is decoded with numpy, not a loop).
 """
 
 from __future__ import annotations
 
 import io
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,21 +43,154 @@ def encode(mask: np.ndarray) -> RLE:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
 
 
-def _coco(rle: RLE) -> dict[str, Any]:
-    """The form pycocotools wants: compressed ``bytes`` counts (uncompressed lists converted)."""
+#: The most run lengths pycocotools' string decoder reads right: it shifts a C ``int`` by 5 bits
+#: per character, so a 7th character of one value overflows. 6 characters hold +-2**29, more than
+#: any size the pixel limit allows.
+_MAX_CHARS_PER_COUNT = 6
+#: Hard ceiling on ``H x W`` whatever ``REFSEG_MAX_PIXELS`` says: pycocotools keeps sizes and run
+#: lengths in 32-bit unsigned integers.
+_HARD_MAX_PIXELS = 2**31 - 1
+#: Vertices in the polygons of one mask. A COCO or LVIS outline has tens to a few thousand.
+MAX_POLYGON_VERTICES = 100_000
+#: Summed edge lengths (Chebyshev, in pixels) of the polygons of one mask after clipping.
+#: pycocotools allocates ~100 bytes per pixel of outline (it walks every edge at 5x scale);
+#: this keeps one mask under ~200 MB while allowing outlines far longer than any real object's.
+MAX_POLYGON_PERIMETER = 2_000_000
+#: Vertices may lie this far outside the image before a polygon is clipped (the clip changes
+#: nothing inside the image, but sane data never pays for it).
+_CLIP_MARGIN = 64.0
+
+
+def pixel_limit() -> int:
+    """The most pixels a mask may have: the image pixel limit (a mask bigger than any image
+    refseg would load is an error, not work to do)."""
+    from refseg.image import max_pixels
+
+    return min(max_pixels(), _HARD_MAX_PIXELS)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_size(height: Any, width: Any, what: str = "mask") -> tuple[int, int]:
+    """``(height, width)`` as ints, or :class:`InputError`: positive and within the pixel limit."""
+    if not (_is_int(height) and _is_int(width)):
+        raise InputError(f"{what} size must be two integers, got {[height, width]!r:.80}")
+    height, width = int(height), int(width)
+    if height < 1 or width < 1:
+        raise InputError(f"{what} size {[height, width]} must be positive")
+    limit = pixel_limit()
+    if height * width > limit:
+        raise InputError(
+            f"{what} size {height}x{width} is over the limit of {limit} pixels "
+            "(set REFSEG_MAX_PIXELS to raise it)"
+        )
+    return height, width
+
+
+def _string_runs(counts: bytes) -> np.ndarray:
+    """Run lengths of pycocotools' compressed ``counts`` string, decoded with numpy.
+
+    The format: each value is 5-bit chunks (low first) in characters ``chr(48 + chunk)``, bit
+    0x20 meaning "more chunks follow" and bit 0x10 of the last chunk the sign; values after the
+    second are deltas from the value two before. Anything outside that grammar is refused, since
+    pycocotools' own decoder reads past the end of a string that stops mid-value.
+    """
+    if not counts:
+        return np.zeros(0, dtype=np.int64)
+    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if chars.min() < 0 or chars.max() > 63:
+        raise InputError("RLE counts string holds characters outside the COCO alphabet")
+    more = (chars & 0x20) != 0
+    if more[-1]:
+        raise InputError("RLE counts string ends in the middle of a value")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > _MAX_CHARS_PER_COUNT:
+        raise InputError("RLE counts string holds a value too large for any mask")
+    shift = 5 * (np.arange(len(chars)) - np.repeat(starts, lengths))
+    values = np.add.reduceat((chars & 0x1F) << shift, starts)
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * lengths[negative])
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs
+
+
+def _canonical_runs(runs: np.ndarray) -> np.ndarray:
+    """The same mask with no zero-length run after the first (pycocotools' ``merge`` corrupts
+    its heap on those): zero runs are dropped and the neighbours they separated joined."""
+    keep = runs > 0
+    keep[0] = True
+    kept, values = runs[keep], (np.flatnonzero(keep) & 1)
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    return np.add.reduceat(kept, starts)
+
+
+def _coco(rle: Any) -> dict[str, Any]:
+    """The validated form pycocotools wants: canonical compressed ``bytes`` counts.
+
+    Every RLE from outside refseg passes here before any pycocotools call; see the module
+    docstring for what an unchecked one does.
+    """
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise InputError("an RLE must be an object with 'size' and 'counts'")
+    size = rle["size"]
+    if not isinstance(size, (list, tuple, np.ndarray)) or len(size) != 2:
+        raise InputError(f"RLE size must be [height, width], got {size!r:.80}")
+    height, width = check_size(size[0], size[1], "RLE")
     counts = rle["counts"]
-    size = [int(rle["size"][0]), int(rle["size"][1])]
-    if isinstance(counts, list):
-        return mask_utils.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
     if isinstance(counts, str):
-        counts = counts.encode()
-    return {"size": size, "counts": counts}
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise InputError("RLE counts string holds non-ASCII characters") from None
+    if isinstance(counts, bytes):
+        runs = _string_runs(counts)
+    elif isinstance(counts, (list, tuple)):
+        if not all(_is_int(c) for c in counts):
+            raise InputError("RLE counts must be integers")
+        try:
+            runs = np.asarray(counts, dtype=np.int64)
+        except OverflowError:
+            raise InputError("RLE counts hold a value too large for any mask") from None
+    else:
+        raise InputError(
+            f"RLE counts must be a string or a list of integers, not {type(counts).__name__}"
+        )
+    total = height * width
+    if runs.size == 0:
+        raise InputError(f"RLE counts are empty (a {height}x{width} mask needs {total} pixels)")
+    if runs.min() < 0:
+        raise InputError("RLE counts must not be negative")
+    if runs.max() > total or int(runs.sum()) != total:
+        raise InputError(
+            f"RLE counts add up to {int(runs.clip(0, total + 1).sum())} pixels, "
+            f"but size {height}x{width} has {total}"
+        )
+    if isinstance(counts, bytes) and not (runs[1:] == 0).any():
+        return {"size": [height, width], "counts": counts}
+    canonical = _canonical_runs(runs).tolist()
+    return mask_utils.frPyObjects({"size": [height, width], "counts": canonical}, height, width)
+
+
+def validate(rle: Any) -> RLE:
+    """A COCO RLE from outside (compressed or uncompressed) checked and made canonical.
+
+    Raises :class:`InputError` (one line) unless the size is two positive integers within the
+    pixel limit and the run lengths are non-negative integers adding up to ``H x W``.
+    """
+    coco = _coco(rle)
+    return {"size": list(coco["size"]), "counts": coco["counts"].decode()}
 
 
 def normalize(rle: RLE) -> RLE:
-    """Any COCO RLE (compressed or uncompressed counts) as the canonical ``str``-counts form."""
-    coco = _coco(rle)
-    return {"size": list(coco["size"]), "counts": coco["counts"].decode()}
+    """Any COCO RLE (compressed or uncompressed counts) as the canonical ``str``-counts form
+    (validated: see :func:`validate`)."""
+    return validate(rle)
 
 
 def decode(rle: RLE) -> np.ndarray:
@@ -71,17 +213,28 @@ def area(rles: Sequence[RLE]) -> np.ndarray:
     return out
 
 
+def _same_size(coco: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pycocotools merges masks of different sizes into a 0x0 "mask" without a word."""
+    sizes = {tuple(c["size"]) for c in coco}
+    if len(sizes) > 1:
+        raise InputError(f"cannot combine masks of different sizes: {sorted(sizes)}")
+    return coco
+
+
 def union(rles: Sequence[RLE], height: int, width: int) -> RLE:
     """The union of several masks; an empty list gives an empty mask of the given size."""
     if not rles:
         return empty(height, width)
-    merged = mask_utils.merge([_coco(r) for r in rles], intersect=False)
+    coco = _same_size([_coco(r) for r in rles])
+    if coco[0]["size"] != [height, width]:
+        raise InputError(f"mask size {coco[0]['size']} differs from {[height, width]}")
+    merged = mask_utils.merge(coco, intersect=False)
     return {"size": list(merged["size"]), "counts": merged["counts"].decode()}
 
 
 def intersection_area(a: RLE, b: RLE) -> int:
     """Pixels in both ``a`` and ``b``."""
-    merged = mask_utils.merge([_coco(a), _coco(b)], intersect=True)
+    merged = mask_utils.merge(_same_size([_coco(a), _coco(b)]), intersect=True)
     return int(mask_utils.area(merged))
 
 
@@ -101,12 +254,100 @@ def to_bbox(rle: RLE) -> list[float] | None:
     return [x, y, x + w, y + h]
 
 
+def _clip_half_plane(points: np.ndarray, axis: int, bound: float, keep_below: bool) -> np.ndarray:
+    """One Sutherland-Hodgman step: the part of a closed polygon on one side of a line."""
+    following = np.roll(points, -1, axis=0)
+    a, b = points[:, axis], following[:, axis]
+    inside_a = a <= bound if keep_below else a >= bound
+    inside_b = b <= bound if keep_below else b >= bound
+    crossing = inside_a != inside_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(crossing, (bound - a) / np.where(crossing, b - a, 1.0), 0.0)
+    meeting = points + t[:, None] * (following - points)
+    meeting[:, axis] = bound
+    # Per edge i -> i+1: vertex i if inside, then the crossing point if the edge crosses.
+    candidates = np.stack([points, meeting], axis=1).reshape(-1, 2)
+    return candidates[np.stack([inside_a, crossing], axis=1).reshape(-1)]
+
+
+def clip_polygon(points: np.ndarray, x_max: float, y_max: float, margin: float) -> np.ndarray:
+    """A polygon (``(N, 2)`` x, y) clipped to ``[-margin, max + margin]`` on both axes.
+
+    The fill inside the box is unchanged; what is cut away lies outside the image. Rasterisers
+    do integer arithmetic on scaled coordinates, so this keeps them in range.
+    """
+    for axis, low, high in ((0, -margin, x_max + margin), (1, -margin, y_max + margin)):
+        for bound, keep_below in ((high, True), (low, False)):
+            if len(points) == 0:
+                return points
+            points = _clip_half_plane(points, axis, bound, keep_below)
+    return points
+
+
+def check_polygons(
+    polygons: Any, height: int, width: int, *, min_vertices: int = 3
+) -> list[np.ndarray]:
+    """Outside polygons (flat ``[x1, y1, x2, y2, ...]`` lists) as ``(N, 2)`` float arrays, ready
+    to rasterise, or :class:`InputError`.
+
+    Coordinates must be finite numbers, at most :data:`MAX_POLYGON_VERTICES` vertices in all;
+    polygons reaching more than a margin outside the image are clipped to it, and the clipped
+    outlines may total at most :data:`MAX_POLYGON_PERIMETER` pixels. Polygons with fewer than
+    ``min_vertices`` vertices are dropped (COCO has a few two-vertex "polygons").
+    """
+    height, width = check_size(height, width, "image")
+    if not isinstance(polygons, (list, tuple)):
+        raise InputError("polygons must be a list of [x1, y1, x2, y2, ...] lists")
+    total = 0
+    out: list[np.ndarray] = []
+    for number, polygon in enumerate(polygons):
+        if not isinstance(polygon, (list, tuple, np.ndarray)):
+            raise InputError(f"polygon {number} is not a list of coordinates")
+        total += len(polygon) // 2
+        if total > MAX_POLYGON_VERTICES:
+            raise InputError(f"polygons have more than {MAX_POLYGON_VERTICES} vertices in all")
+        if len(polygon) % 2:
+            raise InputError(f"polygon {number} has an odd number of coordinates")
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in polygon):
+            raise InputError(f"polygon {number}: coordinates must be numbers")
+        try:
+            points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+        except (OverflowError, ValueError):
+            raise InputError(f"polygon {number}: coordinates must be numbers") from None
+        if not np.isfinite(points).all():
+            raise InputError(f"polygon {number} has a coordinate that is not a finite number")
+        if len(points) < min_vertices:
+            continue
+        if (
+            points.min() < -_CLIP_MARGIN
+            or points[:, 0].max() > width + _CLIP_MARGIN
+            or points[:, 1].max() > height + _CLIP_MARGIN
+        ):
+            points = clip_polygon(points, width, height, _CLIP_MARGIN)
+            if len(points) < min_vertices:
+                continue
+        out.append(points)
+    perimeter = sum(float(np.abs(np.roll(p, -1, axis=0) - p).max(axis=1).sum()) for p in out)
+    if perimeter > MAX_POLYGON_PERIMETER:
+        raise InputError(
+            f"polygon outlines total {perimeter:.0f} pixels inside the image; "
+            f"the limit is {MAX_POLYGON_PERIMETER}"
+        )
+    return out
+
+
 def from_polygons(polygons: Iterable[Sequence[float]], height: int, width: int) -> RLE:
-    """Rasterise COCO-style polygons (flat ``[x1, y1, x2, y2, ...]`` lists) to one RLE."""
-    polys = [list(map(float, p)) for p in polygons if len(p) >= 6]
-    if not polys:
+    """Rasterise COCO-style polygons (flat ``[x1, y1, x2, y2, ...]`` lists) to one RLE.
+
+    The polygons are checked first (:func:`check_polygons`); polygons of fewer than 3 vertices
+    are dropped.
+    """
+    if not isinstance(polygons, (list, tuple)):
+        polygons = list(polygons)
+    checked = check_polygons(polygons, height, width)
+    if not checked:
         return empty(height, width)
-    rles = mask_utils.frPyObjects(polys, height, width)
+    rles = mask_utils.frPyObjects([p.reshape(-1).tolist() for p in checked], height, width)
     merged = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
     return {"size": [height, width], "counts": merged["counts"].decode()}
 

@@ -8,12 +8,76 @@ format all produce it, so evaluation and training never see layout details.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from refseg import masks
 from refseg.errors import InputError
+
+# --------------------------------------------------------------------------------------------
+# Field checks for record parsers.
+#
+# Annotation files come from outside, and a field of the wrong type (a string id, a dict where a
+# list belongs) used to surface as a KeyError or TypeError traceback from deep inside a reader.
+# Each reader's record parser checks every field it uses with these; they raise ValueError with
+# the problem only, and the reader wraps it as ``FILE: record N: problem`` (one InputError line).
+
+
+def record_error(source: Any, where: str, exc: Exception) -> InputError:
+    """The one-line error for a malformed record: ``SOURCE: WHERE: problem``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"{source}: {where}: {text}")
+
+
+def need_int(value: Any, what: str) -> int:
+    """``value`` if it is an integer (``bool`` is not), else ``ValueError``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(f"{what} must be an integer, got {_show(value)}")
+
+
+def need_str(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{what} must be a string, got {_show(value)}")
+
+
+def need_list(value: Any, what: str) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    raise ValueError(f"{what} must be a list, got {_show(value)}")
+
+
+def need_dict(value: Any, what: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    raise ValueError(f"{what} must be an object, got {_show(value)}")
+
+
+def need_box(value: Any, what: str, *, xywh: bool = False) -> list[float]:
+    """Four finite numbers; COCO ``[x, y, w, h]`` are turned into ``[x1, y1, x2, y2]``."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 4) or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"{what} must be 4 numbers, got {_show(value)}")
+    box = [float(v) for v in value]
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"{what} must hold finite numbers")
+    if xywh:
+        x, y, w, h = box
+        box = [x, y, x + w, y + h]
+    return box
+
+
+def _show(value: Any) -> str:
+    """A short description of a bad value for an error line (never the whole value)."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass

@@ -27,18 +27,63 @@ Layout for a dataset with splits (``jsonl:DIR:SPLIT`` and ``refshapes:DIR:SPLIT`
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from refseg import masks
-from refseg.data.base import DatasetSpec, Sample, limit_samples
+from refseg.data.base import DatasetSpec, Sample, limit_samples, need_box, need_int
 from refseg.errors import InputError
 from refseg.fileio import atomic_open
 
 _REQUIRED = ("id", "image", "phrase", "masks", "width", "height")
+#: Longest line read (bytes). A record holds a phrase and a few RLEs; even a noisy 50-megapixel
+#: mask compresses to a few MB. Past this the line is refused before it is all in memory.
+MAX_LINE_BYTES = 64 << 20
+
+
+def iter_json_lines(
+    path: Path, what: str = "JSONL file", *, where: Callable[[int], str] | None = None
+) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed JSON)`` for each non-blank, non-``#`` line of ``path``.
+
+    Every way a line can be unreadable is one ``FILE:LINE: problem`` :class:`InputError`:
+    bad JSON, bad UTF-8, nesting deeper than the parser's stack, a line over
+    :data:`MAX_LINE_BYTES` (read in bounded pieces, so a 10 GB line costs 64 MB, not 10 GB).
+    ``where(number)`` writes the ``FILE:LINE`` part when a caller words it differently.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what}")
+    try:
+        with open(path, "rb") as handle:
+            yield from _parse_lines(handle, where or (lambda number: f"{path}:{number}"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _parse_lines(handle: IO[bytes], where: Callable[[int], str]) -> Iterator[tuple[int, Any]]:
+    number = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise InputError(f"{where(number)}: line is longer than {MAX_LINE_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{where(number)}: not UTF-8 text ({exc.reason})") from None
+        if not text or text.startswith("#"):
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where(number)}: bad JSON ({exc.msg})") from None
+        except RecursionError:
+            raise InputError(f"{where(number)}: bad JSON (nested too deeply)") from None
+        yield number, value
 
 
 def _mask_from_json(entry: Any, height: int, width: int) -> masks.RLE:
@@ -51,14 +96,15 @@ def _mask_from_json(entry: Any, height: int, width: int) -> masks.RLE:
         return masks.from_polygons(polygons, height, width)
     if isinstance(entry, dict) and "counts" in entry and "size" in entry:
         size = entry["size"]
-        if not (isinstance(size, list) and len(size) == 2 and [*map(int, size)] == [height, width]):
-            raise ValueError(f"mask size {size} differs from height/width {[height, width]}")
-        return masks.normalize(entry)
+        if size != [height, width]:
+            raise ValueError(f"mask size {size!r:.40} differs from height/width {[height, width]}")
+        return masks.validate(entry)
     raise ValueError("a mask must be an RLE {size, counts} or {polygons}")
 
 
 def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    value = need_int(value, repr(key))
+    if value <= 0:
         raise ValueError(f"{key!r} must be a positive integer, got {value!r}")
     return value
 
@@ -72,6 +118,9 @@ def record_to_sample(record: Any, base_dir: Path) -> Sample:
         raise ValueError(f"missing {', '.join(repr(k) for k in missing)}")
     width = _positive_int(record["width"], "width")
     height = _positive_int(record["height"], "height")
+    masks.check_size(height, width, "image")
+    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+        raise ValueError("'id' must be a string or an integer")
     phrase = record["phrase"]
     if not isinstance(phrase, str) or not phrase.strip():
         raise ValueError("'phrase' must be a non-empty string")
@@ -81,18 +130,16 @@ def record_to_sample(record: Any, base_dir: Path) -> Sample:
         raise ValueError("'masks' must be a list ([] for no target)")
     rles = [_mask_from_json(m, height, width) for m in record["masks"]]
     boxes = record.get("boxes") or []
-    if not isinstance(boxes, list) or not all(
-        isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b)
-        for b in boxes
-    ):
+    if not isinstance(boxes, list):
         raise ValueError("'boxes' must be a list of [x1, y1, x2, y2]")
+    boxes = [need_box(b, f"box {number}") for number, b in enumerate(boxes)]
     if boxes and len(boxes) != len(rles):
         raise ValueError(f"{len(boxes)} boxes for {len(rles)} masks")
-    if not all(math.isfinite(float(v)) for b in boxes for v in b):
-        raise ValueError("'boxes' must hold finite numbers")
     meta = record.get("meta") or {}
     if not isinstance(meta, dict):
         raise ValueError("'meta' must be an object")
+    if "\x00" in record["image"]:
+        raise ValueError("'image' must be a path string")
     image = Path(record["image"])
     return Sample(
         id=str(record["id"]),
@@ -101,7 +148,7 @@ def record_to_sample(record: Any, base_dir: Path) -> Sample:
         masks=rles,
         width=width,
         height=height,
-        boxes=[[float(v) for v in b] for b in boxes],
+        boxes=boxes,
         meta=meta,
     )
 
@@ -109,27 +156,17 @@ def record_to_sample(record: Any, base_dir: Path) -> Sample:
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[Sample]:
     """Samples of a JSONL file, one at a time (errors name ``FILE:LINE``)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"{path}: no such JSONL file")
     base_dir = path.parent.resolve()
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: bad JSON ({exc.msg})") from None
-            try:
-                sample = record_to_sample(record, base_dir)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise InputError(f"{path}:{number}: {exc}") from None
-            if sample.id in seen:
-                raise InputError(f"{path}:{number}: duplicate id {sample.id!r}")
-            seen.add(sample.id)
-            yield sample
+    for number, record in iter_json_lines(path):
+        try:
+            sample = record_to_sample(record, base_dir)
+        except ValueError as exc:
+            raise InputError(f"{path}:{number}: {exc}") from None
+        if sample.id in seen:
+            raise InputError(f"{path}:{number}: duplicate id {sample.id[:80]!r}")
+        seen.add(sample.id)
+        yield sample
 
 
 def read_jsonl(path: str | os.PathLike[str], *, limit: int | None = None) -> list[Sample]:

@@ -32,11 +32,16 @@ import numpy as np
 from PIL import Image
 
 from refseg import masks
-from refseg.data.base import DatasetSpec, Sample, limit_samples
+from refseg.data.base import DatasetSpec, Sample, limit_samples, need_list, need_str
 from refseg.errors import InputError
 
 SPLITS = ("train", "val", "test")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+#: Largest annotation JSON read (bytes): labelme files are a few KB (a few MB with an embedded
+#: image).
+MAX_JSON_BYTES = 64 << 20
+#: Shapes per image: LISA's have a handful; each costs a pass over its bounding box.
+MAX_SHAPES = 1000
 
 
 def displayed_size(path: Path) -> tuple[int, int]:
@@ -51,7 +56,13 @@ def displayed_size(path: Path) -> tuple[int, int]:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    raw = path.read_bytes()
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise InputError(f"{path}: {size} bytes is over the {MAX_JSON_BYTES}-byte limit")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -60,39 +71,89 @@ def _load(path: Path) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: bad JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise InputError(f"{path}: bad JSON (nested too deeply)") from None
+    try:
+        return parse_annotation(data)
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def parse_annotation(data: Any) -> dict[str, Any]:
+    """Check one labelme JSON's fields: ``text`` (a string or strings), ``shapes`` (at most
+    :data:`MAX_SHAPES` objects with ``points`` and a string ``label``), ``is_sentence`` (bool).
+
+    Returns the data with ``text`` as a list; raises ``ValueError`` naming the problem.
+    """
     if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
+        raise ValueError("expected a JSON object")
     for key in ("shapes", "text"):
         if key not in data:
-            raise InputError(f"{path}: missing {key!r}")
+            raise ValueError(f"missing {key!r}")
     if not isinstance(data["shapes"], list):
-        raise InputError(f"{path}: 'shapes' must be a list")
-    return data
+        raise ValueError("'shapes' must be a list")
+    if len(data["shapes"]) > MAX_SHAPES:
+        raise ValueError(f"{len(data['shapes'])} shapes; the limit is {MAX_SHAPES}")
+    for number, shape in enumerate(data["shapes"]):
+        if not isinstance(shape, dict) or "points" not in shape:
+            raise ValueError(f"shape #{number} lacks 'points'")
+        need_list(shape["points"], f"shape #{number} points")
+        if shape.get("label") is not None:
+            need_str(shape["label"], f"shape #{number} label")
+    texts = data["text"]
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("'text' must be a list of strings")
+    if not isinstance(data.get("is_sentence", False), bool):
+        raise ValueError("'is_sentence' must be true or false")
+    return {**data, "text": texts}
 
 
 def rasterize(
     shapes: list[Any], height: int, width: int, source: Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(target, ignore)`` boolean masks from labelme shapes, drawn the way LISA draws them."""
+    """``(target, ignore)`` boolean masks from labelme shapes, drawn the way LISA draws them.
+
+    Points are checked like any polygon (:func:`refseg.masks.check_polygons`: finite, bounded
+    in number, clipped when far outside the image, which keeps OpenCV's fixed-point arithmetic
+    in range). A shape's area is counted on a canvas the size of its bounding box, not of the
+    image, so many small shapes on a large image stay cheap.
+    """
+    height, width = masks.check_size(height, width, "image")
     polygons: list[tuple[int, np.ndarray, bool]] = []
+    vertices = 0
     for number, shape in enumerate(shapes):
         if not isinstance(shape, dict) or "points" not in shape:
             raise InputError(f"{source}: shape #{number} lacks 'points'")
         label = str(shape.get("label", "target")).lower()
         if label == "flag":
             continue
-        try:
-            points = np.asarray(shape["points"], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{source}: shape #{number}: points must be [x, y] pairs") from None
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
+        points = shape["points"]
+        if not isinstance(points, list) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in points
+        ):
+            raise InputError(f"{source}: shape #{number}: points must be [x, y] pairs")
+        if len(points) < 3:
             raise InputError(f"{source}: shape #{number}: need at least 3 [x, y] points")
-        if not np.isfinite(points).all():
-            raise InputError(f"{source}: shape #{number}: points must be finite")
-        polygon = points.astype(np.int32)
-        scratch = np.zeros((height, width), dtype=np.uint8)
-        cv2.polylines(scratch, [polygon], True, 1, 1)
-        cv2.fillPoly(scratch, [polygon], 1)
+        vertices += len(points)
+        if vertices > masks.MAX_POLYGON_VERTICES:
+            raise InputError(f"{source}: more than {masks.MAX_POLYGON_VERTICES} points in all")
+        try:
+            flat = [v for p in points for v in p]
+            checked = masks.check_polygons([flat], height, width)
+        except InputError as exc:
+            raise InputError(f"{source}: shape #{number}: {exc}") from None
+        if not checked:
+            continue  # entirely outside the image
+        polygon = checked[0].astype(np.int32)
+        x0, y0 = np.clip(polygon.min(axis=0), 0, [width, height])
+        x1, y1 = np.clip(polygon.max(axis=0) + 2, 0, [width, height])
+        scratch = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), dtype=np.uint8)
+        shifted = polygon - np.asarray([x0, y0], dtype=np.int32)
+        if scratch.size:
+            cv2.polylines(scratch, [shifted], True, 1, 1)
+            cv2.fillPoly(scratch, [shifted], 1)
         polygons.append((int(scratch.sum()), polygon, "ignore" in label))
     # Largest first, with LISA's own tie order (numpy argsort, reversed).
     order = np.argsort(np.asarray([p[0] for p in polygons], dtype=np.int64))[::-1]
@@ -139,18 +200,18 @@ def read_reasonseg(
             break
         data = _load(json_path)
         texts = data["text"]
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise InputError(f"{json_path}: 'text' must be a list of strings")
         image_path = _find_image(json_path)
         width, height = displayed_size(image_path)
+        try:
+            masks.check_size(height, width, "image")
+        except InputError as exc:
+            raise InputError(f"{image_path}: {exc}") from None
         target, ignore = rasterize(data["shapes"], height, width, json_path)
         rles = [masks.encode(target)] if target.any() else []
         meta: dict[str, Any] = {
             "dataset": "reasonseg",
             "split": spec.split,
-            "is_sentence": bool(data.get("is_sentence", False)),
+            "is_sentence": data.get("is_sentence", False),
             "name": json_path.stem,
         }
         if ignore.any():

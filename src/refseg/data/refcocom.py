@@ -27,8 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from refseg import masks
-from refseg.data.base import DatasetSpec, Sample, limit_samples
-from refseg.data.coco import xywh_to_xyxy
+from refseg.data.base import (
+    DatasetSpec,
+    Sample,
+    limit_samples,
+    need_box,
+    need_dict,
+    need_int,
+    need_list,
+    need_str,
+    record_error,
+)
 from refseg.errors import InputError
 from refseg.fileio import atomic_write_bytes
 
@@ -48,12 +57,13 @@ def _shards(path: Path, split: str) -> list[Path]:
     raise InputError(f"refcoco-m:{path}: no {split}-*.parquet shards in it or in its data/ folder")
 
 
-def _image_name(row: dict[str, Any], source: Path) -> str:
-    name = Path(str(row.get("file_name") or "")).name
+def _image_name(row: dict[str, Any]) -> str:
+    file_name = row.get("file_name")
+    name = Path(need_str(file_name, "file_name")).name if file_name else ""
     if not name:
-        name = f"COCO_train2014_{int(row['image_id']):012d}.jpg"
+        name = f"COCO_train2014_{need_int(row.get('image_id'), 'image_id'):012d}.jpg"
     if not _SAFE_NAME.match(name):
-        raise InputError(f"{source}: unsafe image file name {name!r}")
+        raise ValueError(f"unsafe image file name {name[:60]!r}")
     return name
 
 
@@ -91,49 +101,103 @@ def read_refcocom(
         missing = {"image", "image_id", "samples"} - columns
         if missing:
             raise InputError(f"{shard}: missing column(s) {', '.join(sorted(missing))}")
-        for batch in table.iter_batches(batch_size=16):
-            for row in batch.to_pylist():
-                if limit is not None and len(samples) >= limit:
-                    return limit_samples(samples, limit)
-                samples.extend(_row_samples(row, shard, folder))
+        row_number = 0
+        try:
+            for batch in table.iter_batches(batch_size=16):
+                for row in batch.to_pylist():
+                    if limit is not None and len(samples) >= limit:
+                        return limit_samples(samples, limit)
+                    try:
+                        samples.extend(_row_samples(parse_row(row), folder))
+                    except ValueError as exc:
+                        raise record_error(shard, f"row {row_number}", exc) from None
+                    row_number += 1
+        except InputError:
+            raise
+        except Exception as exc:  # pyarrow raises several types for damaged data pages
+            raise InputError(
+                f"{shard}: row {row_number}: unreadable ({type(exc).__name__})"
+            ) from None
     return limit_samples(samples, limit)
 
 
-def _row_samples(row: dict[str, Any], shard: Path, folder: Path) -> list[Sample]:
-    name = _image_name(row, shard)
-    image_path = folder / name
+def _optional_str(value: Any, what: str) -> str | None:
+    return None if value is None else need_str(value, what)
+
+
+def _label(value: Any, what: str) -> str | int | None:
+    if value is None or isinstance(value, str):
+        return value
+    return need_int(value, what)
+
+
+def parse_row(row: Any) -> dict[str, Any]:
+    """One Parquet row checked: image id and name, embedded bytes, and for every instance an
+    integer ``id``, a valid RLE (:func:`refseg.masks.validate`), an optional finite ``bbox``,
+    string ``sentences`` and string-or-null labels. ``ValueError`` names the problem."""
+    row = need_dict(row, "a row")
+    out: dict[str, Any] = {
+        "image_id": need_int(row.get("image_id"), "image_id"),
+        "name": _image_name(row),
+        "image": row.get("image"),
+        "instances": [],
+    }
+    for number, entry in enumerate(need_list(row.get("samples") or [], "samples")):
+        entry = need_dict(entry, f"instance {number}")
+        what = f"instance {number}"
+        mask = entry.get("mask")
+        if not isinstance(mask, dict) or not mask.get("counts") or not mask.get("size"):
+            raise ValueError(f"{what} has no RLE mask")
+        try:
+            rle = masks.validate({"size": mask["size"], "counts": mask["counts"]})
+        except InputError as exc:
+            raise ValueError(f"{what} mask: {exc}") from None
+        bbox = entry.get("bbox")
+        box = need_box(bbox, f"{what} bbox", xywh=True) if bbox is not None else None
+        sentences = need_list(entry.get("sentences") or [], f"{what} sentences")
+        out["instances"].append(
+            {
+                "id": need_int(entry.get("id"), f"{what} id"),
+                "rle": rle,
+                "box": box if box is not None else masks.to_bbox(rle),
+                "sentences": [_optional_str(t, f"{what} sentence") for t in sentences],
+                "category": _optional_str(entry.get("category"), f"{what} category"),
+                "supercategory": _optional_str(entry.get("supercategory"), f"{what} supercategory"),
+                "label": _label(entry.get("label"), f"{what} label"),
+            }
+        )
+    return out
+
+
+def _row_samples(row: dict[str, Any], folder: Path) -> list[Sample]:
+    image_path = folder / row["name"]
     if not image_path.is_file():
-        image = row.get("image") or {}
+        image = row["image"]
         data = image.get("bytes") if isinstance(image, dict) else None
-        if not data:
-            raise InputError(f"{shard}: image {row.get('image_id')} has no embedded bytes")
+        if not isinstance(data, bytes) or not data:
+            raise ValueError(f"image {row['image_id']} has no embedded bytes")
         atomic_write_bytes(image_path, data)
     out: list[Sample] = []
-    for entry in row.get("samples") or []:
-        mask = entry.get("mask") or {}
-        size = [int(v) for v in mask.get("size") or []]
-        if len(size) != 2 or not mask.get("counts"):
-            raise InputError(f"{shard}: instance {entry.get('id')} has no RLE mask")
-        height, width = size
-        rle = masks.normalize({"size": size, "counts": mask["counts"]})
-        bbox = entry.get("bbox")
-        box = xywh_to_xyxy(bbox) if bbox and len(bbox) == 4 else masks.to_bbox(rle)
+    for entry in row["instances"]:
+        rle = entry["rle"]
+        height, width = rle["size"]
+        box = entry["box"]
         meta = {
             "dataset": "refcoco-m",
             "split": "validation",
-            "image_id": int(row["image_id"]),
-            "instance_id": int(entry["id"]),
-            "category": entry.get("category"),
-            "supercategory": entry.get("supercategory"),
+            "image_id": row["image_id"],
+            "instance_id": entry["id"],
+            "category": entry["category"],
+            "supercategory": entry["supercategory"],
         }
-        if entry.get("label") is not None:
+        if entry["label"] is not None:
             meta["label"] = entry["label"]
-        for number, sentence in enumerate(entry.get("sentences") or []):
+        for number, sentence in enumerate(entry["sentences"]):
             if not isinstance(sentence, str) or not sentence.strip():
                 continue
             out.append(
                 Sample(
-                    id=f"refcoco-m:{int(entry['id'])}:{number}",
+                    id=f"refcoco-m:{entry['id']}:{number}",
                     image=image_path,
                     phrase=sentence.strip(),
                     masks=[rle],

@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from refseg import masks
-from refseg.data.base import DatasetSpec, Sample, limit_samples
+from refseg.data.base import (
+    DatasetSpec,
+    Sample,
+    limit_samples,
+    need_dict,
+    need_int,
+    need_list,
+    need_str,
+    record_error,
+)
 from refseg.data.coco import (
     COCO_IMAGES_ENV,
     CocoIndex,
@@ -47,10 +56,6 @@ from refseg.errors import InputError
 SPLIT_BYS = {"refcoco": ("unc", "google"), "refcoco+": ("unc",), "refcocog": ("umd", "google")}
 
 
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _check_folder(path: Path, kind: str) -> None:
     if not path.exists():
         raise InputError(f"{kind}:{path}: no such folder")
@@ -58,18 +63,68 @@ def _check_folder(path: Path, kind: str) -> None:
         raise InputError(f"{kind}:{path}: expected the folder holding the annotation files")
 
 
-def _validate_refs(refs: Any, source: Path) -> list[dict[str, Any]]:
+def _int_list(value: Any, what: str) -> list[int]:
+    """gRefCOCO's ``ann_id`` / ``category_id``: one integer or a list of them."""
+    if isinstance(value, list):
+        return [need_int(v, what) for v in value]
+    return [need_int(value, what)]
+
+
+def parse_ref(ref: Any, *, multi: bool = False) -> dict[str, Any]:
+    """One REFER (``multi=False``) or gRefCOCO (``multi=True``) ref, every used field checked.
+
+    Returns ``ref_id``, ``image_id``, ``split``, ``ann_ids``, ``category_ids``, ``no_target``
+    and ``sentences`` (``(sent_id, phrase, raw)`` for each sentence with text). Raises
+    ``ValueError`` with the problem; the reader adds the file and record number.
+    """
+    ref = need_dict(ref, "a ref")
+    for key in ("ref_id", "ann_id", "image_id", "split", "sentences"):
+        if key not in ref:
+            raise ValueError(f"lacks {key!r}")
+    category = ref.get("category_id")
+    if multi:
+        ann_ids = _int_list(ref["ann_id"], "ann_id")
+        categories = [] if category is None else _int_list(category, "category_id")
+    else:
+        ann_ids = [need_int(ref["ann_id"], "ann_id")]
+        categories = [] if category is None else [need_int(category, "category_id")]
+    no_target = ref.get("no_target", False)
+    if not isinstance(no_target, bool):
+        raise ValueError(f"no_target must be true or false, got {no_target!r:.40}")
+    sentences = []
+    for number, sent in enumerate(need_list(ref["sentences"], "sentences")):
+        sent = need_dict(sent, f"sentence {number}")
+        if "sent_id" not in sent:
+            raise ValueError(f"sentence {number} lacks 'sent_id'")
+        sent_id = need_int(sent["sent_id"], f"sentence {number} sent_id")
+        texts = [sent.get(k) for k in ("sent", "raw")]
+        for key, text in zip(("sent", "raw"), texts, strict=True):
+            if text is not None:
+                need_str(text, f"sentence {number} {key}")
+        phrase = (texts[0] or texts[1] or "").strip()
+        if phrase:
+            sentences.append((sent_id, phrase, (texts[1] or phrase).strip()))
+    return {
+        "ref_id": need_int(ref["ref_id"], "ref_id"),
+        "image_id": need_int(ref["image_id"], "image_id"),
+        "split": need_str(ref["split"], "split"),
+        "ann_ids": ann_ids,
+        "category_ids": categories,
+        "no_target": no_target,
+        "sentences": sentences,
+    }
+
+
+def _parse_refs(refs: Any, source: Path, *, multi: bool) -> list[dict[str, Any]]:
     if not isinstance(refs, list):
         raise InputError(f"{source}: expected a list of refs, got {type(refs).__name__}")
-    for position, ref in enumerate(refs):
-        if not isinstance(ref, dict):
-            raise InputError(f"{source}: ref #{position} is not a record")
-        for key in ("ref_id", "ann_id", "image_id", "split", "sentences"):
-            if key not in ref:
-                raise InputError(f"{source}: ref #{position} lacks {key!r}")
-        if not isinstance(ref["sentences"], list):
-            raise InputError(f"{source}: ref {ref['ref_id']}: 'sentences' is not a list")
-    return refs
+    parsed = []
+    for number, ref in enumerate(refs):
+        try:
+            parsed.append(parse_ref(ref, multi=multi))
+        except ValueError as exc:
+            raise record_error(source, f"record {number}", exc) from None
+    return parsed
 
 
 def _select_split(
@@ -83,18 +138,6 @@ def _select_split(
             f"{source}: unknown split {split!r}; this file has: {', '.join(available) or 'none'}"
         )
     return [r for r in refs if r["split"] == split]
-
-
-def _sentences(ref: dict[str, Any], source: Path) -> list[tuple[int, str, str]]:
-    """``(sent_id, phrase, raw)`` for each usable sentence of a ref."""
-    out = []
-    for sent in ref["sentences"]:
-        if not isinstance(sent, dict) or "sent_id" not in sent:
-            raise InputError(f"{source}: ref {ref['ref_id']}: a sentence lacks 'sent_id'")
-        phrase = str(sent.get("sent") or sent.get("raw") or "").strip()
-        if phrase:
-            out.append((int(sent["sent_id"]), phrase, str(sent.get("raw") or phrase).strip()))
-    return out
 
 
 def _finish(
@@ -136,7 +179,7 @@ def read_refer(
         extra = f"; found {', '.join(present)}" if present else ""
         raise InputError(f"{refs_path}: no such file (the REFER refs pickle){extra}")
     refs = _select_split(
-        _validate_refs(load_data_pickle(refs_path), refs_path), spec.split, refs_path
+        _parse_refs(load_data_pickle(refs_path), refs_path, multi=False), spec.split, refs_path
     )
     index = CocoIndex.load(root / "instances.json")
     folder = resolve_coco_images(root, images_dir)
@@ -144,17 +187,19 @@ def read_refer(
     prefix = f"{dataset}-{split_by}"
     samples: list[Sample] = []
     for ref in refs:
-        ann = index.annotation(ref["ann_id"])
+        ann = index.annotation(ref["ann_ids"][0])
         image = index.image(ref["image_id"])
         rle = index.mask(ann, cache)
         box = xywh_to_xyxy(ann["bbox"]) if "bbox" in ann else masks.to_bbox(rle)
-        category = index.category_name(ref.get("category_id", ann.get("category_id")))
-        for sent_id, phrase, raw in _sentences(ref, refs_path):
+        category = index.category_name(
+            ref["category_ids"][0] if ref["category_ids"] else ann.get("category_id")
+        )
+        for sent_id, phrase, raw in ref["sentences"]:
             meta: dict[str, Any] = {
                 "dataset": dataset,
                 "split_by": split_by,
                 "split": ref["split"],
-                "ref_id": int(ref["ref_id"]),
+                "ref_id": ref["ref_id"],
                 "sent_id": sent_id,
                 "ann_ids": [int(ann["id"])],
                 "image_id": int(image["id"]),
@@ -180,10 +225,11 @@ def read_refer(
 def _load_grefs(root: Path, split_by: str) -> tuple[list[dict[str, Any]], Path]:
     json_path = root / f"grefs({split_by}).json"
     if json_path.is_file():
-        return _validate_refs(load_json(json_path, "gRefCOCO refs file"), json_path), json_path
+        refs = load_json(json_path, "gRefCOCO refs file")
+        return _parse_refs(refs, json_path, multi=True), json_path
     pickle_path = root / f"grefs({split_by}).p"
     if pickle_path.is_file():
-        return _validate_refs(load_data_pickle(pickle_path), pickle_path), pickle_path
+        return _parse_refs(load_data_pickle(pickle_path), pickle_path, multi=True), pickle_path
     raise InputError(f"{json_path}: no such file (the gRefCOCO refs file)")
 
 
@@ -209,11 +255,11 @@ def read_grefcoco(
     samples: list[Sample] = []
     for ref in refs:
         image = index.image(ref["image_id"])
-        ann_ids = [int(a) for a in _as_list(ref["ann_id"])]
-        no_target = bool(ref.get("no_target")) or -1 in ann_ids or not ann_ids
+        ann_ids = ref["ann_ids"]
+        no_target = ref["no_target"] or -1 in ann_ids or not ann_ids
         targets = [] if no_target else [index.annotation(a) for a in ann_ids]
         for ann in targets:
-            if int(ann["image_id"]) != int(image["id"]):
+            if ann["image_id"] != image["id"]:
                 raise InputError(
                     f"{source}: ref {ref['ref_id']}: annotation {ann['id']} belongs to image "
                     f"{ann['image_id']}, not {image['id']}"
@@ -221,13 +267,13 @@ def read_grefcoco(
         solid = [a for a in targets if not a.get("iscrowd")] or targets
         rles = [index.mask(a, cache) for a in solid]
         boxes = [xywh_to_xyxy(a["bbox"]) for a in solid if "bbox" in a]
-        categories = [index.category_name(c) for c in _as_list(ref.get("category_id"))]
-        for sent_id, phrase, raw in _sentences(ref, source):
+        categories = [index.category_name(c) for c in ref["category_ids"]]
+        for sent_id, phrase, raw in ref["sentences"]:
             meta: dict[str, Any] = {
                 "dataset": "grefcoco",
                 "split_by": split_by,
                 "split": ref["split"],
-                "ref_id": int(ref["ref_id"]),
+                "ref_id": ref["ref_id"],
                 "sent_id": sent_id,
                 "ann_ids": [int(a["id"]) for a in solid],
                 "image_id": int(image["id"]),

@@ -151,24 +151,22 @@ def file_sha256(path: Path) -> str:
 
 
 def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
-    """Read ``PREDS.jsonl``: one result JSON per line with an ``id`` (one-line errors)."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such predictions file")
+    """Read ``PREDS.jsonl``: one result JSON per line with an ``id`` (one-line errors).
+
+    Lines are read bounded (:func:`refseg.data.jsonl.iter_json_lines`); each result's masks are
+    checked when it is scored, where a bad one makes that sample ``invalid``.
+    """
+    from refseg.data.jsonl import iter_json_lines
+
     out: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{path}: line {number} is not JSON ({exc})") from exc
-            if not isinstance(data, dict) or "id" not in data:
-                raise InputError(f'{path}: line {number} has no "id"')
-            key = str(data["id"])
-            if key in out:
-                raise InputError(f"{path}: line {number} repeats id {key!r}")
-            out[key] = data
+    lines = iter_json_lines(path, "predictions file", where=lambda n: f"{path}: line {n}")
+    for number, data in lines:
+        if not isinstance(data, dict) or "id" not in data:
+            raise InputError(f'{path}: line {number} has no "id"')
+        key = str(data["id"])
+        if key in out:
+            raise InputError(f"{path}: line {number} repeats id {key[:80]!r}")
+        out[key] = data
     return out
 
 
@@ -339,7 +337,9 @@ def _prediction_outcomes(
         except RefsegError as exc:
             yield sample, Outcome(error_kind="invalid", error=_describe(exc))
             continue
-        if (result.height, result.width) != (sample.height, sample.width):
+        if (result.height, result.width) != (sample.height, sample.width) or any(
+            i.rle["size"] != [result.height, result.width] for i in result.instances
+        ):
             yield (
                 sample,
                 Outcome(
