@@ -192,6 +192,12 @@ def test_unwritable_outputs_exit_2_with_one_line(tmp_path, capsys, monkeypatch, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_unwritable_output_fails_before_the_models_load(tmp_path, capsys):
+    argv = ["segment", str(IMAGE), "--box", "1,1,5,5", "--segmenter", "onnx:/no/e.onnx,/no/d.onnx"]
+    code, _, err = run([*argv, "--json", str(tmp_path)], capsys)
+    assert code == 2 and "is a folder" in err and err.count("\n") == 1
+
+
 def test_a_linked_output_is_written_through(tmp_path, capsys, sam):
     real, link = tmp_path / "results" / "r.json", tmp_path / "r.json"
     real.parent.mkdir()

@@ -165,3 +165,20 @@ def test_ensure_dir(tmp_path):
         ensure_dir(tmp_path / "f")
     with pytest.raises(WriteError):
         ensure_dir("/proc/self/nope")
+
+
+def test_check_writable_fails_early_and_creates_nothing(tmp_path):
+    from refseg.fileio import check_writable
+
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "folder").mkdir()
+    for bad, message in [
+        (tmp_path / "folder", "is a folder"),
+        (tmp_path / "afile" / "a" / "b.json", "is a file, not a folder"),
+        ("/proc/self/x.json", r"/proc/self/x\.json"),
+    ]:
+        with pytest.raises(WriteError, match=message):
+            check_writable(bad)
+    for good in (tmp_path / "new" / "deep" / "r.json", tmp_path / "r.json", "-", "/dev/null", None):
+        check_writable(good)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]

@@ -75,6 +75,37 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def check_writable(path: str | os.PathLike[str] | None) -> None:
+    """Fail now (:class:`WriteError`) on an output path that can never be written, instead of
+    after minutes of model work: a folder as the target, a file where a folder should be, a
+    folder that refuses new files (``/proc``, read-only mounts). Creates nothing that stays;
+    a full disk can still fail the real write later (and is one line too)."""
+    if path is None or is_stdout(path):
+        return
+    shown = Path(path)
+    target = Path(os.path.realpath(shown))
+    if target.is_dir():
+        raise WriteError(f"cannot write {shown}: it is a folder; give a file name")
+    if _is_stream(target):
+        return
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:  # bounded by the path's depth
+        folder = folder.parent
+    if not folder.is_dir():
+        raise WriteError(f"cannot write {shown}: {folder} is a file, not a folder")
+    if folder != target.parent:  # the missing folders will be created: can they be?
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise WriteError(f"cannot write {shown}: {folder} is not writable")
+        return
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".refseg-probe.", dir=folder)
+    except OSError as exc:
+        raise WriteError(describe_os_error(shown, exc)) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
 def _is_stream(path: Path) -> bool:
     """An existing target that is not a regular file or a folder (a device, FIFO, socket)."""
     try:

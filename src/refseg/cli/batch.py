@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from refseg.errors import InputError
-from refseg.fileio import ensure_dir, refuse_overwriting_inputs
+from refseg.fileio import check_writable, ensure_dir, refuse_overwriting_inputs
 from refseg.records import RecordWriter, drop_records, read_records, run_lock
 
 #: Pairs grounded together (one generate batch); consecutive pairs on the same image share
@@ -124,6 +124,7 @@ class BatchRun:
 
     def __enter__(self) -> BatchRun:
         ensure_dir(self.out_dir)
+        check_writable(self.results)  # before the models load
         self._held = run_lock(self.out_dir, OWNER)
         self._held.__enter__()
         try:

@@ -142,10 +142,12 @@ def register(app: typer.Typer) -> None:
             raise InputError("give either a PHRASE or --box/--point prompts, not both")
         if phrase is None and not box and not point:
             raise InputError("give a PHRASE, or --box/--point prompts")
-        from refseg.fileio import is_stdout, refuse_overwriting_inputs
+        from refseg.fileio import check_writable, is_stdout, refuse_overwriting_inputs
 
         outputs = {"--json": json_out, "--mask-png": mask_png, "--overlay": overlay_out}
         refuse_overwriting_inputs(outputs, [image])
+        for path in outputs.values():  # before the models run, not after
+            check_writable(path)
         pixels = load_image(image)
         height, width = pixels.shape[:2]
         if phrase is None:
