@@ -265,3 +265,15 @@ def test_images_option_finds_refer_images_elsewhere(tmp_path: Path, monkeypatch,
     assert main([*args, "--out", str(tmp_path / "b"), "--images", str(elsewhere)]) == 0
     document = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert document["n_samples"] == 3 and document["failures"] == {"missing": 3}
+
+
+def test_run_folder_files_cannot_be_the_inputs(coco_jsonl: Path, tmp_path: Path) -> None:
+    """``--predictions run/records.jsonl --out run`` would append to its own input."""
+    run = tmp_path / "run"
+    run.mkdir()
+    preds = run / "records.jsonl"
+    preds.write_text("")
+    done = refseg_eval("--dataset", f"jsonl:{coco_jsonl}", "--predictions", str(preds),
+                       "--out", str(run), cwd=tmp_path, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "input file" in done.stderr
+    assert done.stderr.count("\n") == 1 and preds.read_text() == ""
