@@ -101,6 +101,22 @@ def test_coco_per_instance_output(coco_sample: Path, tmp_path: Path, coco_instan
     assert any(line["meta"]["iscrowd"] and "ignore" in line["meta"] for line in per_category)
 
 
+def test_coco_min_area_keeps_the_instances_the_readme_measures(
+    coco_sample: Path, tmp_path: Path, coco_instances, capsys
+) -> None:
+    out = tmp_path / "big.jsonl"
+    args = ["data", "coco", "--instances", str(coco_sample / "instances.json"),
+            "--images", str(coco_sample / "images"), "--out", str(out)]  # fmt: skip
+    assert main([*args, "--per-instance", "--min-area", "400"]) == 0
+    kept = sorted((a["image_id"], a["id"]) for a in coco_instances["annotations"]
+                  if not a["iscrowd"] and a["area"] >= 400)  # fmt: skip
+    lines = [json.loads(line)["meta"] for line in out.read_text().splitlines()]
+    assert sorted((m["image_id"], m["ann_ids"][0]) for m in lines) == kept and len(kept) == 36
+    capsys.readouterr()
+    assert main([*args, "--min-area", "400"]) == 2  # per category it would drop true targets
+    assert "--min-area" in capsys.readouterr().err
+
+
 def test_info_takes_dataset_as_option_and_positional(tmp_path: Path, capsys) -> None:
     root = write_refer(tmp_path / "refcoco", "unc")
     spec = f"refcoco:{root}:val"

@@ -116,6 +116,9 @@ def register(app: typer.Typer) -> None:
             help="One sample per non-crowd instance (its mask alone) instead of one per "
             "(image, category) with every instance of it.",
         ),
+        min_area: int = typer.Option(
+            0, "--min-area", min=0, help="With --per-instance: leave out smaller instances (px)."
+        ),
     ) -> None:
         """COCO instances -> JSONL with category names as phrases (crowd regions skipped).
 
@@ -125,7 +128,9 @@ def register(app: typer.Typer) -> None:
         from refseg.data.coco import coco_instances_to_samples, ensure_images_exist
         from refseg.data.jsonl import export_jsonl
 
-        samples = coco_instances_to_samples(instances, images, per_instance=per_instance)
+        samples = coco_instances_to_samples(
+            instances, images, per_instance=per_instance, min_area=min_area
+        )
         ensure_images_exist(samples, images)
         count = export_jsonl(samples, out)
         typer.echo(f"wrote {count} samples to {out}")
