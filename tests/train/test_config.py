@@ -131,3 +131,18 @@ def test_train_help_names_the_installed_config_folder(capsys):
     assert sorted(CONFIGS.glob("*.yaml"))  # the folder the help names holds the examples
     assert main(["train", "check", "--help"]) == 0
     assert str(CONFIGS) in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"model: \xff\xfe bad\n", "not UTF-8 text"),
+        (b"- a\n- b\n", "expected a mapping"),
+        (b"# " + b"x" * (1024 * 1024 + 1), "over 1024 KiB"),
+    ],
+)
+def test_unreadable_configs_are_one_line_errors(tmp_path, content, problem):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=problem):
+        load_config(path)

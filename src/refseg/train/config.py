@@ -341,6 +341,10 @@ def _check_scalar(value: Any, tp: Any, where: str) -> Any:
     raise InputError(f"{where}: expected {expected}, got {value!r}")
 
 
+#: A run file is a page of YAML; anything far larger is a wrong path, not a config.
+_MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML run file into a :class:`TrainConfig` (unknown keys are refused).
 
@@ -352,11 +356,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config {path} does not exist")
+    if path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise InputError(f"config {path}: over {_MAX_CONFIG_BYTES // 1024} KiB; is it a run file?")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         line = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise InputError(f"config {path}: {line}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config {path}: expected a mapping of keys, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
         node = data
         *parents, leaf = key.split(".")
