@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -342,7 +342,7 @@ def from_polygons(polygons: Iterable[Sequence[float]], height: int, width: int) 
     The polygons are checked first (:func:`check_polygons`); polygons of fewer than 3 vertices
     are dropped.
     """
-    if not isinstance(polygons, (list, tuple)):
+    if isinstance(polygons, Iterator):  # a generator from a caller; files give lists
         polygons = list(polygons)
     checked = check_polygons(polygons, height, width)
     if not checked:

@@ -195,14 +195,17 @@ def loads_data_pickle(data: bytes, *, name: str = "pickle") -> Any:
             f"{name}: refused to load: the pickle references {exc}, but annotation pickles "
             "hold only plain data (the file may be tampered with)"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise InputError(f"{name}: not a readable pickle ({type(exc).__name__}: {exc})") from None
     except RecursionError:
         raise InputError(f"{name}: not a readable pickle (nested too deeply)") from None
     except MemoryError:
         raise InputError(
             f"{name}: not a readable pickle (it asks for more memory than exists)"
         ) from None
+    except Exception as exc:  # bytes from outside: opcodes applied to the wrong
+        # objects fail inside the unpickler with any builtin error (APPEND to a dict is an
+        # AttributeError, a bad LONG an OverflowError...); all mean "not a readable pickle".
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(f"{name}: not a readable pickle ({type(exc).__name__}: {text})") from None
     try:
         return _decode_bytes(value, max(_MIN_NODE_BUDGET, _NODES_PER_OPCODE * opcodes))
     except ValueError as exc:
