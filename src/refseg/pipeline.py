@@ -16,6 +16,7 @@ from refseg.types import Prompt, Result
 if TYPE_CHECKING:
     from refseg.grounding.base import Grounder, Grounding
     from refseg.segmentation.base import Embedding, Segmenter
+    from refseg.segmentation.refiners import Refiner
 
 #: Phrases longer than this (characters) are refused: longer inputs are almost always a mistake
 #: (a file pasted as text) and would blow the model's context.
@@ -80,6 +81,12 @@ class Pipeline:
 
     Images are embedded once per distinct image (by content hash) however many phrases ask
     about them, so a batch of ten phrases on one photo costs one encoder pass.
+
+    Path answers (an outline per instance, see :mod:`refseg.protocol`) are handled whatever the
+    grounder: the outline is rasterized (:mod:`refseg.segmentation.paths`) and refined by
+    ``refiner`` (:mod:`refseg.segmentation.refiners`; None is the default gated ``sam``
+    refiner on ``segmenter``) ``refine_iters`` times, on the same shared embedding. Box
+    answers go to the segmenter as before; one answer may mix both.
     """
 
     def __init__(
@@ -89,11 +96,17 @@ class Pipeline:
         *,
         think: bool = False,
         refine: int | None = None,
+        refiner: Refiner | None = None,
+        refine_iters: int | None = None,
     ) -> None:
+        from refseg.segmentation.refiners import DEFAULT_ITERATIONS, load_refiner
+
         self.grounder = grounder
         self.segmenter = segmenter
         self.think = think
         self.refine = refine
+        self.refiner = refiner if refiner is not None else load_refiner("sam", segmenter)
+        self.refine_iters = DEFAULT_ITERATIONS if refine_iters is None else refine_iters
 
     def __call__(self, image: ImageLike, phrase: str, *, think: bool | None = None) -> Result:
         return self.run([(image, phrase)], think=think)[0]
@@ -137,6 +150,8 @@ class Pipeline:
             return result
         if not prompts:
             result = Result(width=width, height=height)
+        elif any(g.polygons for g in grounding.instances):
+            result = self._segment_paths(image, grounding, prompts, cache)
         else:
             key = image_digest(image)
             timings = {}
@@ -151,5 +166,66 @@ class Pipeline:
         result.no_target = grounding.no_target and not prompts
         result.raw_answer = grounding.raw_answer
         result.reasoning = grounding.reasoning
-        result.parse_error = grounding.parse_error
+        result.parse_error = grounding.parse_error or result.parse_error
+        return result
+
+    def _embedding(self, image: np.ndarray, cache: dict, timings: dict) -> Embedding:
+        key = image_digest(image)
+        if key not in cache:
+            start = time.perf_counter()
+            cache[key] = self.segmenter.embed(image)
+            timings["embed_s"] = time.perf_counter() - start
+        return cache[key]
+
+    def _segment_paths(
+        self, image: np.ndarray, grounding: Grounding, prompts: list[Prompt], cache: dict
+    ) -> Result:
+        """An answer with outlines: rasterize + refine those, segment the box-only ones."""
+        from refseg.segmentation.paths import PathError, format_path, rasterize, trace
+        from refseg.segmentation.refiners import run_refiner
+        from refseg.types import Instance
+
+        height, width = image.shape[:2]
+        timings: dict[str, float] = {}
+        boxes_only = [i for i, g in enumerate(grounding.instances) if not g.polygons]
+        embedding = None
+        if boxes_only or self.refiner.needs_embedding:
+            embedding = self._embedding(image, cache, timings)
+        instances: dict[int, Instance] = {}
+        start = time.perf_counter()
+        if boxes_only:
+            chosen = [prompts[i] for i in boxes_only]
+            predictions = self.segmenter.predict(embedding, chosen, refine=self.refine)
+            for i, prediction, prompt in zip(boxes_only, predictions, chosen):
+                instances[i] = prediction.to_instance(prompt)
+        dropped: list[str] = []
+        for i, g in enumerate(grounding.instances):
+            if not g.polygons:
+                continue
+            try:
+                raster = rasterize(g.polygons, width, height)
+            except PathError as exc:  # a model answer too complex to draw: that instance only
+                dropped.append(str(exc))
+                continue
+            out = run_refiner(self.refiner, image, embedding, raster, g.box, self.refine_iters)
+            instance = Instance.from_mask(
+                out.mask,
+                box=g.box,
+                points=g.points,
+                score=1.0 if out.score is None else out.score,
+            )
+            # The outline the mask has: the model's own where the raster was kept, else the
+            # refined mask traced back (what a user editing outlines wants to start from).
+            rings = g.polygons if np.array_equal(out.mask, raster) else trace(out.mask, 64)
+            instance.path = format_path(rings, decimals=1)
+            instances[i] = instance
+        timings["predict_s"] = time.perf_counter() - start
+        result = Result(
+            width=width,
+            height=height,
+            instances=[instances[i] for i in sorted(instances)],
+            timings=timings,
+        )
+        if dropped and not instances:
+            result.parse_error = f"all {len(dropped)} instances invalid (first: {dropped[0]})"
         return result

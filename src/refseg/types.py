@@ -77,7 +77,7 @@ class Instance:
     :class:`Prompt`); it defaults to all foreground, which is what grounders produce.
     """
 
-    __slots__ = ("_dense", "box", "label", "point_labels", "points", "rle", "score")
+    __slots__ = ("_dense", "box", "label", "path", "point_labels", "points", "rle", "score")
 
     def __init__(
         self,
@@ -99,6 +99,8 @@ class Instance:
             raise InputError("point_labels needs one label per point, each 1 or 0")
         self.point_labels = [int(v) for v in point_labels]
         self._dense: np.ndarray | None = None
+        #: The outline as SVG path data in image pixels (path answers; None otherwise).
+        self.path: str | None = None
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, **kwargs: Any) -> Instance:
@@ -129,10 +131,21 @@ class Instance:
         }
         if self.label is not None:
             out["label"] = self.label
+        if self.path is not None:
+            out["path"] = self.path
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Instance:
+        instance = cls._from_dict(data)
+        path = data.get("path")
+        if path is not None and not isinstance(path, str):
+            raise InputError("an instance's path must be SVG path data (a string)")
+        instance.path = path
+        return instance
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> Instance:
         return cls(
             masks.normalize(data["mask"]),
             box=data.get("box"),

@@ -68,6 +68,21 @@ def write_outputs(
         atomic_write_bytes(overlay_out, overlay_png(image, result))
 
 
+def result_svg(result) -> str:
+    """The result's outlines as an SVG over the image size, one ``<path>`` per instance.
+
+    An instance's own ``path`` (path answers) is written as is; other instances get their
+    mask's traced outline (at most 64 vertices, :func:`refseg.segmentation.paths.trace`).
+    """
+    from refseg.segmentation.paths import format_path, svg_document, trace
+
+    paths = [
+        inst.path if inst.path is not None else format_path(trace(inst.mask, 64), decimals=1)
+        for inst in result.instances
+    ]
+    return svg_document(paths, result.width, result.height)
+
+
 def summary(result) -> str:
     if result.parse_error:
         return f"unreadable grounder answer: {result.parse_error}"
@@ -107,6 +122,20 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON."),
         mask_png: Path | None = typer.Option(None, "--mask-png", help="Write the union mask."),
         overlay_out: Path | None = typer.Option(None, "--overlay", help="Write an overlay PNG."),
+        answer: str = typer.Option(
+            "box", "--answer", help="What the grounder is asked for: box (+point) or path."
+        ),
+        refiner: str = typer.Option(
+            "sam",
+            "--refiner",
+            help="Refines path answers: none | sam (gated) | sam-raw | CHECKPOINT.pt.",
+        ),
+        refine_iters: int | None = typer.Option(
+            None, "--refine-iters", min=0, max=16, help="Refiner iterations (default 1)."
+        ),
+        svg_out: Path | None = typer.Option(
+            None, "--svg", help="Write the outlines as SVG (one <path> per instance)."
+        ),
         batch: Path | None = typer.Option(
             None, "--batch", help="JSONL of {image, phrase[, id]} pairs (resumable)."
         ),
@@ -144,7 +173,12 @@ def register(app: typer.Typer) -> None:
             raise InputError("give a PHRASE, or --box/--point prompts")
         from refseg.fileio import check_writable, is_stdout, refuse_overwriting_inputs
 
-        outputs = {"--json": json_out, "--mask-png": mask_png, "--overlay": overlay_out}
+        outputs = {
+            "--json": json_out,
+            "--mask-png": mask_png,
+            "--overlay": overlay_out,
+            "--svg": svg_out,
+        }
         refuse_overwriting_inputs(outputs, [image])
         for path in outputs.values():  # before the models run, not after
             check_writable(path)
@@ -159,20 +193,30 @@ def register(app: typer.Typer) -> None:
                 load_segmenter(segmenter, device=device), pixels, prompts, refine=refine
             )
         else:
-            from refseg.grounding import DEFAULT_GROUNDER, load_grounder
+            from refseg.grounding import DEFAULT_GROUNDER, load_grounder, set_answer
             from refseg.pipeline import Pipeline, check_phrase
             from refseg.segmentation import load_segmenter
+            from refseg.segmentation.refiners import load_refiner
 
             check_phrase(phrase)
+            chosen_segmenter = load_segmenter(segmenter, device=device)
+            chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
+            set_answer(chosen_grounder, answer)
             pipe = Pipeline(
-                load_grounder(grounder or DEFAULT_GROUNDER, device=device),
-                load_segmenter(segmenter, device=device),
+                chosen_grounder,
+                chosen_segmenter,
                 think=think,
                 refine=refine,
+                refiner=load_refiner(refiner, chosen_segmenter),
+                refine_iters=refine_iters,
             )
             result = pipe(pixels, phrase)
         write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
-        for path in (json_out, mask_png, overlay_out):  # on stderr: stdout may carry --json -
+        if svg_out is not None:
+            from refseg.fileio import atomic_write_text
+
+            atomic_write_text(svg_out, result_svg(result))
+        for path in (json_out, mask_png, overlay_out, svg_out):  # on stderr: stdout may carry -
             if path is not None and str(path) != "-":
                 typer.echo(f"wrote {path}", err=True)
         # With an output on standard output the summary goes to stderr, keeping stdout parseable.

@@ -7,7 +7,31 @@ from refseg.grounding.base import GroundedInstance, Grounder, Grounding
 
 DEFAULT_GROUNDER = "qwen3-vl:Qwen/Qwen3-VL-2B-Instruct"
 
-__all__ = ["DEFAULT_GROUNDER", "GroundedInstance", "Grounder", "Grounding", "load_grounder"]
+__all__ = [
+    "DEFAULT_GROUNDER",
+    "GroundedInstance",
+    "Grounder",
+    "Grounding",
+    "load_grounder",
+    "set_answer",
+]
+
+
+def set_answer(grounder: Grounder, answer: str) -> None:
+    """Make ``grounder`` ask for ``box`` or ``path`` answers (``--answer``).
+
+    Every grounder reads path answers whatever it asked for; this only changes the prompt.
+    Grounders that always answer one way (a fixed API) refuse the other with one line.
+    """
+    from refseg.protocol import ANSWERS
+
+    if answer not in ANSWERS:
+        raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
+    fixed = getattr(grounder, "fixed_answer", None)
+    if fixed is not None and fixed != answer:
+        raise InputError(f"grounder {grounder.name} always answers with a {fixed}")
+    if hasattr(grounder, "answer"):
+        grounder.answer = answer
 
 
 #: Options the transformers backends take that mean nothing to a remote endpoint; callers such

@@ -138,6 +138,8 @@ class OpenAIGrounder:
         if image_format not in ("png", "jpeg"):
             raise InputError(f"image_format must be png or jpeg, got {image_format!r}")
         self.image_format = image_format
+        #: What the prompt asks for: ``box`` or ``path`` (see :func:`refseg.protocol.build_prompt`).
+        self.answer = "box"
         # Proxies from the environment are honoured, as with any HTTP client.
         self._opener = urllib.request.build_opener()
 
@@ -148,7 +150,9 @@ class OpenAIGrounder:
 
     def messages(self, image: np.ndarray, phrase: str, *, think: bool = False) -> list[dict]:
         """The chat messages for one pair: image part first, then the protocol's prompt."""
-        prompt = build_prompt(phrase, think=think, coords=self.convention.prompt_coords)
+        prompt = build_prompt(
+            phrase, think=think, coords=self.convention.prompt_coords, answer=self.answer
+        )
         content = [
             {"type": "image_url", "image_url": {"url": image_data_url(image, self.image_format)}},
             {"type": "text", "text": prompt},

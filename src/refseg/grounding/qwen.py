@@ -197,6 +197,7 @@ def build_messages(
     think: bool = False,
     coords: str = "norm1000",
     template: str | None = None,
+    answer: str = "box",
 ) -> list[dict]:
     """The chat messages asking to ground ``phrase``: one user turn, the image then the prompt.
 
@@ -212,7 +213,7 @@ def build_messages(
     messages: list[dict] = []
     if SYSTEM_PROMPT is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]})
-    text = build_prompt(phrase, think=think, coords=coords, template=template)
+    text = build_prompt(phrase, think=think, coords=coords, template=template, answer=answer)
     messages.append({"role": "user", "content": [part, {"type": "text", "text": text}]})
     return messages
 
@@ -257,6 +258,8 @@ class QwenGrounder:
     ) -> None:
         _check_family(family)
         self.prompt_template = prompt_template
+        #: What the prompt asks for: ``box`` or ``path`` (see :func:`refseg.protocol.build_prompt`).
+        self.answer = "box"
         self.model = model
         self.processor = processor
         self.family = family
@@ -375,6 +378,7 @@ class QwenGrounder:
             think=think,
             coords=self.convention.prompt_coords,
             template=self.prompt_template,
+            answer=self.answer,
         )
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:

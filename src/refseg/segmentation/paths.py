@@ -56,6 +56,7 @@ __all__ = [
     "parse_path",
     "rasterize",
     "signed_area",
+    "svg_document",
     "trace",
 ]
 
@@ -669,3 +670,34 @@ def trace(mask: np.ndarray, max_vertices: int | None = 64, *, min_area: float = 
         if left < 3:
             break
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# SVG documents
+
+_SVG_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6")
+
+
+def svg_document(paths: Sequence[str], width: int, height: int) -> str:
+    """An SVG over a ``width`` x ``height`` image with one ``<path>`` per outline.
+
+    The viewBox is the image's pixel grid, so coordinates are image pixels; ``fill-rule`` is
+    ``nonzero``, the rule refseg rasterizes with, so the file shows the masks refseg computed.
+    Empty outlines are written as empty paths to keep one element per instance (``id``
+    ``instance-N``, in result order).
+    """
+    from xml.sax.saxutils import quoteattr
+
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{int(width)}" height="{int(height)}" '
+        f'viewBox="0 0 {int(width)} {int(height)}">',
+    ]
+    for index, data in enumerate(paths):
+        colour = _SVG_COLOURS[index % len(_SVG_COLOURS)]
+        lines.append(
+            f'  <path id="instance-{index}" d={quoteattr(data or "")} fill="{colour}" '
+            f'fill-opacity="0.4" fill-rule="nonzero" stroke="{colour}" stroke-width="2"/>'
+        )
+    lines.append("</svg>")
+    return "\n".join(lines) + "\n"
