@@ -127,11 +127,27 @@ def test_instances_records(tmp_path: Path, corrupt, message) -> None:
     assert text.startswith(f"{root / 'instances.json'}: ") and message in text
 
 
-def test_deep_json_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [(hostile_files.deep_json(), "nested too deeply"), ("[" + "9" * 5000 + "]", "4300 digits")],
+)
+def test_json_bombs_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    """Deep nesting (RecursionError) and huge integers (a plain ValueError) in every JSON reader."""
     root = write_refer(tmp_path / "refcocog", with_images=False)
-    (root / "instances.json").write_text(hostile_files.deep_json())
-    with pytest.raises(InputError, match="nested too deeply"):
+    (root / "instances.json").write_text(text)
+    with pytest.raises(InputError, match=message) as info:
         open_dataset(f"refcocog:{root}", check_images=False)
+    _one_line(info)
+    lines = tmp_path / "x.jsonl"
+    lines.write_text("\n" + text + "\n")
+    with pytest.raises(InputError, match=f"x.jsonl:2: bad JSON.*{message}") as info:
+        open_dataset(f"jsonl:{lines}")
+    _one_line(info)
+    reasonseg = _reasonseg(tmp_path / "reasonseg")
+    (reasonseg / "val" / "cat_on_sofa.json").write_text(text)
+    with pytest.raises(InputError, match=message) as info:
+        open_dataset(f"reasonseg:{reasonseg}:val")
+    _one_line(info)
 
 
 REASONSEG_CASES = [

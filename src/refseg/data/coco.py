@@ -57,6 +57,8 @@ def load_json(path: Path, what: str = "JSON file") -> Any:
         ) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise InputError(f"{path}: bad JSON ({exc})") from None
     except RecursionError:
         raise InputError(f"{path}: bad JSON (nested too deeply)") from None
     except MemoryError:

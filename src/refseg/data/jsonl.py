@@ -81,6 +81,8 @@ def _parse_lines(handle: IO[bytes], where: Callable[[int], str]) -> Iterator[tup
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where(number)}: bad JSON ({exc.msg})") from None
+        except ValueError as exc:  # an integer of more than 4,300 digits
+            raise InputError(f"{where(number)}: bad JSON ({exc})") from None
         except RecursionError:
             raise InputError(f"{where(number)}: bad JSON (nested too deeply)") from None
         yield number, value

@@ -71,6 +71,8 @@ def _load(path: Path) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: bad JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise InputError(f"{path}: bad JSON ({exc})") from None
     except RecursionError:
         raise InputError(f"{path}: bad JSON (nested too deeply)") from None
     try:
