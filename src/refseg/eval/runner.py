@@ -337,14 +337,18 @@ def _prediction_outcomes(
         except RefsegError as exc:
             yield sample, Outcome(error_kind="invalid", error=_describe(exc))
             continue
-        if (result.height, result.width) != (sample.height, sample.width) or any(
-            i.rle["size"] != [result.height, result.width] for i in result.instances
-        ):
+        odd = [
+            i.rle["size"]
+            for i in result.instances
+            if i.rle["size"] != [sample.height, sample.width]
+        ]
+        if (result.height, result.width) != (sample.height, sample.width) or odd:
+            height, width = odd[0] if odd else (result.height, result.width)
             yield (
                 sample,
                 Outcome(
                     error_kind="invalid",
-                    error=f"prediction is {result.width}x{result.height}, "
+                    error=f"prediction{' mask' if odd else ''} is {width}x{height}, "
                     f"the image {sample.width}x{sample.height}",
                 ),
             )
