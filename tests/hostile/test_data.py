@@ -174,3 +174,18 @@ def test_other_hostile_files_in_one_child(tmp_path: Path, tiny: Path) -> None:
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, (args, stderr)
         assert expect in stderr, (args, stderr)
+
+
+def test_prediction_masks_of_another_size_score_as_invalid(tiny: Path, tmp_path: Path) -> None:
+    """A mask sized for another image used to reach the union (pycocotools merged it into a
+    0x0 "mask"; with sizes checked, an uncaught error); now that sample is an invalid prediction."""
+    from refseg.data import open_dataset
+    from refseg.eval import evaluate
+
+    samples = open_dataset(f"jsonl:{tiny / 'good.jsonl'}")
+    line = json.loads((tiny / "good_preds.jsonl").read_text())
+    line["instances"][0]["mask"] = {"size": [10, 8], "counts": [80]}
+    doc = evaluate(samples, predictions={"s0": line}, out_dir=tmp_path / "run", report=False)
+    assert doc["failures"] == {"invalid": 1}
+    record = json.loads((tmp_path / "run" / "records.jsonl").read_text())
+    assert record["error"] == "prediction mask is 8x10, the image 10x8"
