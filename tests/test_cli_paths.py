@@ -146,3 +146,48 @@ def test_bad_options_are_one_line_errors(largest_object, capsys, args, message) 
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], err
+
+
+def test_batch_with_path_answers_records_options_and_refuses_others(
+    largest_object, tmp_path, capsys
+) -> None:
+    obj = largest_object
+    height, width = obj.mask.shape
+    model_rings = path_from_pixels(trace(obj.mask, 32), "norm1000", width, height)
+    answer = format_answer([((0, 0, 1000, 1000), [], model_rings)])
+    pairs, out = tmp_path / "pairs.jsonl", tmp_path / "run"
+    pairs.write_text(
+        "".join(json.dumps({"image": str(obj.image_path), "phrase": p}) + "\n" for p in "ab")
+    )
+    with ChatServer(lambda request: answer) as server:
+        argv = ["segment", "--batch", str(pairs), "--out", str(out), "--grounder",
+                f"openai:{server.url}#m", "--answer", "path"]  # fmt: skip
+        code, stdout, err = run([*argv, "--refiner", "none"], capsys)
+        assert code == 0, err
+        assert '"path"' in server.requests[0].prompt
+        records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        assert [r["options"] for r in records] == [
+            {"answer": "path", "refiner": "none", "refine_iters": 1}
+        ] * 2
+        (inst,) = records[0]["instances"]
+        # --refiner none: the mask is the path's raster, and the path is in image pixels
+        raster = rasterize(parse_path(inst["path"]), width, height)
+        assert _iou(masks.decode(inst["mask"]), raster) > 0.99
+        assert _iou(raster, obj.mask) > 0.85
+        # the same options resume; other options are refused in one line, naming the option
+        code, stdout, _ = run([*argv, "--refiner", "none"], capsys)
+        assert code == 0 and "all 2 pairs already done" in stdout
+        for other, key in (
+            (["--refiner", "sam"], "refiner"),
+            (["--refiner", "none", "--refine-iters", "2"], "refine_iters"),
+        ):
+            code, _, err = run([*argv, *other], capsys)
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert code == 2 and len(lines) == 1, err
+            assert f"other options ({key}:" in lines[0] and "--fresh" in lines[0]
+        code, _, err = run([*argv[:-2], "--refiner", "none"], capsys)  # box answers now
+        assert code == 2 and "other options (answer: 'path' there, 'box' now)" in err
+        n_before = len(server.requests)
+        code, _, err = run([*argv, "--refiner", "bogus"], capsys)
+        assert code == 2 and "unknown refiner" in err
+        assert len(server.requests) == n_before  # refused before any work

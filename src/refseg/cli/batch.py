@@ -17,7 +17,11 @@ and fsynced as written), and the folder is held by :func:`refseg.records.run_loc
 * the results are keyed by content: a pair is "done" only if its record has the same id, image
   and phrase, and a results file holding other pairs (another pairs file into the same ``--out``)
   is refused, naming the way out (a new ``--out``, or ``--fresh`` to start over);
-* a second batch on the same folder is refused while the first runs, ``--fresh`` included.
+* a second batch on the same folder is refused while the first runs, ``--fresh`` included;
+* every record carries ``"options"`` (``answer``, ``refiner``, ``refine_iters``: what changes
+  the masks of path answers); a rerun with other options is refused like another pairs file,
+  since one results file mixing two configurations would be scored as one. Records written
+  before options were recorded count as the defaults (:data:`DEFAULT_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ from refseg.records import RecordWriter, drop_records, read_records, run_lock
 CHUNK = 8
 RESULTS_FILE = "results.jsonl"
 OWNER = "refseg segment --batch"
+#: The options of a run that recorded none (box answers, the gated sam refiner, 1 iteration).
+DEFAULT_OPTIONS: dict[str, Any] = {"answer": "box", "refiner": "sam", "refine_iters": 1}
+
+
+def batch_options(answer: str, refiner: str, refine_iters: int | None) -> dict[str, Any]:
+    """The options a batch records: ``refine_iters`` resolved to its default and a checkpoint
+    refiner made absolute, so the same run started from another folder still matches."""
+    from refseg.segmentation.refiners import DEFAULT_ITERATIONS, REFINER_NAMES
+
+    spec = refiner.strip() if isinstance(refiner, str) else refiner
+    if isinstance(spec, str) and spec and spec not in REFINER_NAMES:
+        spec = os.path.abspath(spec)
+    iters = DEFAULT_ITERATIONS if refine_iters is None else refine_iters
+    return {"answer": answer, "refiner": spec, "refine_iters": iters}
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
@@ -114,8 +132,16 @@ class BatchRun:
     Use it as a context manager; ``fresh`` deletes the folder's results first (under the lock).
     """
 
-    def __init__(self, pairs: list[dict[str, Any]], out_dir: Path, *, fresh: bool = False):
+    def __init__(
+        self,
+        pairs: list[dict[str, Any]],
+        out_dir: Path,
+        *,
+        fresh: bool = False,
+        options: dict[str, Any] | None = None,
+    ):
         self.pairs = pairs
+        self.options = dict(DEFAULT_OPTIONS if options is None else options)
         self.out_dir = out_dir
         self.results = out_dir / RESULTS_FILE
         self.fresh = fresh
@@ -159,6 +185,18 @@ class BatchRun:
                     f"{image} there, {pair['phrase']!r} on {pair['image']} now); "
                     "use a new --out, or --fresh to start over"
                 )
+            stored = record.get("options", DEFAULT_OPTIONS)
+            if stored != self.options:
+                stored = stored if isinstance(stored, dict) else {}
+                key = next(
+                    (k for k in sorted(self.options) if stored.get(k) != self.options[k]),
+                    "options",
+                )
+                raise InputError(
+                    f"{self.results} holds results made with other options ({key}: "
+                    f"{stored.get(key)!r} there, {self.options.get(key)!r} now); "
+                    "use a new --out, or --fresh to start over"
+                )
         self.retried = drop_records(self.results, lambda r: "error" in r)
         done = finished_ids(self.results)
         self.todo = [p for p in self.pairs if p["id"] not in done]
@@ -191,6 +229,7 @@ class BatchRun:
                 except Exception:
                     records = [_one(pipeline, p, think, embeddings) for p in chunk]
                 for record in records:
+                    record["options"] = self.options
                     counts["errors"] += "error" in record
                     sink.write(record)
                     counts["done"] += 1
@@ -229,11 +268,17 @@ def _one(pipeline, pair: dict[str, Any], think: bool, embeddings: dict) -> dict[
 
 
 def run_pairs(
-    pipeline, pairs: list[dict[str, Any]], out_dir: Path, *, think: bool, progress: bool = True
+    pipeline,
+    pairs: list[dict[str, Any]],
+    out_dir: Path,
+    *,
+    think: bool,
+    progress: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Segment ``pairs`` with ``pipeline`` into ``out_dir/results.jsonl``: done pairs are
-    skipped, failed ones tried again (see :class:`BatchRun`)."""
-    with BatchRun(pairs, out_dir) as batch:
+    skipped, failed ones tried again (see :class:`BatchRun`; ``options`` as recorded there)."""
+    with BatchRun(pairs, out_dir, options=options) as batch:
         return batch.run(pipeline, think=think, progress=progress)
 
 
@@ -247,26 +292,41 @@ def run_batch(
     refine: int | None,
     device: str | None,
     fresh: bool = False,
+    answer: str = "box",
+    refiner: str = "sam",
+    refine_iters: int | None = None,
 ) -> None:
     """The CLI entry: validate input, load models once, run, print a one-line summary."""
     import typer
 
-    from refseg.grounding import DEFAULT_GROUNDER, load_grounder
+    from refseg.grounding import DEFAULT_GROUNDER, load_grounder, set_answer
     from refseg.pipeline import Pipeline
+    from refseg.protocol import ANSWERS
     from refseg.segmentation import load_segmenter
+    from refseg.segmentation.refiners import REFINER_NAMES, load_refiner
 
+    if answer not in ANSWERS:  # before the folder is touched or a model loads
+        raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
+    # A bad refiner name or checkpoint fails here, before any model loads.
+    trained = None if refiner in REFINER_NAMES else load_refiner(refiner)
     pairs = read_pairs(batch)
     results = out / RESULTS_FILE
     refuse_overwriting_inputs({"--out": results}, [batch])
-    with BatchRun(pairs, out, fresh=fresh) as run:
+    options = batch_options(answer, refiner, refine_iters)
+    with BatchRun(pairs, out, fresh=fresh, options=options) as run:
         retried = f", {run.retried} failed before and tried again" if run.retried else ""
         if not run.todo:
             typer.echo(f"all {len(pairs)} pairs already done in {results}")
             return
+        chosen_segmenter = load_segmenter(segmenter, device=device)
+        chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
+        set_answer(chosen_grounder, answer)
         pipeline = Pipeline(
-            load_grounder(grounder or DEFAULT_GROUNDER, device=device),
-            load_segmenter(segmenter, device=device),
+            chosen_grounder,
+            chosen_segmenter,
             refine=refine,
+            refiner=trained or load_refiner(refiner, chosen_segmenter),
+            refine_iters=refine_iters,
         )
         try:
             counts = run.run(pipeline, think=think)

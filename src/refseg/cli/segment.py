@@ -161,6 +161,9 @@ def register(app: typer.Typer) -> None:
                 refine=refine,
                 device=device,
                 fresh=fresh,
+                answer=answer,
+                refiner=refiner,
+                refine_iters=refine_iters,
             )
             return
         if fresh:

@@ -125,6 +125,8 @@ def _check_config(
             raise InputError(f"{path} is not a refseg eval config; use a new --out") from exc
         if isinstance(previous, dict) and previous.get("refine", 0) is None:
             previous = {**previous, "refine": default_refine}
+        if isinstance(previous, dict) and previous.get("mode") == "pipeline":
+            previous = {**_OPTION_DEFAULTS, **previous}  # folders from before these options
         if previous != identity:
             keys = sorted(set(previous) | set(identity))
             key = next(k for k in keys if previous.get(k) != identity.get(k))
@@ -587,6 +589,7 @@ def evaluate(
             segmenter=_name(pipeline.segmenter),
             think=bool(pipeline.think if think is None else think),
             refine=_rounds(pipeline.refine, pipeline.segmenter),
+            **pipeline_options(pipeline),
         )
     elif segmenter is not None:
         identity.update(
@@ -663,6 +666,22 @@ def evaluate(
     if not dist.main:
         document = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
     return document
+
+
+#: What a pipeline run recorded before answers and refiners were part of its configuration.
+_OPTION_DEFAULTS = {"answer": "box", "refiner": "sam", "refine_iters": 1}
+
+
+def pipeline_options(pipeline: Any) -> dict[str, Any]:
+    """The path-head options of a pipeline run (they change path answers' masks): the answer
+    kind the grounder asks for, the refiner and its iterations."""
+    refiner = getattr(pipeline, "refiner", None)
+    return {
+        "answer": getattr(pipeline.grounder, "fixed_answer", None)
+        or getattr(pipeline.grounder, "answer", "box"),
+        "refiner": "sam" if refiner is None else _name(refiner),
+        "refine_iters": getattr(pipeline, "refine_iters", 1),
+    }
 
 
 def _rounds(refine: int | None, segmenter: Any) -> int | None:
