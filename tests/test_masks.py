@@ -213,3 +213,11 @@ def test_clipping_matches_unclipped_raster(points):
     b = masks.decode(clipped)
     # Clipping moves vertices onto the margin, which can shift an edge's rounding by a pixel.
     assert (a != b).sum() <= max(4, 0.02 * max(a.sum(), 1))
+
+
+def test_hard_ceiling_whatever_the_environment(monkeypatch):
+    """Past 2**29 pixels pycocotools' string format cannot hold the run lengths."""
+    monkeypatch.setenv("REFSEG_MAX_PIXELS", str(10**12))
+    with pytest.raises(InputError, match="the most pycocotools holds"):
+        masks.check_size(2**15, 2**15)
+    assert masks.check_size(2**14, 2**15) == (2**14, 2**15)

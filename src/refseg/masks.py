@@ -43,13 +43,12 @@ def encode(mask: np.ndarray) -> RLE:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
 
 
-#: The most run lengths pycocotools' string decoder reads right: it shifts a C ``int`` by 5 bits
-#: per character, so a 7th character of one value overflows. 6 characters hold +-2**29, more than
-#: any size the pixel limit allows.
+#: The most characters of one value pycocotools' string decoder reads right: it shifts a C
+#: ``int`` by 5 bits per character, so a 7th character overflows. 6 characters hold +-2**29.
 _MAX_CHARS_PER_COUNT = 6
-#: Hard ceiling on ``H x W`` whatever ``REFSEG_MAX_PIXELS`` says: pycocotools keeps sizes and run
-#: lengths in 32-bit unsigned integers.
-_HARD_MAX_PIXELS = 2**31 - 1
+#: Hard ceiling on ``H x W`` whatever ``REFSEG_MAX_PIXELS`` says: a larger mask's run lengths
+#: could need a 7th character (see above), and pycocotools' sizes are 32-bit.
+_HARD_MAX_PIXELS = 2**29
 #: Vertices in the polygons of one mask. A COCO or LVIS outline has tens to a few thousand.
 MAX_POLYGON_VERTICES = 100_000
 #: Summed edge lengths (Chebyshev, in pixels) of the polygons of one mask after clipping.
@@ -82,9 +81,9 @@ def check_size(height: Any, width: Any, what: str = "mask") -> tuple[int, int]:
         raise InputError(f"{what} size {[height, width]} must be positive")
     limit = pixel_limit()
     if height * width > limit:
+        hint = "the most pycocotools holds" if limit == _HARD_MAX_PIXELS else "REFSEG_MAX_PIXELS"
         raise InputError(
-            f"{what} size {height}x{width} is over the limit of {limit} pixels "
-            "(set REFSEG_MAX_PIXELS to raise it)"
+            f"{what} size {height}x{width} is over the limit of {limit} pixels ({hint})"
         )
     return height, width
 
