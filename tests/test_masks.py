@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -211,8 +212,11 @@ def test_clipping_matches_unclipped_raster(points):
     clipped = masks.from_polygons([flat], 40, 60)
     a = mask_utils.decode(reference).astype(bool)
     b = masks.decode(clipped)
-    # Clipping moves vertices onto the margin, which can shift an edge's rounding by a pixel.
-    assert (a != b).sum() <= max(4, 0.02 * max(a.sum(), 1))
+    # pycocotools rounds vertices to 1/5 pixel, so a vertex moved onto the clip line can move its
+    # edge by up to 0.1 pixel inside the image: differences may only touch the mask's outline.
+    kernel = np.ones((3, 3), np.uint8)
+    near_outline = cv2.dilate(a.astype(np.uint8), kernel) != cv2.erode(a.astype(np.uint8), kernel)
+    assert not ((a != b) & ~near_outline).any()
 
 
 def test_hard_ceiling_whatever_the_environment(monkeypatch):
