@@ -454,3 +454,102 @@ def test_a_failed_load_is_reported(make_client, tmp_path, astronaut_bytes):
     assert failures == [health.json()["error"]]
     message = _error(client.post("/v1/segment", **_multipart(astronaut_bytes, box="1,1,9,9")), 500)
     assert "failed to load" in message
+
+
+# --- path answers (issue 12) -----------------------------------------------------------------
+
+#: A triangle over the astronaut's face, in Qwen3-VL's 0-1000 frame (what the fake model says).
+TRIANGLE = [(300, 100), (700, 120), (500, 500)]
+
+
+@pytest.fixture
+def path_model():
+    """A loopback OpenAI-compatible endpoint answering an outline when the prompt asks for one
+    and a box otherwise (the model side is a fake; the grounder and server are real)."""
+    from refseg.grounding.openai_api import OpenAIGrounder
+    from tests.grounding.chat_server import ChatServer
+
+    def answer(request) -> str:
+        if '"path"' in request.prompt:
+            data = "M " + " L ".join(f"{x} {y}" for x, y in TRIANGLE) + " Z"
+            return f'<answer>[{{"bbox_2d": [300, 100, 700, 500], "path": "{data}"}}]</answer>'
+        return '<answer>[{"bbox_2d": [300, 100, 700, 500]}]</answer>'
+
+    with ChatServer(answer) as server:
+        yield server, OpenAIGrounder(server.url, "m", retries=1)
+
+
+def _shoelace(points) -> float:
+    xs, ys = np.array(points, dtype=float).T
+    return 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
+
+
+def test_path_answers_through_json_and_multipart(make_client, path_model, astronaut_bytes):
+    from refseg.segmentation.paths import parse_path, rasterize
+
+    server, grounder = path_model
+    client = make_client(grounder=grounder)
+    image = base64.b64encode(astronaut_bytes).decode()
+    response = client.post(
+        "/v1/segment",
+        json={"image": image, "phrase": "the face", "answer": "path", "refiner": "none"},
+    )
+    assert response.status_code == 200, response.text
+    (instance,) = response.json()["instances"]
+    assert '"path"' in server.requests[-1].prompt  # the request's answer reached the prompt
+    # refiner none: the mask is the outline's raster, and the outline is in image pixels
+    mask = masks.decode(instance["mask"])
+    pixels = [(x * 512 / 1000, y * 512 / 1000) for x, y in TRIANGLE]
+    assert mask.sum() == pytest.approx(_shoelace(pixels), rel=0.02)
+    assert (rasterize(parse_path(instance["path"]), 512, 512) == mask).mean() > 0.999
+    # the same request as multipart, with the gated sam refiner and 2 iterations: still a path
+    refined = client.post(
+        "/v1/segment",
+        **_multipart(astronaut_bytes, phrase="the face", answer="path", refiner="sam",
+                     refine_iters="2"),
+    )  # fmt: skip
+    assert refined.status_code == 200, refined.text
+    (instance,) = refined.json()["instances"]
+    assert instance["path"].startswith("M ")
+    # answer=box (and the default) ask for boxes: no path in the result
+    for fields in ({"answer": "box"}, {}):
+        boxed = client.post("/v1/segment", **_multipart(astronaut_bytes, phrase="x", **fields))
+        assert boxed.status_code == 200, boxed.text
+        assert "path" not in boxed.json()["instances"][0]
+        assert '"path"' not in server.requests[-1].prompt
+    assert grounder.answer == "box"  # a request's answer does not stick to the shared grounder
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"answer": "outline"}, "answer: expected box or path"),
+        ({"refiner": "/etc/refiner.pt"}, "refiner: expected none or sam or sam-raw"),
+        ({"refine_iters": "17"}, "refine_iters: must be between 0 and 16"),
+        ({"refine_iters": "x"}, "refine_iters: expected an integer"),
+    ],
+)
+def test_bad_path_options_are_422(make_client, path_model, astronaut_bytes, fields, needle):
+    server, grounder = path_model
+    client = make_client(grounder=grounder)
+    form = _multipart(astronaut_bytes, phrase="the face", **fields)
+    assert needle in _error(client.post("/v1/segment", **form), 422)
+    body = {"image": base64.b64encode(astronaut_bytes).decode(), "phrase": "the face"}
+    body.update(
+        {k: int(v) if k == "refine_iters" and v.isdigit() else v for k, v in fields.items()}
+    )
+    name = next(iter(fields))
+    assert name in _error(client.post("/v1/segment", json=body), 422)
+    assert not server.requests  # refused before the model was asked
+    boxes = _multipart(astronaut_bytes, box="0,0,50,50", answer="path")
+    assert "goes with a phrase" in _error(client.post("/v1/segment", **boxes), 422)
+
+
+def test_openapi_documents_the_path_options(make_client):
+    schema = make_client().get("/openapi.json").json()
+    content = schema["paths"]["/v1/segment"]["post"]["requestBody"]["content"]
+    for media in ("application/json", "multipart/form-data"):
+        properties = content[media]["schema"]["properties"]
+        assert {"answer", "refiner", "refine_iters"} <= set(properties), media
+    json_props = content["application/json"]["schema"]["properties"]
+    assert "path" in json_props["answer"]["description"]

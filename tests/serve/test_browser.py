@@ -264,3 +264,70 @@ def test_without_a_grounder_the_page_offers_boxes_and_points(page, memo_sam, ast
         colours = {tuple(int(v) for v in px) for px in window.reshape(-1, 3)}
         assert (255, 77, 77) in colours  # the page's background red
         assert (60, 220, 60) not in colours  # not the foreground green
+
+
+class OutlineGrounder:
+    """Answers a triangle outline when asked for paths (``answer == "path"``), a box otherwise:
+    what a path-answering VLM gives the pipeline, minus the model."""
+
+    name = "outline"
+
+    def __init__(self) -> None:
+        self.answer = "box"
+        self.asked: list[str] = []
+
+    def ground(self, images, phrases, *, think=False):
+        from refseg.grounding.base import GroundedInstance, Grounding
+
+        self.asked.append(self.answer)
+        out = []
+        for _ in phrases:
+            triangle = np.array([[150.0, 50.0], [370.0, 60.0], [260.0, 260.0]])
+            polygons = [triangle] if self.answer == "path" else []
+            instance = GroundedInstance(box=(150.0, 50.0, 370.0, 260.0), polygons=polygons)
+            out.append(Grounding(instances=[instance], raw_answer="[...]"))
+        return out
+
+
+def test_path_answers_are_drawn_as_outlines(page, memo_sam, astronaut_path):
+    from refseg.serve import create_app
+    from refseg.serve.server import BackgroundServer
+
+    grounder = OutlineGrounder()
+    app = create_app(grounder=grounder, segmenter=memo_sam, api_key="")
+    with BackgroundServer(app) as server:
+        page.goto(server.url + "/")
+        page.wait_for_selector("#server[data-state=ready]", timeout=15_000)
+        page.set_input_files("#file", str(astronaut_path))
+        page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+        page.fill("#phrase", "the face")
+        page.press("#phrase", "Enter")  # box answers: nothing to outline
+        page.wait_for_selector("body[data-state=done] #instances[data-count='1']", timeout=60_000)
+        assert page.evaluate("() => window.refseg.state.outlinesDrawn") == 0
+        page.check("#answer-path")
+        page.fill("#phrase", "the face outline")
+        page.press("#phrase", "Enter")
+        page.wait_for_selector("body[data-state=done] #instances[data-count='1']", timeout=60_000)
+        page.wait_for_function("() => window.refseg.state.result.phrase === 'the face outline'")
+        assert grounder.asked == ["box", "path"]  # the checkbox sent answer=path
+        [instance] = page.evaluate("() => window.refseg.state.result")["instances"]
+        assert instance["path"].startswith("M ")
+        assert page.evaluate("() => window.refseg.state.outlinesDrawn") > 0
+        # the outline is on the canvas: the pixel on the triangle's right edge is the instance's
+        # colour stroke, not the masked image (compare with the page without outlines)
+        edge = page.evaluate(
+            """() => {
+              const c = document.getElementById("canvas").getContext("2d");
+              const [r, g, b] = c.getImageData(315, 160, 1, 1).data;
+              window.refseg.state.result.instances.forEach((i) => { delete i.path; });
+              return [r, g, b];
+            }"""
+        )
+        bare = page.evaluate(
+            """() => {
+              window.refseg.render();  // the same drawing, now without paths
+              const c = document.getElementById("canvas").getContext("2d");
+              return Array.from(c.getImageData(315, 160, 1, 1).data.slice(0, 3));
+            }"""
+        )
+        assert sum(abs(a - b) for a, b in zip(edge, bare)) > 60, (edge, bare)

@@ -218,6 +218,7 @@ def create_app(
     api_key: str | None = None,
     allowed_hosts: Sequence[str] | None = None,
     on_load_failure: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -232,7 +233,13 @@ def create_app(
     ``body_timeout`` bounds the seconds a client has to send its body (408 after).
     ``on_load_failure`` is called with the one-line reason if loading fails (the CLI uses it to
     stop the server).
+    ``threads`` is the CPU thread budget to split (default: :func:`refseg.threads.thread_budget`):
+    each of the ``max_concurrency`` concurrent model calls gets an equal share, so together they
+    use the budget instead of each sizing its thread pool to the whole machine.
     """
+    from refseg.threads import thread_budget
+
+    budget = threads if threads is not None else thread_budget()
     engine = Engine(
         segmenter=segmenter,
         grounder=grounder,
@@ -242,6 +249,7 @@ def create_app(
         grounder_options=grounder_options,
         cache=EmbeddingCache(cache_entries, cache_bytes),
         max_pixels=max_pixels,
+        threads=max(1, budget // max(1, max_concurrency)),
     )
     admission = Admission(max_concurrency, max_queue)
     # An explicit "" turns the key off even when the environment sets one.
@@ -347,6 +355,7 @@ def create_app(
         }
         body["load"] = admission.stats()
         body["cache"] = engine.cache.stats()
+        body["threads"] = {"budget": budget, "per_call": engine.threads}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     multipart_schema = {
@@ -387,7 +396,8 @@ def create_app(
     async def segment(request: Request) -> JSONResponse:
         """Multipart (``image`` file + ``phrase`` or ``box``/``point`` fields) or JSON (see
         the ``application/json`` schema). Answers with the result JSON (``image``,
-        ``no_target``, ``instances`` with COCO RLE masks, ``phrase``, ``raw_answer``,
+        ``no_target``, ``instances`` with COCO RLE masks (and ``path``, the outline as SVG
+        path data in image pixels, for path answers: ``answer=path``), ``phrase``, ``raw_answer``,
         ``reasoning``, ``parse_error``), ``timings`` (seconds) and ``embedding_cached``;
         ``overlay_png``/``mask_png`` (base64 PNG) when asked for."""
         received = time.perf_counter()

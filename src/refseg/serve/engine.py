@@ -61,6 +61,7 @@ class Engine:
         grounder_options: dict[str, Any] | None = None,
         cache: EmbeddingCache | None = None,
         max_pixels: int | None = None,
+        threads: int | None = None,
     ) -> None:
         if segmenter is None and segmenter_spec is None:
             segmenter_spec = "onnx-sam"
@@ -75,6 +76,9 @@ class Engine:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.max_pixels = max_pixels if max_pixels is not None else _default_max_pixels()
         self.error: str | None = None
+        #: CPU threads each model call may use (the server's share of the thread budget; None:
+        #: the whole budget). Applied to models loaded from specs.
+        self.threads = threads
         # One grounder call at a time: generation in transformers is not documented as
         # thread-safe, and two concurrent VLM calls would only split the same device. The
         # segmenter (onnxruntime sessions are thread-safe) runs beside it.
@@ -109,11 +113,17 @@ class Engine:
                 from refseg.segmentation import load_segmenter
 
                 log.info("loading segmenter %s", self.segmenter_spec)
-                self.segmenter = load_segmenter(self.segmenter_spec, device=self.device)
+                self.segmenter = load_segmenter(
+                    self.segmenter_spec, device=self.device, threads=self.threads
+                )
             if self.grounder is None and self.grounder_spec is not None:
                 from refseg.grounding import load_grounder
 
                 log.info("loading grounder %s", self.grounder_spec)
+                if self.threads is not None:
+                    from refseg.threads import apply_torch
+
+                    apply_torch(self.threads)
                 self.grounder = load_grounder(
                     self.grounder_spec, device=self.device, **self.grounder_options
                 )
@@ -169,9 +179,17 @@ class Engine:
             if job.phrase is not None:
                 if self.grounder is None:
                     raise HTTPError(422, "this server has no grounder: send boxes or points")
+                from refseg.segmentation.refiners import load_refiner
+
                 view = RequestEmbeddings(self.cache)
-                grounder = _Serialized(self.grounder, self._ground_lock)
-                pipeline = Pipeline(grounder, segmenter, refine=job.refine)
+                grounder = _Serialized(self.grounder, self._ground_lock, answer=job.answer)
+                pipeline = Pipeline(
+                    grounder,
+                    segmenter,
+                    refine=job.refine,
+                    refiner=load_refiner(job.refiner or "sam", segmenter),
+                    refine_iters=job.refine_iters,
+                )
                 result = pipeline.run([(image, job.phrase)], think=job.think, embeddings=view)[0]
                 cached = bool(result.instances) and view.computed == 0
             else:
@@ -207,16 +225,34 @@ class Engine:
 
 
 class _Serialized:
-    """A grounder whose ``ground`` calls hold ``lock`` (see ``Engine._ground_lock``)."""
+    """A grounder whose ``ground`` calls hold ``lock`` (see ``Engine._ground_lock``).
 
-    def __init__(self, grounder: Grounder, lock: threading.Lock) -> None:
+    ``answer`` (a request's ``box``/``path``) is set on the shared grounder under that lock and
+    put back afterwards, so concurrent requests asking for different answers do not race; a
+    grounder that always answers one way refuses the other here, before any model work (422).
+    """
+
+    def __init__(self, grounder: Grounder, lock: threading.Lock, answer: str | None = None):
         self.grounder = grounder
         self.name = grounder.name
         self.lock = lock
+        self.answer = answer
+        fixed = getattr(grounder, "fixed_answer", None)
+        if answer is not None and fixed is not None and fixed != answer:
+            raise HTTPError(422, f"answer: this server's grounder always answers with a {fixed}")
 
     def ground(self, images: Any, phrases: Any, *, think: bool = False) -> Any:
+        from refseg.grounding import set_answer
+
         with self.lock:
-            return self.grounder.ground(images, phrases, think=think)
+            if self.answer is None or not hasattr(self.grounder, "answer"):
+                return self.grounder.ground(images, phrases, think=think)
+            previous = self.grounder.answer
+            set_answer(self.grounder, self.answer)
+            try:
+                return self.grounder.ground(images, phrases, think=think)
+            finally:
+                self.grounder.answer = previous
 
 
 def _default_max_pixels() -> int:

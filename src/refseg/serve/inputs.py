@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +34,13 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+#: Request options of the path mask head (``answer``, ``refiner``): the values a client may
+#: choose. Trained refiner checkpoints are files on the server, so a client cannot name one.
+ANSWER_KINDS = ("box", "path")
+SERVER_REFINERS = ("none", "sam", "sam-raw")
+MAX_REFINE_ITERS = 16
 
 
 class SegmentRequest(BaseModel):
@@ -57,6 +64,20 @@ class SegmentRequest(BaseModel):
     )
     think: bool = Field(False, description="Let the grounder reason before answering.")
     refine: int | None = Field(None, ge=0, le=8, description="Decoder refinement rounds.")
+    answer: Literal["box", "path"] | None = Field(
+        None,
+        description="What the grounder is asked for: box (+point) or path (an outline per "
+        "instance; each result instance then carries 'path', SVG path data in image pixels). "
+        "Default: the grounder's own (box, or path for moondream:).",
+    )
+    refiner: Literal["none", "sam", "sam-raw"] | None = Field(
+        None,
+        description="What refines path answers' rasters: none, sam (gated: keeps a precise "
+        "outline, repairs a poor one; the default) or sam-raw.",
+    )
+    refine_iters: int | None = Field(
+        None, ge=0, le=MAX_REFINE_ITERS, description="Refiner iterations (default 1)."
+    )
     overlay: bool = Field(False, description="Also return an overlay PNG (base64).")
     mask_png: bool = Field(False, description="Also return the union mask as a PNG (base64).")
 
@@ -70,6 +91,9 @@ MULTIPART_FIELDS = {
     "points": "JSON [[x,y(,label)], ...]",
     "think": "true/false",
     "refine": "0-8",
+    "answer": "box or path (path answers carry an outline per instance)",
+    "refiner": "none, sam (gated, default) or sam-raw: refines path answers",
+    "refine_iters": f"0-{MAX_REFINE_ITERS}: refiner iterations (default 1)",
     "overlay": "true/false",
     "mask_png": "true/false",
 }
@@ -87,6 +111,9 @@ class Job:
     refine: int | None = None
     overlay: bool = False
     mask_png: bool = False
+    answer: str | None = None
+    refiner: str | None = None
+    refine_iters: int | None = None
 
     def check(self, *, have_grounder: bool) -> Job:
         """Refuse a job that asks for both or neither of phrase and prompts, or for more
@@ -96,6 +123,11 @@ class Job:
             raise HTTPError(422, "give either a phrase or boxes/points, not both")
         if self.phrase is None and not prompts:
             raise HTTPError(422, "give a phrase, or boxes/points prompts")
+        chosen = [n for n in ("answer", "refiner", "refine_iters") if getattr(self, n) is not None]
+        if chosen and self.phrase is None:
+            raise HTTPError(
+                422, f"{chosen[0]} goes with a phrase (it shapes the grounder's answer)"
+            )
         if prompts:
             try:
                 check_prompt_counts(len(self.boxes) or 1, [len(self.points)])
@@ -215,6 +247,9 @@ def job_from_json(body: bytes) -> Job:
         refine=request.refine,
         overlay=request.overlay,
         mask_png=request.mask_png,
+        answer=request.answer,
+        refiner=request.refiner,
+        refine_iters=request.refine_iters,
     )
 
 
@@ -265,6 +300,18 @@ def job_from_form(fields: list[tuple[str, str]], image: bytes | None) -> Job:
                 raise HTTPError(422, f"refine: expected an integer, got {value!r}") from exc
             if not 0 <= job.refine <= 8:
                 raise HTTPError(422, "refine: must be between 0 and 8")
+        elif name in ("answer", "refiner"):
+            allowed = ANSWER_KINDS if name == "answer" else SERVER_REFINERS
+            if value not in allowed:
+                raise HTTPError(422, f"{name}: expected {' or '.join(allowed)}, got {value!r}")
+            setattr(job, name, value)
+        elif name == "refine_iters":
+            try:
+                job.refine_iters = int(value)
+            except ValueError as exc:
+                raise HTTPError(422, f"refine_iters: expected an integer, got {value!r}") from exc
+            if not 0 <= job.refine_iters <= MAX_REFINE_ITERS:
+                raise HTTPError(422, f"refine_iters: must be between 0 and {MAX_REFINE_ITERS}")
         else:
             known = ", ".join(["image", *MULTIPART_FIELDS])
             raise HTTPError(422, f"unknown field {name!r}; fields are {known}")

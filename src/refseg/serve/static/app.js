@@ -66,6 +66,7 @@ const el = {
   busy: $("busy"), busyText: $("busy-text"), hint: $("hint"), file: $("file"),
   sample: $("sample"), sample2: $("sample2"), imageInfo: $("image-info"),
   phraseForm: $("phrase-form"), phrase: $("phrase"), think: $("think"), segment: $("segment"),
+  answerPath: $("answer-path"),
   phraseNote: $("phrase-note"), clear: $("clear"), promptInfo: $("prompt-info"),
   resultCard: $("result-card"), timing: $("timing"), messages: $("messages"),
   instances: $("instances"), reasoningBox: $("reasoning-box"), reasoning: $("reasoning"),
@@ -89,9 +90,10 @@ const state = {
   masks: [], // decoded Uint8Array per instance
   hidden: new Set(),
   layer: null, // offscreen canvas with the coloured masks
+  outlinesDrawn: 0, // path outlines stroked so far (the browser test reads it)
   seq: 0,
 };
-window.refseg = { decodeRle, rleCounts, state };
+window.refseg = { decodeRle, rleCounts, state, render: () => render() };
 
 function setState(name) { document.body.dataset.state = name; }
 
@@ -134,6 +136,7 @@ function updatePhraseAvailability() {
   const ok = hasGrounder();
   el.phrase.disabled = !ok;
   el.think.disabled = !ok;
+  el.answerPath.disabled = !ok;
   el.segment.disabled = !ok || !state.blob;
   el.phraseNote.hidden = ok || !state.health;
   el.phraseNote.textContent = "This server was started without a grounder, so it takes boxes and "
@@ -230,6 +233,12 @@ function render() {
   ctx.drawImage(state.img, 0, 0);
   if (state.layer) ctx.drawImage(state.layer, 0, 0);
   const s = lineScale();
+  if (state.result) {
+    // Path answers: each instance's outline (SVG path data in image pixels) over its mask.
+    state.result.instances.forEach((inst, i) => {
+      if (inst.path && !state.hidden.has(i)) drawOutline(inst.path, css(colorOf(i)), 2 * s);
+    });
+  }
   if (el.showPrompts.checked && state.result) {
     state.result.instances.forEach((inst, i) => {
       if (state.hidden.has(i)) return;
@@ -256,6 +265,21 @@ function drawBox([x1, y1, x2, y2], color, width, dash) {
   ctx.strokeStyle = color;
   ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
   ctx.restore();
+}
+
+function drawOutline(data, color, width) {
+  let shape;
+  try { shape = new Path2D(data); } catch (err) { return; } // a path the browser cannot read
+  ctx.save();
+  ctx.lineJoin = "round";
+  ctx.lineWidth = width + 2 * lineScale();
+  ctx.strokeStyle = "rgba(0,0,0,0.55)";
+  ctx.stroke(shape);
+  ctx.lineWidth = width;
+  ctx.strokeStyle = color;
+  ctx.stroke(shape);
+  ctx.restore();
+  state.outlinesDrawn += 1;
 }
 
 function drawPoint(x, y, label, s, ring) {
@@ -371,6 +395,7 @@ async function segment({ prompts }) {
     if (!phrase) { el.phrase.focus(); return; }
     form.append("phrase", phrase);
     if (el.think.checked) form.append("think", "true");
+    if (el.answerPath && el.answerPath.checked) form.append("answer", "path");
     label = `“${phrase}”`;
   }
   const seq = ++state.seq;
