@@ -26,15 +26,24 @@ and fsynced as written), and the folder is held by :func:`refseg.records.run_loc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from refseg.errors import InputError
-from refseg.fileio import check_writable, ensure_dir, refuse_overwriting_inputs
-from refseg.records import RecordWriter, drop_records, read_records, run_lock
+from refseg.fileio import (
+    atomic_write_bytes,
+    check_writable,
+    ensure_dir,
+    refuse_overwriting_inputs,
+)
+from refseg.records import RecordWriter, drop_records, encode_record, read_records, run_lock
 
 #: Pairs grounded together (one generate batch); consecutive pairs on the same image share
 #: one embedding.
@@ -139,6 +148,9 @@ class BatchRun:
         *,
         fresh: bool = False,
         options: dict[str, Any] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        barrier: Callable[[], None] = lambda: None,
     ):
         self.pairs = pairs
         self.options = dict(DEFAULT_OPTIONS if options is None else options)
@@ -146,16 +158,25 @@ class BatchRun:
         self.results = out_dir / RESULTS_FILE
         self.fresh = fresh
         self.todo: list[dict[str, Any]] = []
+        #: Pairs to do in every shard (the same on every rank; ``todo`` is this rank's share).
+        self.todo_all: list[dict[str, Any]] = []
         self.retried = 0
+        self.rank, self.world_size, self.barrier = rank, world_size, barrier
+        #: Where this process appends: ``results.jsonl``, or its own file in a data-parallel
+        #: run (merged into ``results.jsonl`` by rank 0 at the end, see :func:`merge_results`).
+        self.sink = self.results if world_size == 1 else out_dir / rank_file(rank)
 
     def __enter__(self) -> BatchRun:
         ensure_dir(self.out_dir)
-        check_writable(self.results)  # before the models load
-        self._held = run_lock(self.out_dir, OWNER)
+        check_writable(self.sink)  # before the models load
+        # Rank 0 holds the folder (as eval does); the other ranks wait for it at the barrier.
+        self._held = run_lock(self.out_dir, OWNER) if self.rank == 0 else contextlib.nullcontext()
         self._held.__enter__()
         try:
-            if self.fresh:
-                self.results.unlink(missing_ok=True)
+            if self.fresh and self.rank == 0:
+                for path in run_files(self.out_dir):
+                    path.unlink(missing_ok=True)
+            self.barrier()
             self._plan()
         except BaseException:
             self._held.__exit__(None, None, None)
@@ -167,7 +188,8 @@ class BatchRun:
 
     def _plan(self) -> None:
         by_id = {p["id"]: p for p in self.pairs}
-        records = read_records(self.results)
+        files = run_files(self.out_dir)
+        records = [r for path in files for r in read_records(path)]
         for record in records:
             key = str(record["id"])
             pair = by_id.get(key)
@@ -197,31 +219,54 @@ class BatchRun:
                     f"{stored.get(key)!r} there, {self.options.get(key)!r} now); "
                     "use a new --out, or --fresh to start over"
                 )
-        self.retried = drop_records(self.results, lambda r: "error" in r)
-        done = finished_ids(self.results)
-        self.todo = [p for p in self.pairs if p["id"] not in done]
+        # Every rank checked the same files above (a bad folder fails on all of them alike);
+        # rank 0 alone rewrites them, and the others read them after the barrier.
+        if self.rank == 0:
+            self.retried = sum(drop_records(path, lambda r: "error" in r) for path in files)
+        self.barrier()
+        done = {i for path in run_files(self.out_dir) for i in finished_ids(path)}
+        self.todo_all = [p for p in self.pairs if p["id"] not in done]
+        self.todo = [
+            p
+            for index, p in enumerate(self.pairs)
+            if index % self.world_size == self.rank and p["id"] not in done
+        ]
 
     @property
     def skipped(self) -> int:
-        return len(self.pairs) - len(self.todo)
+        return len(self.pairs) - len(self.todo_all)
 
-    def run(self, pipeline, *, think: bool, progress: bool = True) -> dict[str, int]:
-        """Segment the pairs to do; returns ``{"total", "skipped", "done", "errors"}``."""
+    def run(self, pipeline, *, think: bool, progress: bool = True) -> dict[str, Any]:
+        """Segment this rank's pairs to do; returns ``{"total", "skipped", "done", "errors",
+        "images", "seconds"}`` (``images``: distinct image files segmented).
+
+        Images are decoded ahead of the model by :class:`_Prefetch` (a background thread, at
+        most :data:`PREFETCH_CHUNKS` chunks ahead), so decoding overlaps model work.
+        """
         from refseg.progress import new_progress
 
-        counts = {"total": len(self.pairs), "skipped": self.skipped, "done": 0, "errors": 0}
+        counts: dict[str, Any] = {
+            "total": len(self.pairs),
+            "skipped": self.skipped,
+            "done": 0,
+            "errors": 0,
+            "images": 0,
+        }
         embeddings: dict = {}
+        start = time.perf_counter()
         with (
-            RecordWriter(self.results, owner=OWNER) as sink,
+            RecordWriter(self.sink, owner=OWNER) as sink,
             new_progress(enabled=progress) as bar,
+            _Prefetch(list(_chunks(self.todo, CHUNK))) as chunks,
         ):
-            task = bar.add_task("segmenting", total=len(self.pairs), completed=counts["skipped"])
-            for chunk in _chunks(self.todo, CHUNK):
+            task = bar.add_task("segmenting", total=len(self.todo))
+            for chunk, decoded in chunks:
                 if len(embeddings) > 4:  # keep only recent images' embeddings in memory
                     embeddings.clear()
+                counts["images"] += len({p["image"] for p in chunk})
                 try:
                     outputs = pipeline.run(
-                        [(p["image"], p["phrase"]) for p in chunk],
+                        [(decoded.get(p["image"], p["image"]), p["phrase"]) for p in chunk],
                         think=think,
                         embeddings=embeddings,
                     )
@@ -234,12 +279,96 @@ class BatchRun:
                     sink.write(record)
                     counts["done"] += 1
                     bar.advance(task)
+        counts["seconds"] = time.perf_counter() - start
         return counts
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+#: Chunks decoded ahead of the model: enough to hide decoding behind model work, few enough
+#: that the decoded images waiting in memory stay bounded (2 x CHUNK images at most).
+PREFETCH_CHUNKS = 2
+
+
+class _Prefetch:
+    """Iterate ``(chunk, {image path: decoded array})`` while a daemon thread decodes ahead.
+
+    A file that fails to decode is left out of the mapping: the pipeline is then given the path
+    and fails that pair with the usual one-line error. Leaving the ``with`` block early (an
+    error, Ctrl-C) stops the thread at its next step.
+    """
+
+    def __init__(self, chunks: list[list[dict[str, Any]]]) -> None:
+        self.chunks = chunks
+        self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="refseg-decode", daemon=True)
+
+    def _work(self) -> None:
+        from refseg.image import load_image
+
+        for chunk in self.chunks:
+            decoded: dict[str, Any] = {}
+            for path in dict.fromkeys(p["image"] for p in chunk):
+                if self._stop.is_set():
+                    return
+                try:
+                    decoded[path] = load_image(path)
+                except Exception:  # the pipeline reports it for this pair
+                    pass
+            while not self._stop.is_set():
+                try:
+                    self._queue.put((chunk, decoded), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def __enter__(self) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
+        self._thread.start()
+        return (self._queue.get() for _ in self.chunks)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def rank_file(rank: int) -> str:
+    """The records file of one rank of a data-parallel batch."""
+    return f"results.rank{rank}.jsonl"
+
+
+def run_files(out_dir: Path) -> list[Path]:
+    """``results.jsonl`` and every rank's file present, in rank order."""
+    ranked = []
+    for path in out_dir.glob("results.rank*.jsonl"):
+        number = path.name[len("results.rank") : -len(".jsonl")]
+        if number.isdigit():
+            ranked.append((int(number), path))
+    return [out_dir / RESULTS_FILE, *(path for _, path in sorted(ranked))]
+
+
+def merge_results(out_dir: Path, pairs: list[dict[str, Any]]) -> None:
+    """Fold the rank files into ``results.jsonl``, in the order of the pairs file (rank 0,
+    after every rank finished; also after a resumed run left rank files of an earlier one).
+
+    ``results.jsonl`` is replaced atomically before the rank files are deleted, so a crash in
+    between leaves duplicates that the next merge drops (a pair keeps its first record).
+    """
+    files = run_files(out_dir)
+    if len(files) == 1:
+        return
+    by_id: dict[str, dict[str, Any]] = {}
+    for path in files:
+        for record in read_records(path):
+            by_id.setdefault(str(record["id"]), record)
+    order = {p["id"]: i for i, p in enumerate(pairs)}
+    records = sorted(by_id.values(), key=lambda r: order.get(str(r["id"]), len(order)))
+    atomic_write_bytes(out_dir / RESULTS_FILE, b"".join(encode_record(r) for r in records))
+    for path in files[1:]:
+        path.unlink(missing_ok=True)
 
 
 def _success(pair: dict[str, Any], result) -> dict[str, Any]:
@@ -292,19 +421,20 @@ def run_batch(
     refine: int | None,
     device: str | None,
     fresh: bool = False,
-    answer: str = "box",
+    answer: str | None = None,
     refiner: str = "sam",
     refine_iters: int | None = None,
 ) -> None:
     """The CLI entry: validate input, load models once, run, print a one-line summary."""
     import typer
 
-    from refseg.grounding import DEFAULT_GROUNDER, load_grounder, set_answer
+    from refseg.grounding import DEFAULT_GROUNDER, default_answer, load_grounder, set_answer
     from refseg.pipeline import Pipeline
     from refseg.protocol import ANSWERS
     from refseg.segmentation import load_segmenter
     from refseg.segmentation.refiners import REFINER_NAMES, load_refiner
 
+    answer = answer or default_answer(grounder or DEFAULT_GROUNDER)
     if answer not in ANSWERS:  # before the folder is touched or a model loads
         raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
     # A bad refiner name or checkpoint fails here, before any model loads.

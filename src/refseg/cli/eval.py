@@ -199,13 +199,18 @@ def register(app: typer.Typer) -> None:
                 seg = load_segmenter(segmenter, device=device)
                 document = evaluate(samples, segmenter=seg, refine=refine, **common)
             else:
-                from refseg.grounding import DEFAULT_GROUNDER, load_grounder, set_answer
+                from refseg.grounding import (
+                    DEFAULT_GROUNDER,
+                    default_answer,
+                    load_grounder,
+                    set_answer,
+                )
                 from refseg.pipeline import Pipeline
                 from refseg.protocol import ANSWERS
                 from refseg.segmentation import load_segmenter
                 from refseg.segmentation.refiners import REFINER_NAMES, load_refiner
 
-                answer = answer or "box"
+                answer = answer or default_answer(grounder or DEFAULT_GROUNDER)
                 if answer not in ANSWERS:  # before any model loads
                     raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
                 refiner = refiner or "sam"

@@ -122,8 +122,11 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON."),
         mask_png: Path | None = typer.Option(None, "--mask-png", help="Write the union mask."),
         overlay_out: Path | None = typer.Option(None, "--overlay", help="Write an overlay PNG."),
-        answer: str = typer.Option(
-            "box", "--answer", help="What the grounder is asked for: box (+point) or path."
+        answer: str | None = typer.Option(
+            None,
+            "--answer",
+            help="What the grounder is asked for: box (+point) or path (default: box; "
+            "moondream: answers paths).",
         ),
         refiner: str = typer.Option(
             "sam",
