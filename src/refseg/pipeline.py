@@ -105,6 +105,14 @@ class Pipeline:
         self.segmenter = segmenter
         self.think = think
         self.refine = refine
+        #: A box decoder (``boxdec:``) reads the grounder's own features: asked for per call,
+        #: turned into a per-pair embedding, dropped once decoded; SAM refiners do not apply.
+        self.feature_sources: list[str] = []
+        if getattr(segmenter, "needs_vlm_features", False):
+            segmenter.check_grounder(grounder)  # type: ignore[attr-defined]
+            self.feature_sources = list(segmenter.sources)  # type: ignore[attr-defined]
+            if refiner is None or getattr(refiner, "needs_embedding", False):
+                refiner = load_refiner("none")
         self.refiner = refiner if refiner is not None else load_refiner("sam", segmenter)
         self.refine_iters = DEFAULT_ITERATIONS if refine_iters is None else refine_iters
 
@@ -126,11 +134,21 @@ class Pipeline:
         images = [load_image(image) for image, _ in pairs]
         phrases = [check_phrase(phrase) for _, phrase in pairs]
         start = time.perf_counter()
-        groundings = self.grounder.ground(images, phrases, think=think)
+        if self.feature_sources:
+            groundings = self.grounder.ground(
+                images, phrases, think=think, features=self.feature_sources
+            )
+        else:
+            groundings = self.grounder.ground(images, phrases, think=think)
         ground_s = (time.perf_counter() - start) / max(1, len(pairs))
         cache = {} if embeddings is None else embeddings
         results = []
         for image, phrase, grounding in zip(images, phrases, groundings):
+            if self.feature_sources:  # per pair (the answer state is the phrase's), not cached
+                features, grounding.features = grounding.features, None
+                embedding = self.segmenter.embed_features(image, features)  # type: ignore[attr-defined]
+                cache = {image_digest(image): embedding}
+                del features, embedding
             result = self._segment(image, grounding, cache)
             result.phrase = phrase
             result.timings["ground_s"] = ground_s

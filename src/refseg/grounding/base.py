@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,6 +47,9 @@ class Grounding:
     reasoning: str | None = None
     parse_error: str | None = None
     invalid: int = 0
+    #: The VLM's own features for the box decoder (:class:`~refseg.grounding.features.VLMFeatures`),
+    #: only when asked for; the pipeline drops them once the masks are decoded.
+    features: Any = None
 
 
 @runtime_checkable

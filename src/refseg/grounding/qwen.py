@@ -444,18 +444,61 @@ class QwenGrounder:
         self, images: Sequence[Any], phrases: Sequence[str], *, think: bool = False
     ) -> list[str]:
         """The raw answers (new tokens only, special tokens dropped) for one batch of pairs."""
+        return self._generate(images, phrases, think=think)[0]
+
+    #: This grounder can hand its own features to the box decoder (``ground(features=...)``).
+    supports_features = True
+
+    @property
+    def feature_fingerprint(self) -> str:
+        """The fingerprint of this model's feature layout (:func:`~.boxdec.vlm_fingerprint`)."""
+        from refseg.segmentation.boxdec import vlm_fingerprint
+
+        return vlm_fingerprint(self.model.config)
+
+    @torch.inference_mode()
+    def _generate(
+        self,
+        images: Sequence[Any],
+        phrases: Sequence[str],
+        *,
+        think: bool = False,
+        sources: Sequence[str] = (),
+    ) -> tuple[list[str], list[Any] | None]:
+        """Answers, and with ``sources`` the :class:`VLMFeatures` of each pair from the same
+        generate pass (hooks, no second forward; see :mod:`refseg.grounding.features`)."""
+        import contextlib
+
+        from refseg.grounding.features import FeatureCapture
+
         batch = self.prepare(images, phrases, think=think)
+        capture = FeatureCapture(self.model, list(sources)) if sources else None
         try:
-            out = self.model.generate(**batch, generation_config=self._generation_config())
+            with capture if capture is not None else contextlib.nullcontext():
+                out = self.model.generate(**batch, generation_config=self._generation_config())
         except torch.cuda.OutOfMemoryError as exc:
             raise ModelError(
                 f"out of GPU memory generating {len(phrases)} answers; lower batch_size "
                 f"(now {self.batch_size}) or max_pixels (now {self.max_pixels})"
             ) from exc
         new = out[:, batch["input_ids"].shape[1] :]
-        return self.processor.batch_decode(
+        answers = self.processor.batch_decode(
             new, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        if capture is None:
+            return answers, None
+        return answers, self._features(capture, new)
+
+    def _features(self, capture: Any, new: torch.Tensor) -> list[Any]:
+        from refseg.grounding.features import VLMFeatures, stop_ids
+
+        states = capture.answer_states(new, stop_ids(self))
+        fingerprint = self.feature_fingerprint
+        out = []
+        for (maps, (gh, gw)), hidden in zip(capture.vision_maps(), states):
+            size = (gw * self.factor, gh * self.factor)
+            out.append(VLMFeatures(capture.sources, maps, hidden, size, fingerprint))
+        return out
 
     def ground(
         self,
@@ -463,11 +506,14 @@ class QwenGrounder:
         phrases: Sequence[str],
         *,
         think: bool = False,
+        features: Sequence[str] = (),
     ) -> list[Grounding]:
         """Ground ``phrases[i]`` in ``images[i]``; batches of ``batch_size`` pairs.
 
         Unreadable answers become ``parse_error`` (never an exception); bad inputs (length
-        mismatch, non-RGB arrays, empty phrases) raise :class:`InputError`.
+        mismatch, non-RGB arrays, empty phrases) raise :class:`InputError`. ``features`` names
+        vision sources (:func:`refseg.segmentation.boxdec.vision_sources`) to return, with the
+        answer state, in each grounding's ``features`` (for the box decoder).
         """
         if len(images) != len(phrases):
             raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
@@ -475,10 +521,15 @@ class QwenGrounder:
         for start in range(0, len(images), self.batch_size):
             chunk_images = list(images[start : start + self.batch_size])
             chunk_phrases = list(phrases[start : start + self.batch_size])
-            answers = self.generate(chunk_images, chunk_phrases, think=think)
-            for image, answer in zip(chunk_images, answers):
+            answers, feats = self._generate(
+                chunk_images, chunk_phrases, think=think, sources=features
+            )
+            for i, (image, answer) in enumerate(zip(chunk_images, answers)):
                 width, height = _size(image)
-                results.append(to_grounding(parse_answer(answer), self.convention, width, height))
+                grounding = to_grounding(parse_answer(answer), self.convention, width, height)
+                if feats is not None:
+                    grounding.features = feats[i]
+                results.append(grounding)
         return results
 
 

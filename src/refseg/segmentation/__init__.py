@@ -55,6 +55,14 @@ def load_segmenter(
         from refseg.segmentation.hf_sam import HFSam
 
         return HFSam.from_pretrained(rest, family=kind, device=device, **extra, **options)
+    if kind == "boxdec":
+        # boxdec:FOLDER: a box decoder checkpoint, masks from the Qwen grounder's own features
+        # (refseg.segmentation.boxdec); it works only inside a Pipeline with that grounder.
+        if not rest:
+            raise InputError(f"segmenter spec {spec!r}: expected boxdec:CHECKPOINT_FOLDER")
+        from refseg.segmentation.boxdec import BoxDecSegmenter
+
+        return BoxDecSegmenter.load(rest, device=device)
     raise InputError(
         f"unknown segmenter {spec!r}; use onnx-sam, onnx:ENCODER,DECODER, sam:ID or sam2:ID"
     )

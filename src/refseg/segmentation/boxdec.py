@@ -70,8 +70,10 @@ def _get(config: Any, key: str, default: Any = None) -> Any:
     return getattr(config, key, default)
 
 
-def vision_sources(vlm_config: Any) -> list[tuple[str, int]]:
+def vision_sources(vlm_config: Any, *, every: bool = False) -> list[tuple[str, int]]:
     """The default multi-scale sources of a VLM config: ``[(name, channels), ...]``.
+
+    ``every`` adds every vision block's output (``blockN``, both families) to choose from.
 
     Qwen3-VL: every DeepStack layer (``deepstack0``...; already merged 2x2 to the text width
     by their own mergers) and the final merger output (``final``). Qwen2.5-VL has no DeepStack;
@@ -89,13 +91,19 @@ def vision_sources(vlm_config: Any) -> list[tuple[str, int]]:
             f"the box decoder needs a Qwen3-VL or Qwen2.5-VL config, got {model_type!r}"
         )
     out_hidden = int(_get(vision, "out_hidden_size"))
+    merge = int(_get(vision, "spatial_merge_size", 2))
+    block_dim = int(_get(vision, "hidden_size")) * merge * merge
     if model_type in ("qwen3_vl", "qwen3_vl_moe"):
         deep = list(_get(vision, "deepstack_visual_indexes", []) or [])
-        return [(f"deepstack{i}", out_hidden) for i in range(len(deep))] + [("final", out_hidden)]
-    merge = int(_get(vision, "spatial_merge_size", 2))
-    hidden = int(_get(vision, "hidden_size"))
-    full = list(_get(vision, "fullatt_block_indexes", []) or [])[:-1]
-    return [(f"block{i}", hidden * merge * merge) for i in full] + [("final", out_hidden)]
+        out = [(f"deepstack{i}", out_hidden) for i in range(len(deep))] + [("final", out_hidden)]
+    else:
+        full = list(_get(vision, "fullatt_block_indexes", []) or [])[:-1]
+        out = [(f"block{i}", block_dim) for i in full] + [("final", out_hidden)]
+    if every:
+        names = {name for name, _ in out}
+        depth = int(_get(vision, "depth", 0) or 0)
+        out += [(f"block{i}", block_dim) for i in range(depth) if f"block{i}" not in names]
+    return out
 
 
 def vlm_fingerprint(vlm_config: Any) -> str:
@@ -186,8 +194,8 @@ class BoxDecConfig:
         ``overrides`` set any field (``width``, ``depth``, ``sources`` ...); ``sources`` may
         name a subset of :func:`vision_sources`.
         """
-        available = dict(vision_sources(vlm_config))
-        wanted = overrides.pop("sources", None) or list(available)
+        available = dict(vision_sources(vlm_config, every=True))
+        wanted = overrides.pop("sources", None) or [n for n, _ in vision_sources(vlm_config)]
         unknown = [s for s in wanted if s not in available]
         if unknown:
             raise InputError(
@@ -466,3 +474,187 @@ class BoxDecoder(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (works on the meta device: nothing is allocated)."""
     return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and the segmenter
+
+#: The checkpoint format: ``boxdec.json`` (this tag, the decoder config, the VLM fingerprint it
+#: was trained on) beside ``boxdec.safetensors`` (the weights).
+CHECKPOINT_FORMAT = "refseg-boxdec/1"
+_META = "boxdec.json"
+_WEIGHTS = "boxdec.safetensors"
+#: A checkpoint's JSON is a page; anything larger is a wrong file.
+_MAX_META_BYTES = 1 << 20
+
+
+def save_checkpoint(
+    folder: Any, decoder: BoxDecoder, fingerprint: str, *, extra: dict[str, Any] | None = None
+) -> None:
+    """Write ``decoder`` to ``folder`` (weights first, the JSON last: a folder with the JSON is
+    complete, so a save interrupted midway is never loaded)."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
+    save_file(state, str(folder / (_WEIGHTS + ".tmp")))
+    (folder / (_WEIGHTS + ".tmp")).replace(folder / _WEIGHTS)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "config": decoder.config.to_dict(),
+        "vlm_fingerprint": fingerprint,
+        **(extra or {}),
+    }
+    (folder / (_META + ".tmp")).write_text(json.dumps(meta, indent=2) + "\n")
+    (folder / (_META + ".tmp")).replace(folder / _META)
+
+
+def load_checkpoint(path: Any) -> tuple[BoxDecoder, dict[str, Any]]:
+    """``(decoder in eval mode, metadata)`` from a checkpoint folder (or its ``boxdec.json``)."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if folder.is_file() and folder.name == _META:
+        folder = folder.parent
+    meta_path = folder / _META
+    if not meta_path.is_file():
+        raise InputError(f"boxdec:{path}: not a box decoder checkpoint (no {_META} in it)")
+    if meta_path.stat().st_size > _MAX_META_BYTES:
+        raise InputError(f"boxdec:{path}: {_META} is too large to be a checkpoint")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"boxdec:{path}: unreadable {_META} ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"boxdec:{path}: {_META} is not a {CHECKPOINT_FORMAT} checkpoint")
+    config = BoxDecConfig.from_dict(meta.get("config"))
+    decoder = BoxDecoder(config)
+    try:
+        state = load_file(str(folder / _WEIGHTS))
+    except (OSError, SafetensorError) as exc:
+        raise InputError(f"boxdec:{path}: unreadable weights ({exc})") from None
+    try:
+        decoder.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"boxdec:{path}: weights do not fit the config ({first})") from None
+    return decoder.eval(), meta
+
+
+def prepare_image(image: Any, size: tuple[int, int]) -> torch.Tensor:
+    """``uint8 (H, W, 3)`` -> the decoder's ``(1, 3, h, w)`` input at the VLM's resized size."""
+    import numpy as np
+    from PIL import Image
+
+    resized = Image.fromarray(np.asarray(image)).resize(size, Image.Resampling.BILINEAR)
+    array = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)
+    mean = torch.tensor(IMAGE_MEAN)
+    std = torch.tensor(IMAGE_STD)
+    return ((array - mean) / std).permute(2, 0, 1)[None]
+
+
+class BoxDecSegmenter:
+    """A :class:`~refseg.segmentation.base.Segmenter` that decodes boxes from VLM features.
+
+    It has no image encoder of its own: the :class:`~refseg.segmentation.base.Embedding` it
+    reads is made by :meth:`embed_features` from a grounding's ``features``, which only a
+    Qwen grounder asked for them can give (:class:`refseg.pipeline.Pipeline` does this). Box
+    or point prompts without a phrase have no answer state and are refused by :meth:`embed`.
+    """
+
+    #: Tells the pipeline to ask the grounder for features and to build embeddings from them.
+    needs_vlm_features = True
+
+    def __init__(
+        self, decoder: BoxDecoder, fingerprint: str, *, name: str = "boxdec", device: str = "cpu"
+    ) -> None:
+        self.decoder = decoder.to(device).eval()
+        self.fingerprint = fingerprint
+        self.name = name
+        self.device = torch.device(device)
+        self.sources = list(decoder.config.sources)
+
+    @classmethod
+    def load(cls, path: str, *, device: str | None = None) -> BoxDecSegmenter:
+        decoder, meta = load_checkpoint(path)
+        return cls(
+            decoder,
+            str(meta.get("vlm_fingerprint", "")),
+            name=f"boxdec:{path}",
+            device=device or "cpu",
+        )
+
+    def check_grounder(self, grounder: Any) -> None:
+        """Refuse, with one line, a grounder whose features this decoder cannot read."""
+        if not getattr(grounder, "supports_features", False):
+            raise InputError(
+                f"segmenter {self.name} decodes from the grounder's own features; grounder "
+                f"{getattr(grounder, 'name', grounder)} cannot give them (use a qwen3-vl: or "
+                "qwen2.5-vl: grounder)"
+            )
+        theirs = grounder.feature_fingerprint
+        if theirs != self.fingerprint:
+            raise InputError(
+                f"segmenter {self.name} was trained on another VLM config (fingerprint "
+                f"{self.fingerprint}) than grounder {grounder.name} ({theirs}); use the model it "
+                "was trained with"
+            )
+
+    def embed(self, image: Any) -> Any:
+        raise InputError(
+            f"segmenter {self.name} decodes from the grounder's features: give a phrase "
+            "(box and point prompts alone cannot be segmented with it)"
+        )
+
+    def embed_features(self, image: Any, features: Any) -> Any:
+        """The :class:`Embedding` of one (image, phrase) pair: its VLM features + the image."""
+        from refseg.errors import ModelError
+        from refseg.segmentation.base import Embedding
+
+        if features is None:
+            raise ModelError(f"segmenter {self.name}: the grounder returned no features")
+        if features.fingerprint and features.fingerprint != self.fingerprint:
+            raise InputError(f"segmenter {self.name}: features of another VLM config")
+        height, width = image.shape[:2]
+        data = {"features": features, "image": prepare_image(image, features.input_size)}
+        return Embedding(height=height, width=width, data=data, backend=self.name)
+
+    @torch.inference_mode()
+    def predict(self, embedding: Any, prompts: Any, *, refine: int | None = None) -> list[Any]:
+        """One mask per prompt from its box (points and ``mask_input`` are not used)."""
+        import numpy as np
+
+        from refseg.segmentation.base import MaskPrediction
+
+        if embedding.backend != self.name or not isinstance(embedding.data, dict):
+            raise InputError(f"segmenter {self.name} got an embedding of {embedding.backend}")
+        if not prompts:
+            return []
+        features = embedding.data["features"]
+        height, width = embedding.height, embedding.width
+        boxes = []
+        for prompt in prompts:
+            if prompt.box is None:
+                raise InputError(f"segmenter {self.name} needs a box in every prompt")
+            x1, y1, x2, y2 = prompt.box
+            boxes.append([x1 / width, y1 / height, x2 / width, y2 / height])
+        n = len(boxes)
+        dtype = next(self.decoder.parameters()).dtype
+        feats = [m.to(self.device, dtype)[None].expand(n, -1, -1, -1) for m in features.maps]
+        image = embedding.data["image"].to(self.device, dtype).expand(n, -1, -1, -1)
+        hidden = features.hidden.to(self.device, dtype)[None].expand(n, -1)
+        box_t = torch.tensor(boxes, device=self.device, dtype=dtype).clamp(0, 1)
+        logits, iou = self.decoder(feats, image, box_t, hidden)
+        full = F.interpolate(logits.float(), size=(height, width), mode="bilinear")
+        masks = (full[:, 0] > 0).cpu().numpy()
+        scores = iou.float().cpu().tolist()
+        return [
+            MaskPrediction(mask=np.ascontiguousarray(m), score=float(s), low_res=None)
+            for m, s in zip(masks, scores)
+        ]

@@ -241,16 +241,25 @@ class _Serialized:
         if answer is not None and fixed is not None and fixed != answer:
             raise HTTPError(422, f"answer: this server's grounder always answers with a {fixed}")
 
-    def ground(self, images: Any, phrases: Any, *, think: bool = False) -> Any:
+    @property
+    def supports_features(self) -> bool:
+        """Whether the grounder can hand its features to a box decoder (``boxdec:``)."""
+        return bool(getattr(self.grounder, "supports_features", False))
+
+    @property
+    def feature_fingerprint(self) -> str:
+        return self.grounder.feature_fingerprint  # type: ignore[attr-defined]
+
+    def ground(self, images: Any, phrases: Any, *, think: bool = False, **options: Any) -> Any:
         from refseg.grounding import set_answer
 
         with self.lock:
             if self.answer is None or not hasattr(self.grounder, "answer"):
-                return self.grounder.ground(images, phrases, think=think)
+                return self.grounder.ground(images, phrases, think=think, **options)
             previous = self.grounder.answer
             set_answer(self.grounder, self.answer)
             try:
-                return self.grounder.ground(images, phrases, think=think)
+                return self.grounder.ground(images, phrases, think=think, **options)
             finally:
                 self.grounder.answer = previous
 

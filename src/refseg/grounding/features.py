@@ -1,0 +1,282 @@
+"""The VLM's own features, caught during the grounding pass, for the box decoder.
+
+The box decoder (:mod:`refseg.segmentation.boxdec`) needs, per (image, phrase) pair, the
+multi-scale vision features of the image and a hidden state summarising the answer. Both are
+computed anyway while the grounder answers; a second forward would double the VLM's cost (the
+whole point of the head is to have no second encoder). :class:`FeatureCapture` hooks the model
+for the duration of one ``generate`` (or one teacher-forced forward in training) and keeps:
+
+* **vision**: the output of the vision tower's forward. Qwen3-VL: the DeepStack features and
+  the final merger output, each ``(tokens, text width)``; Qwen2.5-VL: the final merger output
+  and the outputs of the chosen full-attention blocks (put back from window order into raster
+  order). Each is cut per image and reshaped to ``(C, h, w)`` on the merged-token grid.
+* **answer state**: the last-layer hidden states (after the final norm) of the position that
+  starts the answer and of every answer token fed back during generation, averaged up to the
+  end of turn. With teacher forcing (training) the same positions are averaged, so training
+  and inference see the same summary.
+
+Nothing is captured unless asked (the hooks exist only inside the ``with`` block); the caught
+tensors are detached, stay on the model's device in its dtype, and are dropped as soon as the
+decoder has run (:class:`refseg.pipeline.Pipeline` clears ``Grounding.features``).
+Per image this costs ``sum(C_s) * h * w`` values plus one hidden vector: for Qwen3-VL-2B in
+bfloat16 on a 1024x1024 image (32x32 merged tokens, 4 sources of 2048) 16 MiB; see
+:func:`feature_bytes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from refseg.errors import ModelError
+
+__all__ = ["FeatureCapture", "VLMFeatures", "feature_bytes"]
+
+
+@dataclass
+class VLMFeatures:
+    """What the box decoder reads for one (image, phrase) pair.
+
+    Attributes:
+        sources: names of the vision sources, in the order of ``maps``.
+        maps: one ``(C_s, h, w)`` tensor per source on the merged-token grid.
+        hidden: ``(C_text,)`` answer state.
+        input_size: ``(width, height)`` of the image as the VLM saw it (after its resize).
+        fingerprint: :func:`refseg.segmentation.boxdec.vlm_fingerprint` of the model.
+    """
+
+    sources: list[str]
+    maps: list[torch.Tensor]
+    hidden: torch.Tensor
+    input_size: tuple[int, int]
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the tensors."""
+        tensors = [*self.maps, self.hidden]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
+def feature_bytes(vlm_config: Any, width: int, height: int, bytes_per_value: int = 2) -> int:
+    """Bytes :class:`VLMFeatures` holds for one image of ``width x height`` (already resized by
+    the processor), computed from a model config's shapes (no model needed)."""
+    from refseg.segmentation.boxdec import _get, vision_sources
+
+    vision = _get(vlm_config, "vision_config")
+    cell = int(_get(vision, "patch_size")) * int(_get(vision, "spatial_merge_size", 2))
+    tokens = (width // cell) * (height // cell)
+    channels = sum(c for _, c in vision_sources(vlm_config))
+    text = int(_get(_get(vlm_config, "text_config"), "hidden_size"))
+    return (channels * tokens + text) * bytes_per_value
+
+
+def answer_length(tokens: list[int], stop_ids: set[int]) -> int:
+    """How many generated tokens were fed back as the answer: up to the first stop token, or all
+    but the last when generation hit its token limit (the last one is never fed back)."""
+    for i, token in enumerate(tokens):
+        if token in stop_ids:
+            return i
+    return max(0, len(tokens) - 1)
+
+
+def stop_ids(grounder: Any) -> set[int]:
+    """The end-of-turn and padding token ids of a grounder's generation config."""
+    config = grounder._generation_config()
+    eos = config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) | {config.pad_token_id}
+    return {int(t) for t in ids if t is not None}
+
+
+def teacher_forced(
+    grounder: Any,
+    images: list[Any],
+    phrases: list[str],
+    answers: list[str] | list[list[int]],
+    sources: list[str],
+    *,
+    grad: bool = False,
+) -> list[VLMFeatures]:
+    """:class:`VLMFeatures` of (image, phrase, answer) triples from one forward pass.
+
+    Training has the answer (formatted from ground-truth boxes) instead of a generation; the
+    same positions as :meth:`FeatureCapture.answer_states` (the answer start and every answer
+    token) are averaged, so the decoder trains on what inference gives it. ``grad`` keeps the
+    graph (LoRA training through the decoder loss).
+    """
+    batch = grounder.prepare(images, phrases)
+    tokenizer = grounder.processor.tokenizer
+    ids = [
+        tokenizer(a, add_special_tokens=False).input_ids if isinstance(a, str) else list(a)
+        for a in answers
+    ]
+    longest = max(1, max(len(i) for i in ids))
+    pad = tokenizer.pad_token_id
+    device = batch["input_ids"].device
+    answer = torch.tensor([i + [pad] * (longest - len(i)) for i in ids], device=device)
+    mask = torch.tensor([[1] * len(i) + [0] * (longest - len(i)) for i in ids], device=device)
+    inputs = dict(batch)
+    start = batch["input_ids"].shape[1]
+    inputs["input_ids"] = torch.cat([batch["input_ids"], answer], dim=1)
+    inputs["attention_mask"] = torch.cat([batch["attention_mask"], mask], dim=1)
+    if "mm_token_type_ids" in batch:
+        inputs["mm_token_type_ids"] = torch.cat(
+            [batch["mm_token_type_ids"], torch.zeros_like(answer)], dim=1
+        )
+    context = torch.enable_grad() if grad else torch.no_grad()
+    with context, FeatureCapture(grounder.model, sources, detach=not grad) as capture:
+        grounder.model(**inputs, use_cache=False)
+    states = capture.forced_states(start, [len(i) for i in ids])
+    fingerprint = grounder.feature_fingerprint
+    out = []
+    for (maps, (gh, gw)), hidden in zip(capture.vision_maps(), states):
+        size = (gw * grounder.factor, gh * grounder.factor)
+        out.append(VLMFeatures(list(sources), maps, hidden, size, fingerprint))
+    return out
+
+
+def _inner(model: Any) -> Any:
+    """The ``Qwen*VLModel`` inside a conditional-generation model (or a peft wrapper)."""
+    for _ in range(4):
+        if hasattr(model, "visual") and hasattr(model, "language_model"):
+            return model
+        inner = getattr(model, "model", None)
+        if inner is None:
+            inner = getattr(model, "base_model", None)
+        if inner is None:
+            break
+        model = inner
+    raise ModelError("the box decoder needs a Qwen-VL model (no visual tower found)")
+
+
+class FeatureCapture:
+    """Hooks that record vision features and final-norm hidden states of one pass.
+
+    Use as a context manager around ``model.generate(...)`` or ``model(...)``, then call
+    :meth:`vision_maps` and :meth:`answer_states`/:meth:`forced_states`.
+    """
+
+    def __init__(self, model: Any, sources: list[str], *, detach: bool = True) -> None:
+        self.model = model
+        self.detach = detach
+        self.sources = list(sources)
+        self.inner = _inner(model)
+        config = getattr(model, "config", None)
+        self.model_type = getattr(config, "model_type", "")
+        self._handles: list[Any] = []
+        self._vision: dict[str, torch.Tensor] = {}
+        self._grid: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+        self.prefill: torch.Tensor | None = None
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def __enter__(self) -> FeatureCapture:
+        visual = self.inner.visual
+        self._handles.append(visual.register_forward_hook(self._on_visual, with_kwargs=True))
+        for name in self.sources:
+            if name.startswith("block"):
+                block = visual.blocks[int(name[5:])]
+                self._handles.append(block.register_forward_hook(self._tap(name)))
+        norm = self.inner.language_model.norm
+        self._handles.append(norm.register_forward_hook(self._on_norm))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _tap(self, name: str):
+        def hook(module: Any, args: Any, output: Any) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            self._vision[name] = self._keep(out)
+
+        return hook
+
+    def _on_visual(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        if grid is None:
+            raise ModelError("the vision tower was called without grid_thw")
+        self._grid = grid.detach().cpu()
+        self._vision["final"] = self._keep(output.pooler_output)
+        for i, feat in enumerate(getattr(output, "deepstack_features", None) or []):
+            self._vision[f"deepstack{i}"] = self._keep(feat)
+
+    def _on_norm(self, module: Any, args: Any, output: torch.Tensor) -> None:
+        if output.shape[1] == 1 and self.prefill is not None:
+            self.steps.append(self._keep(output[:, 0]))
+        else:  # the prefill (or a teacher-forced forward): every position
+            self.prefill = self._keep(output)
+
+    def _keep(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach() if self.detach else tensor
+
+    # -- results ------------------------------------------------------------------------------
+
+    def vision_maps(self) -> list[tuple[list[torch.Tensor], tuple[int, int]]]:
+        """Per image: the ``(C, h, w)`` maps of every source, and the merged grid ``(h, w)``."""
+        if self._grid is None:
+            raise ModelError("no image went through the vision tower in this pass")
+        visual = self.inner.visual
+        merge = int(visual.spatial_merge_size)
+        grid = self._grid
+        sizes = (grid.prod(-1) // (merge * merge)).tolist()
+        per_source: dict[str, tuple[torch.Tensor, ...]] = {}
+        for name in self.sources:
+            if name not in self._vision:
+                raise ModelError(f"the model did not produce the vision source {name!r}")
+            feat = self._vision[name]
+            if name.startswith("block"):  # one row per patch -> one per merged token
+                feat = feat.reshape(feat.shape[0] // (merge * merge), -1)
+                if hasattr(visual, "window_size"):  # Qwen2.5-VL: window order -> raster order
+                    order = torch.argsort(self._window_index(visual, grid).to(feat.device))
+                    feat = feat[order]
+            per_source[name] = torch.split(feat, sizes)
+        out = []
+        for i, (t, h, w) in enumerate(grid.tolist()):
+            gh, gw = h // merge, w // merge
+            maps = [
+                per_source[name][i].reshape(t, gh, gw, -1)[0].permute(2, 0, 1).contiguous()
+                for name in self.sources
+            ]
+            out.append((maps, (gh, gw)))
+        return out
+
+    @staticmethod
+    def _window_index(visual: Any, grid: torch.Tensor) -> torch.Tensor:
+        from transformers.vision_utils import get_vision_window_index
+
+        index, _ = get_vision_window_index(
+            grid,
+            spatial_merge_size=visual.spatial_merge_size,
+            window_size=visual.window_size,
+            patch_size=visual.patch_size,
+        )
+        return index
+
+    def answer_states(self, new_tokens: torch.Tensor, stop_ids: set[int]) -> list[torch.Tensor]:
+        """Per row of a ``generate``: the mean state of the answer-start position and of every
+        answer token fed back, up to (not including) the first stop token."""
+        if self.prefill is None:
+            raise ModelError("the language model did not run in this pass")
+        states = [self.prefill[:, -1], *self.steps]
+        out = []
+        for row in range(new_tokens.shape[0]):
+            n = answer_length(new_tokens[row].tolist(), stop_ids)
+            use = torch.stack([s[row] for s in states[: min(n + 1, len(states))]])
+            out.append(use.float().mean(0))
+        return out
+
+    def forced_states(self, start: int, lengths: list[int]) -> list[torch.Tensor]:
+        """Per row of a teacher-forced batch (prompt left-padded to ``start`` tokens, answers
+        right-padded): the mean state of positions ``start - 1 .. start + n - 1``."""
+        if self.prefill is None:
+            raise ModelError("the language model did not run in this pass")
+        return [
+            self.prefill[row, start - 1 : start + n].float().mean(0)
+            for row, n in enumerate(lengths)
+        ]
