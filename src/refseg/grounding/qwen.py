@@ -521,9 +521,12 @@ class QwenGrounder:
         for start in range(0, len(images), self.batch_size):
             chunk_images = list(images[start : start + self.batch_size])
             chunk_phrases = list(phrases[start : start + self.batch_size])
-            answers, feats = self._generate(
-                chunk_images, chunk_phrases, think=think, sources=features
-            )
+            if features:
+                answers, feats = self._generate(
+                    chunk_images, chunk_phrases, think=think, sources=features
+                )
+            else:  # through generate(), which subclasses may override
+                answers, feats = self.generate(chunk_images, chunk_phrases, think=think), None
             for i, (image, answer) in enumerate(zip(chunk_images, answers)):
                 width, height = _size(image)
                 grounding = to_grounding(parse_answer(answer), self.convention, width, height)
