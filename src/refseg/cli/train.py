@@ -43,7 +43,8 @@ def _load(config: Path, sets: list[str]):
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command group to ``app``."""
     train_app = typer.Typer(
-        help="Fine-tune a grounding model: `sft` (format warm start) and `grpo` (RL with rewards).",
+        help="Fine-tune a grounding model: `sft` (format warm start) and `grpo` (RL with rewards); "
+        "`decoder` trains the box decoder mask head.",
         no_args_is_help=True,
     )
 
@@ -64,6 +65,20 @@ def register(app: typer.Typer) -> None:
         cfg = _load(config, set_)
         trainer = sft.train(cfg)
         typer.echo(f"trained {trainer.state.global_step} steps; model saved to {cfg.output_dir}")
+
+    @train_app.command("decoder")
+    def decoder_cmd(config: Path = _CONFIG, set_: list[str] = _SET) -> None:
+        """Train the box decoder (segmenter boxdec:OUTPUT_DIR) on a frozen Qwen-VL's features."""
+        from refseg.train import decoder
+        from refseg.train.config import check_datasets
+
+        cfg = decoder.load_decoder_config(config, _overrides(set_))
+        check_datasets(cfg, where=str(config))  # type: ignore[arg-type]
+        trainer = decoder.train(cfg)
+        typer.echo(
+            f"trained {trainer.step} steps; decoder saved to {cfg.output_dir} "
+            f"(use --segmenter boxdec:{cfg.output_dir})"
+        )
 
     @train_app.command("check")
     def check_cmd(config: Path = _CONFIG, set_: list[str] = _SET) -> None:

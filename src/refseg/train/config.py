@@ -345,11 +345,15 @@ def _check_scalar(value: Any, tp: Any, where: str) -> Any:
 _MAX_CONFIG_BYTES = 1024 * 1024
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path, overrides: dict[str, Any] | None = None, *, build: Any = None
+) -> Any:
     """Read a YAML run file into a :class:`TrainConfig` (unknown keys are refused).
 
     ``overrides`` are applied on top (dotted keys, e.g. ``{"grpo.beta": 0.0}``), for scripts and
-    tests that start from a shipped config.
+    tests that start from a shipped config. ``build`` (mapping, where) -> config replaces
+    :func:`config_from_dict` for other run files (the box decoder's,
+    :mod:`refseg.train.decoder`), which share this reading and its one-line errors.
     """
     import yaml
 
@@ -377,7 +381,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
                 node[parent] = {}
             node = node[parent]
         node[leaf] = value
-    return config_from_dict(data, where=path.name)
+    return (build or config_from_dict)(data, where=path.name)
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
