@@ -88,6 +88,18 @@ def test_clip_polygons_keeps_the_inside_part() -> None:
     assert abs(signed_area(ring)) == pytest.approx(25)
 
 
+def test_clip_keeps_a_bow_tie_and_drops_flat_rings() -> None:
+    # A symmetric self-intersecting ring has net signed area 0 but draws two triangles.
+    bow_tie = np.array([[0.0, 0.0], [8.0, 8.0], [8.0, 0.0], [0.0, 8.0]])
+    assert signed_area(bow_tie) == 0
+    (ring,) = clip_polygons([bow_tie], 0, 0, 10, 10)
+    mask = rasterize([ring], 10, 10)
+    assert mask.sum() == pytest.approx(32, abs=4)  # two triangles of 16 px each
+    assert mask[4, 1] and mask[4, 7] and not mask[1, 4] and not mask[7, 4]
+    flat = np.array([[0.0, 0.0], [4.0, 4.0], [8.0, 8.0]])
+    assert clip_polygons([flat], 0, 0, 10, 10) == []
+
+
 def test_circle_area_is_right() -> None:
     mask = rasterize(parse_path("M 10 50 A 40 40 0 1 1 90 50 A 40 40 0 1 1 10 50 Z"), 100, 100)
     assert mask.sum() == pytest.approx(math.pi * 40**2, rel=0.02)

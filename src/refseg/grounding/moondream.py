@@ -186,7 +186,7 @@ class MoondreamGrounder:
             raise ModelError(f"endpoint {self.endpoint} returned more than 16 MiB")
         try:
             value = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not an answer
             raise ModelError(
                 f"endpoint {self.endpoint} returned non-JSON: {_excerpt(data)}"
             ) from None
@@ -284,11 +284,15 @@ def _bbox(value: Any) -> tuple[float, float, float, float]:
     """``{"x_min", "y_min", "x_max", "y_max"}`` (0-1 of the image) -> a 0-1000 box."""
     if not isinstance(value, dict):
         raise ValueError("bbox is not an object with x_min, y_min, x_max, y_max")
+    from refseg.segmentation.paths import MAX_ABS_COORD
+
     numbers = []
     for key in ("x_min", "y_min", "x_max", "y_max"):
         v = value.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"bbox {key} is not a finite number")
+        if abs(v) * _FRAME > MAX_ABS_COORD:  # the bound the protocol's parser puts on numbers
+            raise ValueError(f"bbox {key} is out of range ({v!r})")
         numbers.append(float(v) * _FRAME)
     x1, y1, x2, y2 = numbers
     return (x1, y1, x2, y2)

@@ -449,9 +449,17 @@ def clip_polygons(
         ring = _clip_half(ring, 1, y2, keep_below=True)
         if len(ring) > 1:  # clipping repeats a vertex where a ring runs along an edge
             ring = ring[np.any(ring != np.roll(ring, 1, axis=0), axis=1)]
-        if len(ring) >= 3 and abs(signed_area(ring)) > 0:
+        if len(ring) >= 3 and _encloses(ring):
             out.append(ring)
     return out
+
+
+def _encloses(ring: np.ndarray) -> bool:
+    """Whether a ring has any area: some fan triangle is not flat. Not the net signed area,
+    which is 0 for a symmetric self-intersecting ring (a bow tie) that nonzero and even-odd
+    fill both draw as two triangles."""
+    d = ring[1:] - ring[0]
+    return bool(np.any(d[:-1, 0] * d[1:, 1] - d[:-1, 1] * d[1:, 0] != 0))
 
 
 # ---------------------------------------------------------------------------------------------
