@@ -11,12 +11,22 @@ def register(app: typer.Typer) -> None:
     )
 
     @weights.command("fetch")
-    def fetch() -> None:
+    def fetch(
+        int8: bool = typer.Option(
+            False,
+            "--int8",
+            help="Also build the int8 encoder of onnx-sam:int8 (about a minute, once).",
+        ),
+    ) -> None:
         """Obtain and verify the default SAM ONNX pair (a no-op when already cached)."""
         from refseg.segmentation.weights import default_sam_onnx
 
         encoder, decoder = default_sam_onnx()
         typer.echo(f"encoder: {encoder}\ndecoder: {decoder}")
+        if int8:
+            from refseg.segmentation.quantize import int8_sam_onnx
+
+            typer.echo(f"int8 encoder: {int8_sam_onnx()[0]}")
 
     @weights.command("path")
     def path() -> None:

@@ -24,21 +24,33 @@ def load_segmenter(
     *,
     device: str | None = None,
     refine: int | None = None,
+    threads: int | None = None,
     **options,
 ) -> Segmenter:
     """Build a segmenter from a spec string.
 
-    Specs: ``onnx-sam`` (embedded default weights), ``onnx:ENCODER.onnx,DECODER.onnx``,
-    ``sam:ID`` and ``sam2:ID`` (transformers; ``ID`` is a hub id or a local folder).
+    Specs: ``onnx-sam`` (embedded default weights), ``onnx-sam:int8`` (the same with the
+    encoder statically quantized to int8, built once into the cache; see
+    :mod:`refseg.segmentation.quantize`), ``onnx:ENCODER.onnx,DECODER.onnx``, ``sam:ID`` and
+    ``sam2:ID`` (transformers; ``ID`` is a hub id or a local folder). ``threads``: CPU threads
+    for this model's calls (default: the thread budget, :mod:`refseg.threads`).
     ``options`` go to the transformers backends (``dtype``, ``multimask``).
     """
     kind, _, rest = spec.partition(":")
     extra = {} if refine is None else {"refine": refine}
-    onnx_options = {"providers": _onnx_providers(device)} if device else {}
+    onnx_options: dict = {"providers": _onnx_providers(device)} if device else {}
+    if threads is not None:
+        onnx_options["threads"] = threads
     if spec == "onnx-sam":
         from refseg.segmentation.onnx_sam import OnnxSam
 
         return OnnxSam.default(**extra, **onnx_options)
+    if spec == "onnx-sam:int8":
+        from refseg.segmentation.onnx_sam import OnnxSam
+        from refseg.segmentation.quantize import int8_sam_onnx
+
+        encoder, decoder = int8_sam_onnx()
+        return OnnxSam(encoder, decoder, name=spec, **extra, **onnx_options)
     if kind == "onnx":
         from refseg.segmentation.onnx_sam import OnnxSam
 
@@ -53,7 +65,10 @@ def load_segmenter(
         if not rest:
             raise InputError(f"segmenter spec {spec!r}: expected {kind}:HUB_ID_OR_FOLDER")
         from refseg.segmentation.hf_sam import HFSam
+        from refseg.threads import apply_torch
 
+        if threads is not None:
+            apply_torch(threads)
         return HFSam.from_pretrained(rest, family=kind, device=device, **extra, **options)
     if kind == "boxdec":
         # boxdec:FOLDER: a box decoder checkpoint, masks from the Qwen grounder's own features
@@ -64,7 +79,8 @@ def load_segmenter(
 
         return BoxDecSegmenter.load(rest, device=device)
     raise InputError(
-        f"unknown segmenter {spec!r}; use onnx-sam, onnx:ENCODER,DECODER, sam:ID or sam2:ID"
+        f"unknown segmenter {spec!r}; use onnx-sam, onnx-sam:int8, onnx:ENCODER,DECODER, "
+        "sam:ID or sam2:ID"
     )
 
 

@@ -80,13 +80,23 @@ def _session(path: Path, providers: Sequence | None, threads: int | None, *, are
     onnxruntime's CPU arena keeps the peak of every run for the life of the session. That suits
     the encoder (one fixed input size) but not the decoder, whose buffers scale with the image
     and the prompt: one large request would otherwise pin gigabytes in a long-lived server.
+
+    ``threads`` (default: the thread budget, :mod:`refseg.threads`) sizes the intra-op pool.
+    With less than the whole budget (a server share, say) the pool's threads do not spin while
+    waiting for work: spinning burns the cores the other concurrent calls were given.
     """
     import onnxruntime as ort
 
+    from refseg.threads import thread_budget
+
+    budget = thread_budget()
+    threads = threads or budget
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena
-    if threads:
-        options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if threads < budget:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     available = ort.get_available_providers()
     requested = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -107,7 +117,8 @@ class OnnxSam:
         decoder: path of the prompt decoder ``.onnx``.
         refine: decoder passes after the first that feed back its own low-res mask.
         providers: onnxruntime execution providers (CUDA first when available).
-        threads: intra-op threads (onnxruntime's default when None).
+        threads: intra-op threads (the thread budget, :func:`refseg.threads.thread_budget`,
+            when None).
     """
 
     def __init__(
