@@ -49,6 +49,23 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+@app.callback()
+def _global_options(
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads refseg may use (default: REFSEG_THREADS, else the cores it may run "
+        "on); the server splits them across its concurrent requests.",
+    ),
+) -> None:
+    """Language-guided image segmentation: phrase -> boxes and points -> masks."""
+    from refseg.threads import set_thread_budget
+
+    set_thread_budget(threads)
+
+
 _COMMANDS = ("segment", "demo", "weights", "data", "eval", "train", "serve")
 for _name in _COMMANDS:
     importlib.import_module(f"refseg.cli.{_name}").register(app)
