@@ -1,5 +1,6 @@
-"""Hostile answers from a moondream: server: deep JSON, huge or non-finite paths and boxes, an
-oversized body. Each ends as a parse error on that answer or one line, fast, in bounded memory."""
+"""Hostile answers from remote grounders (moondream: and openai: servers): deep JSON, huge or
+non-finite paths and boxes, an oversized body. Each ends as a parse error on that answer or one
+line, fast, in bounded memory."""
 
 from __future__ import annotations
 
@@ -59,3 +60,23 @@ def test_hostile_moondream_answers_are_bounded() -> None:
     assert "parse_error" in lines["far_outside"]  # wholly outside the image: invalid
     assert "instances=1" in lines["bowtie"]
     assert "bbox x_max is out of range" in lines["huge_box"]
+
+
+DEEP_OPENAI = r"""
+import subprocess, sys
+from tests.grounding.chat_server import ChatServer
+
+with ChatServer(lambda r: "x", fail=lambda n: (200, b"[" * 200_000)) as server:
+    spec = f"openai:{server.url}#m;retries=1"
+    argv = ["segment", "src/refseg/assets/astronaut.jpg", "x", "--grounder", spec,
+            "--answer", "path", "--refiner", "none"]
+    done = subprocess.run([sys.executable, "-m", "refseg", *argv], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+sys.exit(done.returncode)
+"""
+
+
+def test_deeply_nested_openai_response_is_one_line() -> None:
+    outcome = run_python(DEEP_OPENAI)
+    assert outcome.one_line_error, outcome.stderr[-1500:]
+    assert "non-JSON" in outcome.stderr

@@ -217,7 +217,7 @@ class OpenAIGrounder:
         """The assistant's text from a chat-completions response body; garbage is ModelError."""
         try:
             data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
             raise ModelError(
                 f"endpoint {self.endpoint} returned non-JSON: {_excerpt(payload)}"
             ) from None
