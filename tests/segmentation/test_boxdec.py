@@ -180,7 +180,13 @@ def test_box_gate_is_one_inside_and_falls_off_outside():
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"width": 30}, "multiple of 8"), ({"heads": 0}, "heads"), ({"refine_rounds": 9}, "0..8")],
+    [
+        ({"width": 30}, "multiple of 8"),
+        ({"heads": 0}, "heads"),
+        ({"refine_rounds": 9}, r"0\.\.8"),
+        ({"width": 10**9}, "4096"),
+        ({"mlp_ratio": "x"}, "number"),
+    ],
 )
 def test_bad_configs_are_one_line_errors(overrides, message):
     with pytest.raises(InputError, match=message):

@@ -174,18 +174,48 @@ class BoxDecConfig:
     gate_slope: float = 20.0
 
     def __post_init__(self) -> None:
-        if not self.sources or len(self.sources) != len(self.source_dims):
-            raise InputError("the box decoder needs one channel count per vision source")
-        for name, value in (("width", self.width), ("heads", self.heads), ("depth", self.depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (name != "depth"):
-                raise InputError(f"box decoder {name} must be a positive integer, got {value!r}")
+        # Checkpoints are outside content: every size is bounded, so a hostile boxdec.json is a
+        # one-line error, not a many-gigabyte allocation.
+        if not isinstance(self.sources, list) or not isinstance(self.source_dims, list):
+            raise InputError("the box decoder's sources and source_dims must be lists")
+        if not 0 < len(self.sources) <= 64 or len(self.sources) != len(self.source_dims):
+            raise InputError("the box decoder needs 1-64 sources, one channel count each")
+        if not all(isinstance(name, str) for name in self.sources):
+            raise InputError("the box decoder's source names must be strings")
+        ints = [(f"source_dims[{i}]", v, 1, 65536) for i, v in enumerate(self.source_dims)]
+        ints += [
+            ("text_dim", self.text_dim, 1, 65536),
+            ("patch", self.patch, 1, 1024),
+            ("width", self.width, 1, 4096),
+            ("heads", self.heads, 1, 64),
+            ("depth", self.depth, 0, 32),
+            ("pixel_channels", self.pixel_channels, 8, 1024),
+            ("fourier", self.fourier, 1, 64),
+            ("refine_rounds", self.refine_rounds, 0, 8),
+        ]
+        for name, value, low, high in ints:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InputError(
+                    f"box decoder {name} must be an integer in {low}..{high}, got {value!r}"
+                )
+        floats = [
+            ("mlp_ratio", self.mlp_ratio, 0.25, 16.0),
+            ("gate_expand", self.gate_expand, 0.0, 4.0),
+            ("gate_slope", self.gate_slope, 0.0, 1000.0),
+        ]
+        for name, value, low, high in floats:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"box decoder {name} must be a number, got {value!r}")
+            if not low <= value <= high:
+                raise InputError(f"box decoder {name} must be in {low}..{high}, got {value!r}")
+        for name in ("multiscale", "pixel_fusion"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"box decoder {name} must be true or false")
         if self.width % self.heads or self.width % 8:
             raise InputError(
                 f"box decoder width ({self.width}) must be a multiple of 8 and of heads "
                 f"({self.heads})"
             )
-        if not 0 <= self.refine_rounds <= 8:
-            raise InputError(f"refine_rounds must be 0..8, got {self.refine_rounds}")
 
     @classmethod
     def from_vlm_config(cls, vlm_config: Any, **overrides: Any) -> BoxDecConfig:
