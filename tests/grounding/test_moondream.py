@@ -157,3 +157,34 @@ def test_segment_cli_end_to_end(obj, tmp_path, capsys) -> None:
         code = main([*argv, "--answer", "box"])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "always answers with a path" in lines[0]
+
+
+def test_eval_with_moondream_scores_its_outlines(obj, tmp_path, capsys) -> None:
+    from refseg.data.base import Sample
+    from refseg.data.jsonl import export_jsonl
+
+    height, width = obj.mask.shape
+    sample = Sample(
+        id="dog",
+        image=obj.image_path,
+        phrase="the dog",
+        masks=[masks.encode(obj.mask)],
+        width=width,
+        height=height,
+    )
+    dataset = tmp_path / "one.jsonl"
+    export_jsonl([sample], dataset)
+    answer, rings = moondream_answer(obj)
+    out = tmp_path / "run"
+    with MoondreamServer(lambda r: answer) as server:
+        code = main(
+            ["eval", "--dataset", f"jsonl:{dataset}", "--grounder", f"moondream:{server.url}",
+             "--refiner", "none", "--out", str(out), "--no-report"]
+        )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["config"]["answer"] == "path"  # moondream's own answer kind, recorded
+    # refiner none: the score is the traced outline's raster against the ground truth
+    raster = rasterize(rings, width, height)
+    expected = (raster & obj.mask).sum() / (raster | obj.mask).sum()
+    assert document["metrics"]["gIoU"] == pytest.approx(expected, abs=0.01)
