@@ -22,6 +22,18 @@ and fsynced as written), and the folder is held by :func:`refseg.records.run_loc
   the masks of path answers); a rerun with other options is refused like another pairs file,
   since one results file mixing two configurations would be scored as one. Records written
   before options were recorded count as the defaults (:data:`DEFAULT_OPTIONS`).
+
+Folder input: ``--batch FOLDER --phrases PHRASES.txt`` segments every image file directly in the
+folder with every phrase of the list (:func:`folder_pairs`; ids ``NAME#K``).
+
+Scale: images are decoded in a background thread while the models work (:class:`_Prefetch`,
+bounded), and the summary reports images/s. Under ``accelerate launch`` / ``torchrun``
+(``RANK``/``WORLD_SIZE``) the run is data-parallel exactly as ``refseg eval``: rank R takes the
+pairs whose index i has ``i % WORLD_SIZE == R`` and appends to ``results.rank{R}.jsonl``; rank 0
+holds the folder's lock and, once every rank is done, merges all of them into ``results.jsonl``
+in the pairs file's order (:func:`merge_results`), so N processes write the records one would.
+A run stopped part-way resumes with any number of processes: done pairs are read from every
+file. Each local process gets its share of the CPU thread budget (:mod:`refseg.threads`).
 """
 
 from __future__ import annotations
@@ -119,6 +131,59 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
             raise InputError(f'{where}: "image" is not valid text (a lone surrogate)') from None
         pairs.append({"id": pair_id, "image": image, "phrase": phrase})
     return pairs
+
+
+#: Image files a folder batch takes (by suffix, any case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+#: Bounds on a folder batch: entries scanned in the folder, and phrases in the list.
+MAX_FOLDER_ENTRIES = 1_000_000
+MAX_PHRASES = 10_000
+
+
+def folder_pairs(folder: Path, phrases_file: Path) -> list[dict[str, Any]]:
+    """Every image file directly in ``folder`` (sorted by name) with every phrase of
+    ``phrases_file`` (one a line, UTF-8; blank lines skipped), as pairs with ids ``NAME#K``
+    (K: the phrase's 1-based place in the list), so a rerun resumes like a pairs file."""
+    from refseg.pipeline import check_phrase
+
+    if not phrases_file.is_file():
+        raise InputError(f"{phrases_file}: no such file")
+    try:
+        text = phrases_file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{phrases_file}: not UTF-8 text (byte {exc.start + 1})") from None
+    except OSError as exc:
+        raise InputError(f"{phrases_file}: cannot read it ({exc.strerror})") from None
+    phrases = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if len(phrases) >= MAX_PHRASES:
+            raise InputError(f"{phrases_file}: more than {MAX_PHRASES} phrases")
+        try:
+            phrases.append(check_phrase(line))
+        except InputError as exc:
+            raise InputError(f"{phrases_file}: line {number}: {exc}") from None
+    if not phrases:
+        raise InputError(f"{phrases_file}: no phrases (one a line)")
+    names = []
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_FOLDER_ENTRIES:
+                    raise InputError(f"{folder}: more than {MAX_FOLDER_ENTRIES} entries")
+                if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
+                    names.append(entry.name)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list it ({exc.strerror})") from None
+    if not names:
+        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    base = Path(os.path.abspath(folder))
+    return [
+        {"id": f"{name}#{k}", "image": str(base / name), "phrase": phrase}
+        for name in sorted(names)
+        for k, phrase in enumerate(phrases, start=1)
+    ]
 
 
 def finished_ids(results: Path) -> set[str]:
@@ -328,7 +393,18 @@ class _Prefetch:
 
     def __enter__(self) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
         self._thread.start()
-        return (self._queue.get() for _ in self.chunks)
+        return self._items()
+
+    def _items(self) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
+        for _ in self.chunks:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive() and self._queue.empty():
+                        raise RuntimeError("the image decoding thread stopped") from None
+            yield item
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -424,8 +500,14 @@ def run_batch(
     answer: str | None = None,
     refiner: str = "sam",
     refine_iters: int | None = None,
+    phrases: Path | None = None,
 ) -> None:
-    """The CLI entry: validate input, load models once, run, print a one-line summary."""
+    """The CLI entry: validate input, load models once, run, print a one-line summary.
+
+    ``batch`` is a pairs JSONL, or a folder of images segmented with every phrase of
+    ``phrases`` (:func:`folder_pairs`). Under ``accelerate launch`` / ``torchrun`` each rank
+    takes every ``WORLD_SIZE``-th pair, as ``refseg eval`` does (see :class:`BatchRun`).
+    """
     import typer
 
     from refseg.grounding import DEFAULT_GROUNDER, default_answer, load_grounder, set_answer
@@ -439,14 +521,43 @@ def run_batch(
         raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
     # A bad refiner name or checkpoint fails here, before any model loads.
     trained = None if refiner in REFINER_NAMES else load_refiner(refiner)
-    pairs = read_pairs(batch)
+    if batch.is_dir():
+        if phrases is None:
+            raise InputError(f"--batch {batch} is a folder: give its phrases with --phrases FILE")
+        pairs = folder_pairs(batch, phrases)
+        inputs = [phrases]
+    else:
+        if phrases is not None:
+            raise InputError("--phrases goes with a folder of images as --batch")
+        pairs = read_pairs(batch)
+        inputs = [batch]
     results = out / RESULTS_FILE
-    refuse_overwriting_inputs({"--out": results}, [batch])
+    refuse_overwriting_inputs({"--out": results}, inputs)
     options = batch_options(answer, refiner, refine_iters)
-    with BatchRun(pairs, out, fresh=fresh, options=options) as run:
+    from refseg.eval.runner import _distributed
+
+    dist = _distributed(None, None)  # RANK / WORLD_SIZE of accelerate launch or torchrun
+    main = dist.rank == 0
+    started = time.perf_counter()
+    with BatchRun(
+        pairs,
+        out,
+        fresh=fresh,
+        options=options,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        barrier=dist.barrier,
+    ) as run:
         retried = f", {run.retried} failed before and tried again" if run.retried else ""
-        if not run.todo:
-            typer.echo(f"all {len(pairs)} pairs already done in {results}")
+        if not run.todo_all:  # the same answer on every rank: all of them stop here
+            if main:
+                merge_results(out, pairs)
+                typer.echo(f"all {len(pairs)} pairs already done in {results}")
+            return
+        if not run.todo:  # this rank's share is done; wait for the others, then merge
+            dist.barrier()
+            if main:
+                merge_results(out, pairs)
             return
         chosen_segmenter = load_segmenter(segmenter, device=device)
         chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
@@ -459,15 +570,37 @@ def run_batch(
             refine_iters=refine_iters,
         )
         try:
-            counts = run.run(pipeline, think=think)
+            counts = run.run(pipeline, think=think, progress=main)
         except KeyboardInterrupt:
             typer.echo(
-                f"refseg: interrupted; finished pairs are kept in {results}: "
+                f"refseg: interrupted; finished pairs are kept in {run.sink}: "
                 "rerun the same command to resume",
                 err=True,
             )
             raise typer.Exit(130) from None
+        dist.barrier()  # every rank has written its share
+        if main:
+            merge_results(out, pairs)
+    if dist.world_size > 1:
+        typer.echo(
+            f"rank {dist.rank}: {counts['done']} pairs, {counts['images']} images in "
+            f"{counts['seconds']:.1f} s ({counts['images'] / max(counts['seconds'], 1e-9):.2f} "
+            "images/s)",
+            err=True,
+        )
+        if not main:
+            return
+        # All ranks' work over the wall time of the slowest (models loaded in parallel).
+        elapsed = time.perf_counter() - started
+        done = len(run.todo_all)
+        images = len({p["image"] for p in run.todo_all})
+        errors = sum("error" in r for r in read_records(results))
+    else:
+        elapsed, done, images = counts["seconds"], counts["done"], counts["images"]
+        errors = counts["errors"]
     typer.echo(
-        f"{counts['done']} pairs segmented ({counts['skipped']} already done{retried}, "
-        f"{counts['errors']} failed) -> {results}"
+        f"{done} pairs segmented ({counts['skipped']} already done{retried}, "
+        f"{errors} failed) -> {results}; {images / max(elapsed, 1e-9):.2f} images/s, "
+        f"{done / max(elapsed, 1e-9):.2f} pairs/s over {dist.world_size} process"
+        f"{'es' if dist.world_size > 1 else ''}"
     )

@@ -140,7 +140,13 @@ def register(app: typer.Typer) -> None:
             None, "--svg", help="Write the outlines as SVG (one <path> per instance)."
         ),
         batch: Path | None = typer.Option(
-            None, "--batch", help="JSONL of {image, phrase[, id]} pairs (resumable)."
+            None,
+            "--batch",
+            help="JSONL of {image, phrase[, id]} pairs, or a folder of images with --phrases "
+            "(resumable; data-parallel under accelerate launch).",
+        ),
+        phrases: Path | None = typer.Option(
+            None, "--phrases", help="With a folder --batch: phrases, one a line, for each image."
         ),
         out: Path | None = typer.Option(None, "--out", help="Output folder for --batch."),
         fresh: bool = typer.Option(
@@ -167,8 +173,11 @@ def register(app: typer.Typer) -> None:
                 answer=answer,
                 refiner=refiner,
                 refine_iters=refine_iters,
+                phrases=phrases,
             )
             return
+        if phrases is not None:
+            raise InputError("--phrases goes with --batch FOLDER")
         if fresh:
             raise InputError("--fresh goes with --batch")
         if image is None:
