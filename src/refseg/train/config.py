@@ -85,6 +85,24 @@ class RewardSection:
     segmenter: str = field(
         default="onnx-sam", metadata={"help": "Segmenter spec for the segmenter_iou reward."}
     )
+    max_path_vertices: int | None = field(
+        default=None,
+        metadata={
+            "help": "path_validity reward: most outline vertices per instance (None = the "
+            "config's path_vertices, the SFT targets' budget)."
+        },
+    )
+    boundary_ratio: float = field(
+        default=0.02,
+        metadata={"help": "boundary_iou reward: boundary width as a fraction of the diagonal."},
+    )
+    raster_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "mask_iou/boundary_iou: rasterize at this fraction of the image size "
+            "(1 = full; see benchmarks/bench_path_rewards.py for the IoU error of less)."
+        },
+    )
 
 
 @dataclass
@@ -124,6 +142,13 @@ class GRPOSection:
     )
     rewards: RewardSection = field(
         default_factory=RewardSection, metadata={"help": "Reward weights and thresholds."}
+    )
+    record_rollouts: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder to append every rollout to (rollouts.jsonl: path, rasterized mask "
+            "RLE, rewards, the sample's GT), the refiner's training data; resumes with the run."
+        },
     )
 
 
@@ -170,6 +195,20 @@ class TrainConfig:
         metadata={"help": "qwen3-vl or qwen2.5-vl (None = guessed from the model name)."},
     )
     think: bool = field(default=False, metadata={"help": "Reason in <think> before the <answer>."})
+    answer: str = field(
+        default="box",
+        metadata={
+            "help": "Answer kind trained: box (box + interior point) or path (box + outline as "
+            "SVG path data, the path mask head)."
+        },
+    )
+    path_vertices: int = field(
+        default=32,
+        metadata={
+            "help": "answer: path: most vertices of an SFT target outline per instance (all its "
+            "rings: parts and holes), traced from the GT mask."
+        },
+    )
     coords: str | None = field(
         default=None,
         metadata={
@@ -387,8 +426,26 @@ def load_config(
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     """Build a :class:`TrainConfig` from a plain mapping (what the YAML holds)."""
     config = _build(TrainConfig, data, where)
+    weights_given = (
+        isinstance(data.get("grpo"), dict)
+        and isinstance(data["grpo"].get("rewards"), dict)
+        and "weights" in data["grpo"]["rewards"]
+    )
+    if config.answer == "path" and not weights_given:
+        # The box rewards score points a path answer does not write: use the path set.
+        config.grpo.rewards.weights = dict(PATH_REWARD_WEIGHTS)
     validate(config, where)
     return config
+
+
+#: The reward weights of ``answer: path`` runs that do not set ``grpo.rewards.weights``.
+PATH_REWARD_WEIGHTS = {
+    "format": 0.5,
+    "path_validity": 0.25,
+    "mask_iou": 1.0,
+    "boundary_iou": 0.5,
+    "no_target": 0.5,
+}
 
 
 def validate(config: TrainConfig, where: str = "config") -> None:
@@ -398,6 +455,17 @@ def validate(config: TrainConfig, where: str = "config") -> None:
 
     if config.coords is not None:
         Convention.parse(config.coords)  # one-line error for an unknown convention
+    if config.answer not in ("box", "path"):
+        raise InputError(f"{where}: answer must be box or path, got {config.answer!r}")
+    if not 3 <= config.path_vertices <= 10_000:
+        raise InputError(f"{where}: path_vertices must be 3 to 10000, got {config.path_vertices}")
+    budget = config.grpo.rewards.max_path_vertices
+    if budget is not None and not 3 <= budget <= 100_000:
+        raise InputError(f"{where}: grpo.rewards.max_path_vertices must be 3 to 100000")
+    if not 0.05 <= config.grpo.rewards.raster_scale <= 1.0:
+        raise InputError(f"{where}: grpo.rewards.raster_scale must be 0.05 to 1")
+    if not 0 < config.grpo.rewards.boundary_ratio <= 0.5:
+        raise InputError(f"{where}: grpo.rewards.boundary_ratio must be in (0, 0.5]")
     if config.family not in (None, "qwen3-vl", "qwen2.5-vl"):
         raise InputError(f"{where}: family must be qwen3-vl or qwen2.5-vl, got {config.family!r}")
     g = config.grpo

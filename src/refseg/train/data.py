@@ -71,23 +71,57 @@ def pixel_targets(sample: Sample) -> list[tuple[list[float], list[tuple[float, f
 
 
 def prompt_messages(
-    phrase: str, *, think: bool, coords: str, template: str | None = None
+    phrase: str, *, think: bool, coords: str, template: str | None = None, answer: str = "box"
 ) -> list[dict[str, Any]]:
     """The conversational prompt of one sample (TRL inserts the image before the text).
 
     By default the user text is :func:`refseg.protocol.build_prompt`, the very prompt the
     grounder sends at inference. ``template`` (``{phrase}`` is filled in) replaces it for
     models trained from scratch, which cannot read instructions and pay for every prompt token;
-    such a model must then be prompted with the same template at inference.
+    such a model must then be prompted with the same template at inference. ``answer`` is the
+    answer kind asked for (``box`` or ``path``), as ``--answer`` asks at inference.
     """
     from refseg.protocol import SYSTEM_PROMPT, build_prompt
 
     messages: list[dict[str, Any]] = []
     if SYSTEM_PROMPT:
         messages.append({"role": "system", "content": SYSTEM_PROMPT})
-    text = build_prompt(phrase, think=think, coords=str(coords), template=template)
+    text = build_prompt(phrase, think=think, coords=str(coords), template=template, answer=answer)
     messages.append({"role": "user", "content": text})
     return messages
+
+
+def path_target(
+    mask: np.ndarray,
+    box: Sequence[float],
+    convention: Any,
+    width: int,
+    height: int,
+    *,
+    max_vertices: int,
+) -> tuple[tuple[int, int, int, int], list[np.ndarray]]:
+    """One object's path target: its box and outline rings in the model's coordinates.
+
+    The outline is :func:`refseg.segmentation.paths.trace` of the GT mask (every part and hole,
+    ``max_vertices`` in all), scaled into the model's frame. Integer rounding in a coarse frame
+    (0-1000 on a large image) can flatten a small ring to nothing: when no ring with area is
+    left, the target falls back to the box's rectangle, so every target is a readable answer
+    (an object must never be taught as absent).
+    """
+    from refseg.grounding.coords import from_pixels, path_from_pixels
+    from refseg.segmentation.paths import signed_area, trace
+
+    model_box, _ = from_pixels(box, [], convention, width, height)
+    traced = trace(np.asarray(mask, dtype=bool), max_vertices)
+    kept = []
+    for ring in path_from_pixels(traced, convention, width, height):
+        rounded = np.round(ring)  # what format_answer writes
+        if len(np.unique(rounded, axis=0)) >= 3 and abs(signed_area(rounded)) > 0:
+            kept.append(ring)
+    if not kept:
+        x1, y1, x2, y2 = model_box
+        kept = [np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)]
+    return model_box, kept
 
 
 def target_text(
@@ -95,12 +129,31 @@ def target_text(
     *,
     convention: Any,
     reasoning: str | None = None,
+    answer: str = "box",
+    path_vertices: int = 32,
 ) -> str:
-    """The SFT target of ``sample``: GT boxes and interior points in the model's coordinates."""
+    """The SFT target of ``sample`` in the model's coordinates.
+
+    ``answer="box"``: GT boxes and interior points. ``answer="path"``: GT boxes and outlines
+    (:func:`path_target`, at most ``path_vertices`` per object), the form the path head's
+    prompt asks for (no points: a path answer's mask comes from its outline).
+    """
     from refseg.grounding.coords import from_pixels
     from refseg.protocol import format_answer
 
-    instances = []
+    instances: list[tuple] = []
+    if answer == "path":
+        for rle, box in zip(sample.masks, sample.gt_boxes()):
+            model_box, rings = path_target(
+                masks.decode(rle),
+                box,
+                convention,
+                sample.width,
+                sample.height,
+                max_vertices=path_vertices,
+            )
+            instances.append((model_box, [], rings))
+        return format_answer(instances, reasoning=reasoning)
     for box, points in pixel_targets(sample):
         instances.append(from_pixels(box, points, convention, sample.width, sample.height))
     return format_answer(instances, reasoning=reasoning)
@@ -111,14 +164,21 @@ def _rle_counts(rle: masks.RLE) -> str:
 
 
 def grpo_rows(
-    samples: Iterable[Sample], *, think: bool, coords: str, template: str | None = None
+    samples: Iterable[Sample],
+    *,
+    think: bool,
+    coords: str,
+    template: str | None = None,
+    answer: str = "box",
 ) -> list[dict[str, Any]]:
     """Rows for :class:`trl.GRPOTrainer`: prompt, image and the reward columns."""
     rows = []
     for s in samples:
         rows.append(
             {
-                "prompt": prompt_messages(s.phrase, think=think, coords=coords, template=template),
+                "prompt": prompt_messages(
+                    s.phrase, think=think, coords=coords, template=template, answer=answer
+                ),
                 "image": str(s.image),
                 "sample_id": s.id,
                 "width": int(s.width),
@@ -138,6 +198,8 @@ def sft_rows(
     convention: Any,
     reasoning_template: str | None = None,
     template: str | None = None,
+    answer: str = "box",
+    path_vertices: int = 32,
 ) -> list[dict[str, Any]]:
     """Rows for :class:`trl.SFTTrainer`: prompt, completion (the formatted GT) and image."""
     rows = []
@@ -145,11 +207,19 @@ def sft_rows(
         reasoning = None
         if think:
             reasoning = (reasoning_template or "").format(phrase=s.phrase)
-        answer = target_text(s, convention=convention, reasoning=reasoning)
+        target = target_text(
+            s,
+            convention=convention,
+            reasoning=reasoning,
+            answer=answer,
+            path_vertices=path_vertices,
+        )
         rows.append(
             {
-                "prompt": prompt_messages(s.phrase, think=think, coords=coords, template=template),
-                "completion": [{"role": "assistant", "content": answer}],
+                "prompt": prompt_messages(
+                    s.phrase, think=think, coords=coords, template=template, answer=answer
+                ),
+                "completion": [{"role": "assistant", "content": target}],
                 "image": str(s.image),
             }
         )

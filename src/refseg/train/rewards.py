@@ -24,6 +24,18 @@ Why these rewards (following Seg-Zero / GenSeg-R1 style recipes):
 * ``non_repetition`` penalises degenerate loops in the reasoning and duplicated instances.
 * :class:`SegmenterReward` (GenSeg-R1-G) runs the real segmenter on the predicted prompts and
   scores mask IoU, embedding each image once per rollout group (a cache keyed by image digest).
+
+Path answers (``answer: path``, the path mask head) are scored on the mask they rasterize to,
+not on their vertices: many vertex sequences draw nearly the same mask, so token-level path
+supervision is ambiguous, and an RL reward on the raster (Moondream Segmentation's argument) is
+what the path SFT cannot give:
+
+* ``path_validity``: every instance has an outline, each ring has at least 3 distinct vertices,
+  every vertex lies inside the model's frame and the answer keeps the vertex budget.
+* ``mask_iou``: Hungarian matching of rasterized instance masks to GT instance masks on mask
+  IoU, summed and divided by ``max(#pred, #gt)`` (as ``accuracy`` is).
+* ``boundary_iou``: the same matching, scored by boundary IoU (Cheng et al.), which rewards an
+  outline that follows the object's edge rather than one that only covers its bulk.
 """
 
 from __future__ import annotations
@@ -529,10 +541,276 @@ class SegmenterReward:
 
 
 # --------------------------------------------------------------------------------------------
+# Path answers: rasterized-mask rewards
+
+#: Default vertex budget of ``path_validity`` (the SFT targets' default ``path_vertices``).
+PATH_VERTEX_BUDGET = 32
+#: Boundary width of ``boundary_iou`` as a fraction of the image diagonal.
+BOUNDARY_RATIO = 0.02
+
+
+def path_validity_score(parsed: Any, frame: tuple[int, int], max_vertices: int) -> float:
+    """Fraction of instances whose outline is usable as written; 0 unreadable, 1 explicit ``[]``.
+
+    Judged in the model's own frame (conversion to pixels clips outlines and would hide a path
+    that runs off the image). An instance counts when it has an outline whose every ring has at
+    least 3 distinct vertices, every vertex inside ``[0, frame]``, and at most ``max_vertices``
+    vertices in all; a box-only instance does not count (the path head was asked for outlines).
+    """
+    if getattr(parsed, "error", None):
+        return 0.0
+    instances = list(parsed.instances)
+    if not instances:
+        return 1.0 if parsed.no_target else 0.0
+    fw, fh = frame
+    good = 0
+    for inst in instances:
+        rings = inst.polygons
+        if not rings or sum(len(r) for r in rings) > max_vertices:
+            continue
+        ok = all(
+            len(set(ring)) >= 3 and all(0 <= x <= fw and 0 <= y <= fh for x, y in ring)
+            for ring in rings
+        )
+        good += int(ok)
+    return good / len(instances)
+
+
+def instance_mask(
+    inst: GroundedInstance, width: int, height: int, scale: float = 1.0
+) -> np.ndarray:
+    """An instance's mask at ``scale`` of the image size: its rasterized outline, or its box
+    filled when it has none (so a box answer is still scored on what it covers)."""
+    from refseg.segmentation.paths import rasterize
+
+    w, h = _scaled(width, height, scale)
+    sx, sy = w / width, h / height
+    if inst.polygons:
+        rings = [np.asarray(r, dtype=np.float64) * (sx, sy) for r in inst.polygons]
+        return rasterize(rings, w, h)
+    x1, y1, x2, y2 = inst.box
+    box = np.array([[x1 * sx, y1 * sy], [x2 * sx, y1 * sy], [x2 * sx, y2 * sy], [x1 * sx, y2 * sy]])
+    return rasterize([box], w, h)
+
+
+def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
+    if scale >= 1.0:
+        return int(width), int(height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _pair_ious(preds: list[np.ndarray], gts: list[np.ndarray]) -> np.ndarray:
+    """Mask IoU of every (pred, gt) pair, computed inside each pair's joint bounding window."""
+    out = np.zeros((len(preds), len(gts)))
+    p_boxes = [_mask_window(m) for m in preds]
+    g_boxes = [_mask_window(m) for m in gts]
+    for i, (pm, pb) in enumerate(zip(preds, p_boxes)):
+        for j, (gm, gb) in enumerate(zip(gts, g_boxes)):
+            if pb is None or gb is None:
+                continue
+            r0, r1 = min(pb[0], gb[0]), max(pb[1], gb[1])
+            c0, c1 = min(pb[2], gb[2]), max(pb[3], gb[3])
+            a, b = pm[r0:r1, c0:c1], gm[r0:r1, c0:c1]
+            union = np.count_nonzero(a | b)
+            out[i, j] = np.count_nonzero(a & b) / union if union else 0.0
+    return out
+
+
+def _mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def boundary_iou(a: np.ndarray, b: np.ndarray, d: int) -> float:
+    """Boundary IoU of two masks (the eval's definition, :func:`refseg.eval.metrics.boundary`).
+
+    Computed inside the pair's joint window grown by ``d`` (the boundary band of a mask never
+    leaves it), so its cost follows the objects, not the image.
+    """
+    from refseg.eval.metrics import boundary
+
+    wa, wb = _mask_window(a), _mask_window(b)
+    if wa is None or wb is None:
+        return 1.0 if wa is None and wb is None else 0.0
+    h, w = a.shape
+    r0, r1 = max(0, min(wa[0], wb[0]) - d), min(h, max(wa[1], wb[1]) + d)
+    c0, c1 = max(0, min(wa[2], wb[2]) - d), min(w, max(wa[3], wb[3]) + d)
+    ba, bb = boundary(a[r0:r1, c0:c1], d), boundary(b[r0:r1, c0:c1], d)
+    union = np.count_nonzero(ba | bb)
+    return np.count_nonzero(ba & bb) / union if union else 0.0
+
+
+@dataclass
+class MaskMatch:
+    """Scores of one answer's rasterized instances against the GT instances."""
+
+    iou: float
+    boundary_iou: float
+    pairs: list[tuple[int, int]]
+
+
+def mask_match_score(
+    grounding: Grounding,
+    gt_masks: Sequence[np.ndarray],
+    width: int,
+    height: int,
+    *,
+    scale: float = 1.0,
+    boundary_ratio: float = BOUNDARY_RATIO,
+) -> MaskMatch:
+    """Hungarian-matched mask IoU and boundary IoU, each summed over the matched pairs and
+    divided by ``max(#pred, #gt)``.
+
+    Matching maximises the summed mask IoU one-to-one (a greedy best-first pairing can lock a
+    prediction onto the wrong object and lose the better total, see the tests). A no-target
+    sample scores 1 for an empty answer and 0 for any instance; an unreadable answer 0. With
+    ``scale`` < 1 both sides are compared at that fraction of the image size (the GT by area
+    averaging, thresholded at half): the error this costs is measured in
+    ``benchmarks/bench_path_rewards.py``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from refseg.eval.metrics import boundary_width
+
+    if grounding.parse_error:
+        return MaskMatch(0.0, 0.0, [])
+    preds = grounding.instances
+    if not len(gt_masks):
+        score = 1.0 if not preds else 0.0
+        return MaskMatch(score, score, [])
+    if not preds:
+        return MaskMatch(0.0, 0.0, [])
+    w, h = _scaled(width, height, scale)
+    gts = [_resize_mask(np.asarray(m, dtype=bool), w, h) for m in gt_masks]
+    pred_masks = [instance_mask(p, width, height, scale) for p in preds]
+    ious = _pair_ious(pred_masks, gts)
+    rows, cols = linear_sum_assignment(-ious)
+    norm = max(len(preds), len(gts))
+    d = boundary_width(h, w, boundary_ratio)
+    biou = sum(boundary_iou(pred_masks[i], gts[j], d) for i, j in zip(rows, cols))
+    return MaskMatch(
+        iou=float(ious[rows, cols].sum() / norm),
+        boundary_iou=float(biou / norm),
+        pairs=[(int(i), int(j)) for i, j in zip(rows, cols)],
+    )
+
+
+def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    if mask.shape == (height, width):
+        return mask
+    small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    return small >= 0.5
+
+
+class _GTCache:
+    """Decoded GT masks of recent rows: a group's 8-16 rollouts share one sample's GT."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
+
+    def get(self, values: Any, height: int, width: int) -> list[np.ndarray]:
+        key = (height, width, tuple(v if isinstance(v, str) else repr(v) for v in values or []))
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        decoded = [m for m in _gt_masks(values, height, width) if m is not None]
+        self._items[key] = decoded
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return decoded
+
+
+_GT_CACHE = _GTCache()
+
+
+def _mask_matches(
+    completions: Sequence[Any],
+    kwargs: dict[str, Any],
+    convention: Any,
+    scale: float,
+    boundary_ratio: float,
+) -> list[MaskMatch]:
+    n = len(completions)
+    reads = _read_all(completions, kwargs, convention)
+    mask_col = _columns(n, "gt_masks", kwargs.get("gt_masks"))
+    out = []
+    for r, w, h, gt_m in zip(reads, kwargs["width"], kwargs["height"], mask_col):
+        gts = _GT_CACHE.get(gt_m, int(h), int(w))
+        out.append(
+            mask_match_score(
+                r.grounding, gts, int(w), int(h), scale=scale, boundary_ratio=boundary_ratio
+            )
+        )
+    return out
+
+
+def path_validity_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    *,
+    convention: Any = None,
+    max_vertices: int = PATH_VERTEX_BUDGET,
+    **kwargs: Any,
+) -> list[float]:
+    """:func:`path_validity_score` of each completion (needs ``width``/``height`` columns)."""
+    reads = _read_all(completions, kwargs, convention)
+    conv = _convention(convention)
+    return [
+        path_validity_score(r.parsed, conv.frame(int(w), int(h)), max_vertices)
+        for r, w, h in zip(reads, kwargs["width"], kwargs["height"])
+    ]
+
+
+def mask_iou_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    *,
+    convention: Any = None,
+    scale: float = 1.0,
+    boundary_ratio: float = BOUNDARY_RATIO,
+    **kwargs: Any,
+) -> list[float]:
+    """Hungarian-matched rasterized mask IoU (:func:`mask_match_score`; columns ``width``,
+    ``height``, ``gt_masks``)."""
+    matches = _mask_matches(completions, kwargs, convention, scale, boundary_ratio)
+    return [m.iou for m in matches]
+
+
+def boundary_iou_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    *,
+    convention: Any = None,
+    scale: float = 1.0,
+    boundary_ratio: float = BOUNDARY_RATIO,
+    **kwargs: Any,
+) -> list[float]:
+    """Hungarian-matched boundary IoU of the rasterized instances (see :func:`mask_match_score`)."""
+    matches = _mask_matches(completions, kwargs, convention, scale, boundary_ratio)
+    return [m.boundary_iou for m in matches]
+
+
+# --------------------------------------------------------------------------------------------
 # Building the configured set
 
 #: Reward names accepted in configuration, in logging order.
-REWARD_NAMES = ("format", "validity", "accuracy", "no_target", "non_repetition", "segmenter_iou")
+REWARD_NAMES = (
+    "format",
+    "validity",
+    "accuracy",
+    "no_target",
+    "non_repetition",
+    "segmenter_iou",
+    "path_validity",
+    "mask_iou",
+    "boundary_iou",
+)
 
 
 def build_rewards(
@@ -543,11 +821,15 @@ def build_rewards(
     iou_threshold: float = IOU_THRESHOLD,
     l1_threshold: float = L1_THRESHOLD,
     segmenter: Any = None,
+    max_path_vertices: int = PATH_VERTEX_BUDGET,
+    raster_scale: float = 1.0,
+    boundary_ratio: float = BOUNDARY_RATIO,
 ) -> tuple[list[RewardFunc], list[float]]:
     """The reward functions and weights named in ``weights`` (zero weights are dropped).
 
     ``segmenter`` is a :class:`~refseg.segmentation.base.Segmenter` or a spec string; it is only
-    loaded when ``segmenter_iou`` has a weight.
+    loaded when ``segmenter_iou`` has a weight. ``max_path_vertices``, ``raster_scale`` and
+    ``boundary_ratio`` configure the path rewards.
     """
     from functools import partial, update_wrapper
 
@@ -578,6 +860,17 @@ def build_rewards(
             func = partial(no_target_reward, convention=convention)
         elif name == "non_repetition":
             func = partial(non_repetition_reward, convention=convention)
+        elif name == "path_validity":
+            func = partial(
+                path_validity_reward, convention=convention, max_vertices=max_path_vertices
+            )
+        elif name in ("mask_iou", "boundary_iou"):
+            func = partial(
+                mask_iou_reward if name == "mask_iou" else boundary_iou_reward,
+                convention=convention,
+                scale=raster_scale,
+                boundary_ratio=boundary_ratio,
+            )
         else:
             if segmenter is None or isinstance(segmenter, str):
                 from refseg.segmentation import load_segmenter

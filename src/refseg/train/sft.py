@@ -38,6 +38,8 @@ def build_trainer(
         convention=convention,
         reasoning_template=config.sft.reasoning_template,
         template=config.prompt_template,
+        answer=config.answer,
+        path_vertices=config.path_vertices,
     )
     log_path = Path(config.output_dir) / "log.jsonl"
     return SFTTrainer(
