@@ -16,8 +16,9 @@ box and point take in refseg's answer format). Measured, in images/s:
   folder (vLLM loads weights and a tokenizer from disk); otherwise reported as skipped;
 * the box-decoder head (``refseg.segmentation.boxdec``) is reported as not measured here.
 
-Budget: the default sizes finish in about 2-3 minutes on one H200 (model set-up included), far
-under the 8-minute limit; ``--deadline`` (seconds) stops early, marking what was not run.
+Budget: the default sizes are meant to finish well under 8 minutes on one H200 (model set-up
+included; an estimate, not yet run on a GPU); ``--deadline`` (seconds) skips the parts not started
+in time and marks them. ``--cpu-smoke-test`` runs tiny sizes on the CPU to check the script.
 Without CUDA it prints one JSON line ``{"skipped": ...}`` and exits 0 (CI checks exactly that).
 
 Usage: python benchmarks/bench_gpu_pipeline.py [--batch 8] [--phrases 4] [--new-tokens 48]

@@ -28,7 +28,9 @@ def _tiny_encoder(path: Path) -> Path:
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.normal(0, 0.05, (4, 3, 16, 16)).astype(np.float32), "w")
     bias = numpy_helper.from_array(np.zeros(4, np.float32), "b")
-    node = helper.make_node("Conv", ["input", "w", "b"], ["output"], strides=[16, 16])
+    node = helper.make_node(
+        "Conv", ["input", "w", "b"], ["output"], strides=[16, 16], name="enc/Conv"
+    )
     graph = helper.make_graph(
         [node],
         "tiny",
@@ -132,3 +134,10 @@ def test_failed_build_leaves_nothing_half_written(cache: Path, monkeypatch) -> N
     assert not (cache / "encoder.onnx").exists()
     assert not (cache / quantize.MARKER).exists()
     assert not list(cache.glob(".build-*"))
+
+
+def test_excluded_nodes_stay_float(tiny: Path, tmp_path: Path) -> None:
+    target = tmp_path / "int8.onnx"
+    quantize.quantize_encoder(tiny, target, _images(), exclude=["enc/"])
+    ops = [n.op_type for n in onnx.load(str(target)).graph.node]
+    assert "Conv" in ops and "QuantizeLinear" not in ops

