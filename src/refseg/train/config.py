@@ -99,8 +99,10 @@ class RewardSection:
     raster_scale: float = field(
         default=1.0,
         metadata={
-            "help": "mask_iou/boundary_iou: rasterize at this fraction of the image size "
-            "(1 = full; see benchmarks/bench_path_rewards.py for the IoU error of less)."
+            "help": "mask_iou/boundary_iou: rasterize at this fraction of the image size. 1 (full) "
+            "is the default: at 640x480 it was measured faster than 0.5 or 0.25 (rasterizing "
+            "costs per outline crossing, resizing the GT per pixel) and exact; 0.25 is off by "
+            "up to 0.07 IoU (benchmarks/bench_path_rewards.py)."
         },
     )
 

@@ -328,15 +328,24 @@ def _gt_masks(values: Any, height: int, width: int) -> list[np.ndarray | None]:
     return out
 
 
+#: The last batch read, keyed by its texts, sizes and convention: TRL calls every reward
+#: function on the same batch in turn, and parsing path answers is the largest cost they share.
+_LAST_READ: list[Any] = [None, None]
+
+
 def _read_all(
     completions: Sequence[Any], kwargs: dict[str, Any], convention: Any
 ) -> list[ReadAnswer]:
     n = len(completions)
     widths = _columns(n, "width", kwargs.get("width"))
     heights = _columns(n, "height", kwargs.get("height"))
-    return [
-        read_answer(c, int(w), int(h), convention) for c, w, h in zip(completions, widths, heights)
-    ]
+    texts = tuple(completion_text(c) for c in completions)
+    key = (texts, tuple(map(int, widths)), tuple(map(int, heights)), str(convention))
+    if _LAST_READ[0] == key:
+        return _LAST_READ[1]
+    reads = [read_answer(t, int(w), int(h), convention) for t, w, h in zip(texts, widths, heights)]
+    _LAST_READ[0], _LAST_READ[1] = key, reads
+    return reads
 
 
 def format_reward(
@@ -729,6 +738,9 @@ class _GTCache:
 _GT_CACHE = _GTCache()
 
 
+_LAST_MATCH: list[Any] = [None, None]
+
+
 def _mask_matches(
     completions: Sequence[Any],
     kwargs: dict[str, Any],
@@ -736,9 +748,13 @@ def _mask_matches(
     scale: float,
     boundary_ratio: float,
 ) -> list[MaskMatch]:
+    """Matches of one batch, computed once for ``mask_iou`` and ``boundary_iou`` together."""
     n = len(completions)
     reads = _read_all(completions, kwargs, convention)
     mask_col = _columns(n, "gt_masks", kwargs.get("gt_masks"))
+    key = (id(reads), tuple(map(repr, mask_col)), scale, boundary_ratio)
+    if _LAST_MATCH[0] == key and _LAST_MATCH[1][0] is reads:
+        return _LAST_MATCH[1][1]
     out = []
     for r, w, h, gt_m in zip(reads, kwargs["width"], kwargs["height"], mask_col):
         gts = _GT_CACHE.get(gt_m, int(h), int(w))
@@ -747,6 +763,7 @@ def _mask_matches(
                 r.grounding, gts, int(w), int(h), scale=scale, boundary_ratio=boundary_ratio
             )
         )
+    _LAST_MATCH[0], _LAST_MATCH[1] = key, (reads, out)
     return out
 
 
