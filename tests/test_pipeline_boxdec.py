@@ -129,7 +129,10 @@ def test_cli_batch_with_boxdec(taught, checkpoint, tmp_path, capsys):
     folder, _ = taught
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(
-        "".join(json.dumps({"image": str(IMAGE), "phrase": p}) + "\n" for p in [PHRASE, "x"])
+        "".join(
+            json.dumps({"image": str(IMAGE), "phrase": PHRASE, "id": f"p{i}"}) + "\n"
+            for i in range(2)
+        )
     )
     code, _, err = run(
         [
@@ -147,7 +150,8 @@ def test_cli_batch_with_boxdec(taught, checkpoint, tmp_path, capsys):
     )
     assert code == 0, err
     records = [json.loads(x) for x in (tmp_path / "run/results.jsonl").read_text().splitlines()]
-    assert records[0]["raw_answer"] == ANSWER and len(records[0]["instances"]) == 1
+    assert [r["raw_answer"] for r in records] == [ANSWER, ANSWER]
+    assert all(len(r["instances"]) == 1 for r in records)
 
 
 def test_box_prompts_alone_are_refused_in_one_line(checkpoint, capsys):
@@ -203,3 +207,34 @@ def test_the_servers_grounder_wrapper_hands_features_on(taught, checkpoint, astr
     wrapped = _Serialized(grounder, threading.Lock(), answer="box")
     result = Pipeline(wrapped, load_segmenter(f"boxdec:{checkpoint}")).run([(astronaut, PHRASE)])
     assert len(result[0].instances) == 1
+
+
+def test_cli_eval_with_boxdec(taught, checkpoint, tmp_path, capsys):
+    folder, _ = taught
+    mask = np.zeros((512, 512), bool)
+    mask[20:200, 140:320] = True
+    rle = masks.normalize(masks.encode(mask))
+    record = {"image": str(IMAGE), "phrase": PHRASE, "masks": [rle], "width": 512, "height": 512}
+    (tmp_path / "set.jsonl").write_text(
+        "".join(json.dumps({**record, "id": f"s{i}"}) + "\n" for i in range(2))
+    )
+    out = tmp_path / "eval"
+    code, _, err = run(
+        [
+            "eval",
+            "--dataset",
+            f"jsonl:{tmp_path / 'set.jsonl'}",
+            "--out",
+            str(out),
+            "--grounder",
+            f"qwen3-vl:{folder}",
+            "--segmenter",
+            f"boxdec:{checkpoint}",
+            "--no-report",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(not r["failed"] for r in records)
+    assert "boxdec:" in (out / "config.json").read_text()
