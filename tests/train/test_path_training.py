@@ -157,3 +157,71 @@ def test_path_sft_two_steps_on_path_targets(tiny_vlm, tiny_refshapes, tmp_path):
     assert trainer.state.global_step == 2
     losses = [r["loss"] for r in read_log(out) if "loss" in r]
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
+
+
+def _rollouts(folder: Path) -> list[dict]:
+    from refseg.train.rollouts import read_rollouts
+
+    return read_rollouts(folder / "rollouts.jsonl")
+
+
+def test_path_grpo_two_steps_records_every_rollout(tiny_vlm, tiny_refshapes, tmp_path):
+    from refseg import masks
+    from refseg.train import grpo
+
+    out, rec = tmp_path / "grpo", tmp_path / "rollouts"
+    raw = path_config(tiny_vlm, tiny_refshapes, out)
+    raw["grpo"]["record_rollouts"] = str(rec)
+    trainer = grpo.train(config_from_dict(raw))
+    assert trainer.state.global_step == 2
+    steps = [r for r in read_log(out) if "loss" in r]
+    for name in ("format", "path_validity", "mask_iou", "boundary_iou", "no_target"):
+        assert f"rewards/{name}/mean" in steps[0]
+    records = _rollouts(rec)
+    assert len(records) == 2 * 4  # 2 steps x 4 completions
+    assert sorted((r["step"], r["index"]) for r in records) == [
+        (s, i) for s in (0, 1) for i in range(4)
+    ]
+    for r in records:
+        assert r["gt_masks"] and len(r["gt_boxes"]) == len(r["gt_masks"])
+        assert Path(r["image"]).is_file() and r["sample_id"]
+        gt = masks.decode({"size": [r["height"], r["width"]], "counts": r["gt_masks"][0]})
+        assert gt.any()
+        assert set(r["rewards"]) == {
+            "format", "path_validity", "mask_iou", "boundary_iou", "no_target"
+        }  # fmt: skip
+        weights = {"format": 0.5, "path_validity": 0.25, "mask_iou": 1.0}
+        weights.update(boundary_iou=0.5, no_target=0.5)
+        total = sum(weights[k] * v for k, v in r["rewards"].items())
+        assert r["reward"] == pytest.approx(total)
+        assert len(r["masks"]) == len(r["paths"]) == len(r["boxes"])
+
+
+def test_recorded_rollouts_have_no_duplicates_after_a_kill_and_resume(
+    tiny_vlm, tiny_refshapes, tmp_path
+):
+    from transformers import TrainerCallback
+
+    from refseg.train import grpo
+
+    out, rec = tmp_path / "grpo", tmp_path / "rollouts"
+    raw = path_config(tiny_vlm, tiny_refshapes, out, max_steps=3)
+    raw["grpo"]["record_rollouts"] = str(rec)
+    cfg = config_from_dict(raw)
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # step 2's rollouts are recorded, its checkpoint is not
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        grpo.train(cfg, callbacks=[Kill()])
+    assert (out / "checkpoint-1").is_dir() and not (out / "checkpoint-2").exists()
+    assert {r["step"] for r in _rollouts(rec)} == {0, 1}
+    with open(rec / "rollouts.jsonl", "a") as handle:
+        handle.write('{"step": 1, "index": 9, "compl')  # a line cut short by the kill
+    trainer = grpo.train(cfg)
+    assert trainer.state.global_step == 3
+    keys = [(r["step"], r["index"]) for r in _rollouts(rec)]
+    assert sorted(keys) == [(s, i) for s in (0, 1, 2) for i in range(4)]
+    assert len(set(keys)) == len(keys)

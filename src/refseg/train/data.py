@@ -180,6 +180,7 @@ def grpo_rows(
                     s.phrase, think=think, coords=coords, template=template, answer=answer
                 ),
                 "image": str(s.image),
+                "image_path": str(s.image),  # the decoded image column loses its file name
                 "sample_id": s.id,
                 "width": int(s.width),
                 "height": int(s.height),

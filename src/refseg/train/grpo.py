@@ -48,6 +48,7 @@ def build_trainer(
             think=config.think,
             coords=str(convention),
             template=config.prompt_template,
+            answer=config.answer,
         )
     )
     rewards = config.grpo.rewards
@@ -58,10 +59,21 @@ def build_trainer(
         iou_threshold=rewards.iou_threshold,
         l1_threshold=rewards.l1_threshold,
         segmenter=segmenter if segmenter is not None else rewards.segmenter,
+        max_path_vertices=rewards.max_path_vertices or config.path_vertices,
+        raster_scale=rewards.raster_scale,
+        boundary_ratio=rewards.boundary_ratio,
     )
+    recorder = None
+    if config.grpo.record_rollouts:
+        from refseg.train.rollouts import attach
+
+        recorder, funcs, weights = attach(
+            config.grpo.record_rollouts, funcs, weights, convention=convention
+        )
+        recorder.prepare(_resume_step(config.output_dir))
     args.reward_weights = weights
     log_path = Path(config.output_dir) / "log.jsonl"
-    return GRPOTrainer(
+    trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,
         args=args,
@@ -70,6 +82,14 @@ def build_trainer(
         peft_config=common.peft_config(config),
         callbacks=[common.step_log_callback(log_path), *(callbacks or [])],
     )
+    trainer.rollout_recorder = recorder
+    return trainer
+
+
+def _resume_step(output_dir: str) -> int:
+    """The step a rerun resumes from (0 for a fresh run): rollouts from it on are regenerated."""
+    checkpoint = common.last_checkpoint(output_dir)
+    return int(Path(checkpoint).name.split("-", 1)[1]) if checkpoint else 0
 
 
 def train(config: TrainConfig, **kwargs: Any) -> Any:
