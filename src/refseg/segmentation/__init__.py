@@ -80,7 +80,7 @@ def load_segmenter(
         return BoxDecSegmenter.load(rest, device=device)
     raise InputError(
         f"unknown segmenter {spec!r}; use onnx-sam, onnx-sam:int8, onnx:ENCODER,DECODER, "
-        "sam:ID or sam2:ID"
+        "sam:ID, sam2:ID or boxdec:CHECKPOINT"
     )
 
 
