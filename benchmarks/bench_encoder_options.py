@@ -9,10 +9,11 @@ Decoder options are timed per prompt (default refinement) on a shared embedding.
 
 Options: graph optimisation level (disabled / basic / extended / all), intra-op threads (1, all)
 and inter-op threads with the parallel executor, dynamic int8 (per-channel weights), static int8
-QDQ per-channel (calibrated on the bundled photo and RefShapes scenes, never on the COCO photos:
-the recipe of ``onnx-sam:int8``), static QDQ per-tensor, and fp16 (weights and activations, fp32
-inputs/outputs). The machine load (``os.getloadavg``) is recorded before and after: on a shared
-machine absolute times move with it, ratios much less.
+QDQ per-channel and per-tensor on every node, static QDQ per-channel with the first convolution,
+the neck and the attention products left in float (the recipe of ``onnx-sam:int8``; all static
+variants are calibrated on the bundled photo and RefShapes scenes, never on the COCO photos), and
+fp16 (weights and activations, fp32 inputs/outputs). The machine load (``os.getloadavg``) is
+recorded before and after: on a shared machine absolute times move with it, ratios much less.
 
 Usage: python benchmarks/bench_encoder_options.py [--repeats 7] [--work DIR] [--skip-iou]
 """
@@ -31,7 +32,7 @@ import numpy as np
 
 from refseg.image import load_image
 from refseg.segmentation.onnx_sam import OnnxSam, preprocess
-from refseg.segmentation.quantize import calibration_images, quantize_encoder
+from refseg.segmentation.quantize import FLOAT_NODES, calibration_images, quantize_encoder
 from refseg.segmentation.weights import default_sam_onnx
 from refseg.testing.coco_sample import load_objects
 from refseg.types import Prompt
@@ -69,10 +70,15 @@ def build_variants(encoder: Path, decoder: Path, work: Path) -> dict[str, Path]:
         quantize_dynamic(str(encoder), str(dynamic), weight_type=QuantType.QInt8, per_channel=True)
     files["enc_dynamic"] = dynamic
     calib = calibration_images()
-    for tag, per_channel in (("enc_qdq", True), ("enc_qdq_tensor", False)):
+    variants = {  # tag: (per-channel, nodes kept in float)
+        "enc_qdq_recipe": (True, FLOAT_NODES),
+        "enc_qdq": (True, ()),
+        "enc_qdq_tensor": (False, ()),
+    }
+    for tag, (per_channel, exclude) in variants.items():
         path = work / f"encoder.{tag}.onnx"
         if not path.exists():
-            quantize_encoder(encoder, path, calib, per_channel=per_channel)
+            quantize_encoder(encoder, path, calib, per_channel=per_channel, exclude=exclude)
         files[tag] = path
     dec_dynamic = work / "decoder.dynamic.onnx"
     if not dec_dynamic.exists():
@@ -151,8 +157,12 @@ def main() -> None:
         f"fp32 intra {cores}": session(encoder, intra=cores),
         f"fp32 parallel, inter {cores}": session(encoder, inter=cores),
         "int8 dynamic per-channel": session(files["enc_dynamic"]),
-        "int8 static QDQ per-channel (onnx-sam:int8)": session(files["enc_qdq"]),
-        "int8 static QDQ per-tensor": session(files["enc_qdq_tensor"]),
+        "int8 static QDQ per-channel, every node": session(files["enc_qdq"]),
+        "int8 static QDQ per-tensor, every node": session(files["enc_qdq_tensor"]),
+        "int8 static QDQ per-channel, edges+attention float (onnx-sam:int8)": session(
+            files["enc_qdq_recipe"]
+        ),
+        "onnx-sam:int8, intra 1": session(files["enc_qdq_recipe"], intra=1),
     }
     if "enc_fp16" in files:
         encoders["fp16"] = session(files["enc_fp16"])
