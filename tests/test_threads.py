@@ -88,3 +88,19 @@ def test_cli_option_and_bad_env(monkeypatch, capsys) -> None:
     assert err.startswith("refseg: error: REFSEG_THREADS") and "\n" not in err
     assert main(["--threads", "1", "weights", "path"]) == 0  # the option overrides the env
     assert os.environ[threads.ENV] == "1"
+
+
+def test_training_takes_its_share(monkeypatch) -> None:
+    """Under a launcher (OMP_NUM_THREADS=1, as torchrun sets it) a rank still gets its share."""
+    torch = pytest.importorskip("torch")
+    from refseg.train.common import set_threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    try:
+        set_threads()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

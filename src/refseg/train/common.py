@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -198,9 +197,11 @@ def step_log_callback(path: str | Path) -> Any:
 
 
 def set_threads() -> None:
-    """Respect ``OMP_NUM_THREADS`` for torch on CPU runs (shared machines)."""
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if threads:
-        import torch
+    """Give torch this process's share of the CPU thread budget (:mod:`refseg.threads`:
+    ``REFSEG_THREADS``, else the allowed cores divided among the launcher's local processes),
+    so ranks on one shared machine do not each take every core."""
+    import torch  # noqa: F401 - imported here so apply_torch sets it now
 
-        torch.set_num_threads(max(1, int(threads)))
+    from refseg.threads import apply_torch, thread_budget
+
+    apply_torch(thread_budget())
