@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``train`` command group to ``app``."""
     train_app = typer.Typer(
         help="Fine-tune a grounding model: `sft` (format warm start) and `grpo` (RL with rewards); "
-        "`decoder` trains the box decoder mask head.",
+        "`decoder` trains the box decoder mask head, `refiner` the path head's refiner.",
         no_args_is_help=True,
     )
 
@@ -78,6 +78,19 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"trained {trainer.step} steps; decoder saved to {cfg.output_dir} "
             f"(use --segmenter boxdec:{cfg.output_dir})"
+        )
+
+    @train_app.command("refiner")
+    def refiner_cmd(config: Path = _CONFIG, set_: list[str] = _SET) -> None:
+        """Train the path head's refiner (--refiner OUTPUT_DIR/refiner.pt) on frozen SAM
+        features, from recorded GRPO rollouts and/or perturbed dataset GT."""
+        from refseg.train import refiner
+
+        cfg = refiner.load_refiner_config(config, _overrides(set_))
+        trainer = refiner.train(cfg)
+        typer.echo(
+            f"trained {trainer.step} steps on {len(trainer.examples)} pairs; refiner saved to "
+            f"{Path(cfg.output_dir) / 'refiner.pt'} (use --refiner that path)"
         )
 
     @train_app.command("check")

@@ -50,6 +50,7 @@ __all__ = [
     "SamRefiner",
     "TorchRefiner",
     "boundary_agreement",
+    "box_to_low_res",
     "interior_point",
     "load_refiner",
     "mask_to_low_res",
@@ -150,6 +151,22 @@ def mask_to_low_res(mask: np.ndarray, logit: float = MASK_LOGIT) -> np.ndarray:
     coverage = cv2.resize(mask.astype(np.float32), (low_w, low_h), interpolation=cv2.INTER_AREA)
     out = np.full((LOW_RES, LOW_RES), -logit, dtype=np.float32)
     out[:low_h, :low_w] = (2.0 * coverage - 1.0) * logit
+    return out
+
+
+def box_to_low_res(box: Box, height: int, width: int) -> np.ndarray:
+    """A pixel box as a ``float32 (256, 256)`` plane in SAM's low-res frame: +1 inside, -1 out.
+
+    Same frame as :func:`mask_to_low_res` (the image in the top-left ``resized/4`` region), so
+    the trained refiner sees the box where it sees the mask.
+    """
+    new_h, new_w = _resized_shape(height, width)
+    sx, sy = new_w / 4 / width, new_h / 4 / height
+    x1, y1, x2, y2 = (float(v) for v in box)
+    c0, c1 = max(0, math.floor(x1 * sx)), min(LOW_RES, math.ceil(x2 * sx))
+    r0, r1 = max(0, math.floor(y1 * sy)), min(LOW_RES, math.ceil(y2 * sy))
+    out = np.full((LOW_RES, LOW_RES), -1.0, dtype=np.float32)
+    out[r0:r1, c0:c1] = 1.0
     return out
 
 
@@ -261,6 +278,9 @@ def _build_net(config: dict[str, Any]):
     downsampled to 64x64 by a strided conv stack, concatenated with the features, mixed by a few
     residual conv blocks, and upsampled back to 256x256 logits added to the input logits (so an
     untrained or zero-initialised head returns its input). Also predicts an IoU score.
+    ``box_channel`` (config) adds the instance's box as a second input plane (+1 inside, -1
+    outside, same frame): the coarse mask alone does not say which object a thin or partial
+    outline was meant for. Checkpoints without the key have no box plane (version 1 as before).
     """
     import torch
     from torch import nn
@@ -268,8 +288,12 @@ def _build_net(config: dict[str, Any]):
     channels = int(config.get("channels", 64))
     blocks = int(config.get("blocks", 2))
     feature_dim = int(config.get("feature_dim", 256))
+    box_channel = config.get("box_channel", False)
     if not (1 <= channels <= 512 and 0 <= blocks <= 16 and 1 <= feature_dim <= 4096):
         raise ModelError(f"refiner config out of range: {config}")
+    if not isinstance(box_channel, bool):
+        raise ModelError(f"refiner config: box_channel must be true or false, got {box_channel!r}")
+    in_planes = 2 if box_channel else 1
 
     class Block(nn.Module):
         def __init__(self) -> None:
@@ -288,7 +312,7 @@ def _build_net(config: dict[str, Any]):
         def __init__(self) -> None:
             super().__init__()
             self.mask_down = nn.Sequential(
-                nn.Conv2d(1, channels // 2, 4, stride=2, padding=1),
+                nn.Conv2d(in_planes, channels // 2, 4, stride=2, padding=1),
                 nn.GELU(),
                 nn.Conv2d(channels // 2, channels, 4, stride=2, padding=1),
             )
@@ -301,8 +325,9 @@ def _build_net(config: dict[str, Any]):
             )
             self.iou_head = nn.Linear(channels, 1)
 
-        def forward(self, features, low_res):
-            x = self.mask_down(low_res) + self.feat_proj(features)
+        def forward(self, features, low_res, box_plane=None):
+            planes = low_res if box_plane is None else torch.cat([low_res, box_plane], dim=1)
+            x = self.mask_down(planes) + self.feat_proj(features)
             x = self.blocks(x)
             logits = low_res + self.up(x)
             iou = torch.sigmoid(self.iou_head(x.mean(dim=(2, 3))))[:, 0]
@@ -381,8 +406,11 @@ class TorchRefiner:
             raise ModelError("the trained refiner needs an ONNX-SAM embedding (1x256x64x64)")
         height, width = coarse.shape
         low = mask_to_low_res(coarse)[None, None]
+        box_plane = None
+        if self.config.get("box_channel", False):
+            box_plane = torch.from_numpy(box_to_low_res(box, height, width)[None, None])
         with torch.inference_mode():
-            logits, iou = self.net(torch.from_numpy(features), torch.from_numpy(low))
+            logits, iou = self.net(torch.from_numpy(features), torch.from_numpy(low), box_plane)
         low_out = logits[0, 0].numpy()
         new_h, new_w = _resized_shape(height, width)
         full = cv2.resize(low_out, (SAM_INPUT, SAM_INPUT), interpolation=cv2.INTER_LINEAR)
