@@ -49,3 +49,36 @@ def test_image_gap_is_zero_exactly_when_the_images_carry_nothing(
     for s in samples[1:]:
         shutil.copyfile(samples[0].image, s.image)
     assert proof.image_gap(tiny_qwen3_vl_dir, tmp_path, samples, 64 * 64, batch=4) == 0.0
+
+
+def test_control_steps_match_the_chosen_grpo_runs_measured_time(proof) -> None:
+    stages = {
+        "sft": {"curriculum": {"refshapes": {"steps": 100, "seconds": 50.0}}},
+        "sft+grpo[acc]": {"steps": 4, "seconds": 120.0},
+    }
+    assert proof.matched_steps(stages, "sft+grpo[acc]") == 240  # 120 s at 0.5 s per SFT step
+
+
+def test_toy_run_is_step_budgeted_with_intervals(proof, tmp_path: Path, capsys) -> None:
+    import json
+
+    args = [
+        "--work", str(tmp_path / "w"), "--n-train", "6", "--n-val", "3", "--n-eval", "4",
+        "--n-single", "4", "--n-warmup", "4", "--warmup-steps", "2", "--single-steps", "1",
+        "--sft-steps", "2", "--rl-steps", "1", "--rl-prompts", "1", "--batch", "2",
+        "--max-new-tokens", "12", "--variants", "acc", "--skip-untrained",
+    ]  # fmt: skip
+    assert proof.main(args) == 0
+    summary = json.loads((tmp_path / "w" / "results-acc.json").read_text())
+    stages = summary["stages"]
+    assert [stages["sft"]["curriculum"][k]["steps"] for k in ("warmup", "single", "refshapes")] == [
+        2, 1, 2
+    ]  # fmt: skip
+    assert stages["sft+grpo[acc]"]["steps"] == 1
+    assert stages["sft-continued"]["steps"] == proof.matched_steps(stages, "sft+grpo[acc]")
+    for name, res in summary["results"].items():
+        for split in ("test", "ood"):
+            ci = res[split]["ci"]["all"]
+            assert ci["gIoU"][0] <= res[split]["all"]["gIoU"] <= ci["gIoU"][1], name
+    assert "test" in summary["paired_deltas"]
+    assert "paired bootstrap 95%" in capsys.readouterr().out
