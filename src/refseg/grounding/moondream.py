@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,18 +45,14 @@ import numpy as np
 from refseg.errors import InputError, ModelError
 from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import to_grounding
-from refseg.grounding.openai_api import (
-    _RETRY_STATUS,
-    _TRANSIENT,
-    MAX_BACKOFF_S,
-    _count,
-    _describe,
-    _error_detail,
-    _excerpt,
-    _number,
-    _retry_after,
-    image_data_url,
+from refseg.grounding.http import (
+    count_option,
+    excerpt,
+    json_object,
+    number_option,
+    post_with_retries,
 )
+from refseg.grounding.openai_api import image_data_url
 from refseg.protocol import MAX_ANSWER_VERTICES, ParsedAnswer, ParsedInstance
 
 __all__ = ["FRAMES", "MoondreamGrounder", "segment_url"]
@@ -67,7 +62,6 @@ FRAMES = ("box", "image")
 #: The frame refseg converts the answer into (any frame works; this one is exact for norm1000).
 _FRAME = 1000.0
 #: The longest response body read (a path of 100,000 vertices is well under this).
-MAX_RESPONSE_BYTES = 16 * 2**20
 
 
 def segment_url(url: str) -> str:
@@ -122,10 +116,10 @@ class MoondreamGrounder:
         self.frame = frame
         self.name = f"moondream:{url}"
         self.api_key_env = api_key_env
-        self.timeout = _number(timeout, "timeout", low=0.0, strict=True)
-        self.retries = _count(retries, "retries")
-        self.backoff = _number(backoff, "backoff", low=0.0)
-        self.concurrency = _count(concurrency, "concurrency")
+        self.timeout = number_option(timeout, "timeout", low=0.0, strict=True)
+        self.retries = count_option(retries, "retries")
+        self.backoff = number_option(backoff, "backoff", low=0.0)
+        self.concurrency = count_option(concurrency, "concurrency")
         self.model = model
         self._opener = urllib.request.build_opener()
 
@@ -151,52 +145,26 @@ class MoondreamGrounder:
         if self.model:
             payload["model"] = self.model
         body = json.dumps(payload).encode("utf-8")
-        last = "no try made"
-        for attempt in range(1, self.retries + 1):
-            request = urllib.request.Request(
-                self.endpoint, data=body, headers=self._headers(), method="POST"
-            )
-            retry_after: float | None = None
-            try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    data = response.read(MAX_RESPONSE_BYTES + 1)
-                return self._response_object(data)
-            except urllib.error.HTTPError as exc:
-                detail = _error_detail(exc)
-                if exc.code not in _RETRY_STATUS:
-                    raise ModelError(
-                        f"endpoint {self.endpoint} refused the request: HTTP {exc.code}{detail}"
-                    ) from None
-                last = f"HTTP {exc.code}{detail}"
-                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            except _TRANSIENT as exc:
-                last = _describe(exc)
-            if attempt < self.retries:
-                delay = (
-                    retry_after if retry_after is not None else self.backoff * 2 ** (attempt - 1)
-                )
-                time.sleep(min(delay, MAX_BACKOFF_S))
-        tries = "try" if self.retries == 1 else "tries"
-        raise ModelError(
-            f"endpoint {self.endpoint} unreachable after {self.retries} {tries}: {last}"
+        data = post_with_retries(
+            self._opener,
+            self.endpoint,
+            body,
+            self._headers,
+            timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
         )
+        return self._response_object(data)
 
     def _response_object(self, data: bytes) -> dict[str, Any]:
-        if len(data) > MAX_RESPONSE_BYTES:
-            raise ModelError(f"endpoint {self.endpoint} returned more than 16 MiB")
-        try:
-            value = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: not an answer
-            raise ModelError(
-                f"endpoint {self.endpoint} returned non-JSON: {_excerpt(data)}"
-            ) from None
+        value = json_object(data, self.endpoint)
         if not isinstance(value, dict):
             raise ModelError(
                 f"endpoint {self.endpoint} returned {type(value).__name__}, not an object"
             )
         if "error" in value and "path" not in value:
             raise ModelError(
-                f"endpoint {self.endpoint} returned an error: {_excerpt(value['error'])}"
+                f"endpoint {self.endpoint} returned an error: {excerpt(value['error'])}"
             )
         return value
 

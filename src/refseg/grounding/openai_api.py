@@ -17,12 +17,9 @@ one-line :class:`~refseg.errors.ModelError`; an answer the model wrote badly is 
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import os
-import random
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,14 +33,18 @@ from PIL import Image
 from refseg.errors import InputError, ModelError
 from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import Convention, to_grounding
+from refseg.grounding.http import (
+    count_option,
+    excerpt,
+    json_object,
+    number_option,
+    post_with_retries,
+)
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
 
 __all__ = ["OpenAIGrounder", "chat_completions_url", "image_data_url"]
 
 #: Longest wait between two tries, whatever the backoff or a server's Retry-After says.
-MAX_BACKOFF_S = 30.0
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_TRANSIENT = (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException)
 
 
 def chat_completions_url(url: str) -> str:
@@ -127,14 +128,14 @@ class OpenAIGrounder:
         self.convention = Convention.parse(convention)
         self.name = f"openai:{url}#{self.model}"
         self.api_key_env = api_key_env
-        self.timeout = _number(timeout, "timeout", low=0.0, strict=True)
-        self.retries = _count(retries, "retries")
-        self.backoff = _number(backoff, "backoff", low=0.0)
+        self.timeout = number_option(timeout, "timeout", low=0.0, strict=True)
+        self.retries = count_option(retries, "retries")
+        self.backoff = number_option(backoff, "backoff", low=0.0)
         if max_new_tokens is not None:
             max_tokens = max_new_tokens
-        self.max_tokens = _count(max_tokens, "max_tokens")
-        self.temperature = _number(temperature, "temperature", low=0.0)
-        self.concurrency = _count(concurrency, "concurrency")
+        self.max_tokens = count_option(max_tokens, "max_tokens")
+        self.temperature = number_option(temperature, "temperature", low=0.0)
+        self.concurrency = count_option(concurrency, "concurrency")
         if image_format not in ("png", "jpeg"):
             raise InputError(f"image_format must be png or jpeg, got {image_format!r}")
         self.image_format = image_format
@@ -180,54 +181,27 @@ class OpenAIGrounder:
                 "temperature": self.temperature,
             }
         ).encode("utf-8")
-        last = "no try made"
-        for attempt in range(1, self.retries + 1):
-            request = urllib.request.Request(
-                self.endpoint, data=body, headers=self._headers(), method="POST"
-            )
-            retry_after: float | None = None
-            try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    payload = response.read()
-                return self._answer_text(payload)
-            except urllib.error.HTTPError as exc:
-                detail = _error_detail(exc)
-                if exc.code not in _RETRY_STATUS:
-                    raise ModelError(
-                        f"endpoint {self.endpoint} refused the request: HTTP {exc.code}{detail}"
-                    ) from None
-                last = f"HTTP {exc.code}{detail}"
-                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            except _TRANSIENT as exc:
-                last = _describe(exc)
-            if attempt < self.retries:
-                time.sleep(self._delay(attempt, retry_after))
-        tries = "try" if self.retries == 1 else "tries"
-        raise ModelError(
-            f"endpoint {self.endpoint} unreachable after {self.retries} {tries}: {last}"
+        payload = post_with_retries(
+            self._opener,
+            self.endpoint,
+            body,
+            self._headers,
+            timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
         )
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_BACKOFF_S)
-        delay = self.backoff * (2 ** (attempt - 1))
-        return min(delay * (1.0 + 0.1 * random.random()), MAX_BACKOFF_S)
+        return self._answer_text(payload)
 
     def _answer_text(self, payload: bytes) -> str:
         """The assistant's text from a chat-completions response body; garbage is ModelError."""
-        try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
-            raise ModelError(
-                f"endpoint {self.endpoint} returned non-JSON: {_excerpt(payload)}"
-            ) from None
+        data = json_object(payload, self.endpoint)
         if isinstance(data, dict) and isinstance(data.get("error"), (dict, str)):
             error = data["error"]
             message = error.get("message", error) if isinstance(error, dict) else error
-            raise ModelError(f"endpoint {self.endpoint} returned an error: {_excerpt(message)}")
+            raise ModelError(f"endpoint {self.endpoint} returned an error: {excerpt(message)}")
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise ModelError(f"endpoint {self.endpoint} returned no choices: {_excerpt(payload)}")
+            raise ModelError(f"endpoint {self.endpoint} returned no choices: {excerpt(payload)}")
         message = choices[0].get("message")
         if not isinstance(message, dict):
             raise ModelError(f"endpoint {self.endpoint} returned a choice without a message")
@@ -301,60 +275,3 @@ def _content_text(content: Any) -> str | None:
                 texts.append(part)
         return "".join(texts)
     return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        reason = exc.reason
-        return _describe(reason) if isinstance(reason, BaseException) else str(reason)
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read()
-    except Exception:
-        return ""
-    if not body:
-        return ""
-    try:
-        data = json.loads(body)
-        error = data.get("error", data) if isinstance(data, dict) else data
-        message = error.get("message", error) if isinstance(error, dict) else error
-        return f" ({_excerpt(message)})"
-    except (ValueError, UnicodeDecodeError):
-        return f" ({_excerpt(body)})"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # HTTP-date form: fall back to our own backoff
-    return seconds if seconds >= 0 else None
-
-
-def _excerpt(value: Any, limit: int = 120) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{what} must be a whole number of at least 1, got {value!r}")
-    return value
-
-
-def _number(value: Any, what: str, *, low: float, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise InputError(f"{what} must be a number, got {value!r}")
-    if value < low or (strict and value == low):
-        raise InputError(f"{what} must be {'above' if strict else 'at least'} {low}, got {value}")
-    return float(value)

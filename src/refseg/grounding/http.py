@@ -1,0 +1,149 @@
+"""HTTP for the remote grounders: one POST with retries, bounded reads and one-line errors.
+
+The OpenAI-compatible and the Moondream grounders talk to different APIs but fail the same
+ways (connection refused, timeouts, 408/429/5xx, a server that answers megabytes of garbage), so
+the retry policy, the size cap and the error wording live here once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from refseg.errors import InputError, ModelError
+
+#: Longest wait between two tries, whatever ``Retry-After`` asks for.
+MAX_BACKOFF_S = 30.0
+#: Largest response body read; an answer is a few kB, so more is a broken or hostile server.
+MAX_RESPONSE_BYTES = 16 * 2**20
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+TRANSIENT = (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException)
+
+
+def post_with_retries(
+    opener: urllib.request.OpenerDirector,
+    endpoint: str,
+    body: bytes,
+    headers: Callable[[], dict[str, str]],
+    *,
+    timeout: float,
+    retries: int,
+    backoff: float,
+) -> bytes:
+    """POST ``body`` and return the response body, retrying transient failures.
+
+    ``headers`` is called per try, so a key set in the environment meanwhile is picked up.
+    A status outside :data:`RETRY_STATUS` is final; ``Retry-After`` (seconds) is honoured up to
+    :data:`MAX_BACKOFF_S`; otherwise the wait doubles from ``backoff`` with 10% jitter.
+    """
+    last = "no try made"
+    for attempt in range(1, retries + 1):
+        request = urllib.request.Request(endpoint, data=body, headers=headers(), method="POST")
+        retry_after: float | None = None
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                data = response.read(MAX_RESPONSE_BYTES + 1)
+            if len(data) > MAX_RESPONSE_BYTES:
+                raise ModelError(
+                    f"endpoint {endpoint} returned more than {MAX_RESPONSE_BYTES // 2**20} MiB"
+                )
+            return data
+        except urllib.error.HTTPError as exc:
+            detail = error_detail(exc)
+            if exc.code not in RETRY_STATUS:
+                raise ModelError(
+                    f"endpoint {endpoint} refused the request: HTTP {exc.code}{detail}"
+                ) from None
+            last = f"HTTP {exc.code}{detail}"
+            retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+        except TRANSIENT as exc:
+            last = describe(exc)
+        if attempt < retries:
+            time.sleep(_delay(backoff, attempt, retry_after))
+    tries = "try" if retries == 1 else "tries"
+    raise ModelError(f"endpoint {endpoint} unreachable after {retries} {tries}: {last}")
+
+
+def json_object(data: bytes, endpoint: str) -> Any:
+    """A response body as JSON; garbage (and nesting too deep to parse) is a ModelError."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ModelError(f"endpoint {endpoint} returned non-JSON: {excerpt(data)}") from None
+
+
+def _delay(backoff: float, attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(retry_after, MAX_BACKOFF_S)
+    delay = backoff * (2 ** (attempt - 1))
+    return min(delay * (1.0 + 0.1 * random.random()), MAX_BACKOFF_S)
+
+
+def describe(exc: BaseException) -> str:
+    """A transient failure in a few words (the innermost reason of a URLError)."""
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        reason = exc.reason
+        return describe(reason) if isinstance(reason, BaseException) else str(reason)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_detail(exc: urllib.error.HTTPError) -> str:
+    """The server's error message from an HTTP error body, as `` (message)`` or ``""``."""
+    try:
+        body = exc.read(64 * 1024)
+    except Exception:
+        return ""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message", error) if isinstance(error, dict) else error
+        return f" ({excerpt(message)})"
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return f" ({excerpt(body)})"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+    return seconds if seconds >= 0 else None
+
+
+def excerpt(value: Any, limit: int = 120) -> str:
+    """At most ``limit`` characters of a value, on one line."""
+    if isinstance(value, bytes):
+        value = value[: limit * 4].decode("utf-8", errors="replace")
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def count_option(value: Any, what: str) -> int:
+    """A whole-number option of at least 1 (retries, concurrency)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{what} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def number_option(value: Any, what: str, *, low: float, strict: bool = False) -> float:
+    """A finite number option at least (or, ``strict``, above) ``low`` (timeouts, backoff)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InputError(f"{what} must be a number, got {value!r}")
+    if value in (float("inf"), float("-inf")):
+        raise InputError(f"{what} must be a number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise InputError(f"{what} must be {'above' if strict else 'at least'} {low}, got {value}")
+    return float(value)
