@@ -21,8 +21,9 @@ import sys
 from refseg.errors import InputError
 
 ENV = "REFSEG_THREADS"
-#: More than any machine refseg runs on; a larger value is a typo.
-MAX_THREADS = 4096
+#: More cores than machines refseg runs on have; a larger value is a typo (and would start that
+#: many threads per onnxruntime session).
+MAX_THREADS = 1024
 
 
 def allowed_cores() -> int:
