@@ -1,8 +1,9 @@
 """onnxruntime options on the embedded SAM (TinyViT encoder + prompt decoder), printed as JSON.
 
 For every option: the encoder's median time on one COCO photo (bare session, pre-processed
-tensor), its ratio to the fp32 default *measured in the same run* with the variants interleaved
-(A B C A B C ...) so that load from other processes hits all of them alike, and the COCO-sample
+tensor), its ratio to the fp32 default *measured in the same run*: each option's run sits right
+beside an fp32 run (A B, then B A), and the median of those paired ratios is reported, so that
+load from other processes hits both sides of each ratio alike; and the COCO-sample
 mean IoU (the 36 non-crowd instances of >= 400 px, :mod:`refseg.testing.coco_sample`) with the
 exact ground-truth boxes and with boxes jittered by up to +-10 % of their size (fixed seed).
 Decoder options are timed per prompt (default refinement) on a shared embedding.
@@ -172,12 +173,29 @@ def main() -> None:
     feed_name = encoders["fp32 (all, default threads)"].get_inputs()[0].name
     for sess in encoders.values():  # warm-up: the first run allocates and optimises
         sess.run(None, {feed_name: tensor})
+    # Each option is timed right beside an fp32 run (order alternating between repeats), so the
+    # ratio compares two runs a few seconds apart, under nearly the same load.
+    baseline = "fp32 (all, default threads)"
     times: dict[str, list[float]] = {name: [] for name in encoders}
-    for _ in range(args.repeats):
-        for name, sess in encoders.items():
-            start = time.perf_counter()
-            sess.run(None, {feed_name: tensor})
-            times[name].append(time.perf_counter() - start)
+    ratios: dict[str, list[float]] = {name: [] for name in encoders}
+
+    def run(name: str) -> float:
+        start = time.perf_counter()
+        encoders[name].run(None, {feed_name: tensor})
+        return time.perf_counter() - start
+
+    for repeat in range(args.repeats):
+        for name in encoders:
+            if name == baseline:
+                continue
+            if repeat % 2:
+                option, base_s = run(name), run(baseline)
+            else:
+                base_s, option = run(baseline), run(name)
+            times[name].append(option)
+            times[baseline].append(base_s)
+            ratios[name].append(option / base_s)
+    ratios[baseline] = [1.0]
 
     # Decoder: ms per prompt on one embedding (default refinement), fp32 vs dynamic int8.
     decoders = {
@@ -202,18 +220,14 @@ def main() -> None:
         jitter_boxes.append(jittered(obj.box, width, height, rng))
 
     median = statistics.median
-    base = median(times["fp32 (all, default threads)"])
     rows = []
     for name, sess in encoders.items():
         row = {
             "option": name,
             "encode_ms": round(1000 * median(times[name]), 1),
-            "ratio_to_fp32": round(median(times[name]) / base, 3),
-            # per-repeat ratios (interleaved neighbours) are steadier under load than medians
-            "paired_ratio_median": round(
-                median(t / b for t, b in zip(times[name], times["fp32 (all, default threads)"])),
-                3,
-            ),
+            # the median of the ratios to the fp32 run beside each measurement
+            "ratio_to_fp32": round(median(ratios[name]), 3),
+            "ratio_min_max": [round(min(ratios[name]), 3), round(max(ratios[name]), 3)],
         }
         if not args.skip_iou:
             sam.encoder, sam.decoder = sess, decoders["decoder fp32"]
