@@ -141,3 +141,26 @@ def test_excluded_nodes_stay_float(tiny: Path, tmp_path: Path) -> None:
     quantize.quantize_encoder(tiny, target, _images(), exclude=["enc/"])
     ops = [n.op_type for n in onnx.load(str(target)).graph.node]
     assert "Conv" in ops and "QuantizeLinear" not in ops
+
+
+def test_quantizer_warnings_are_dropped_while_building(caplog) -> None:
+    """onnxruntime's quantizer logs warnings on the root logger; others' records still pass."""
+    import logging
+
+    root = logging.getLogger()
+    caplog.set_level(logging.WARNING)
+
+    def emit(pathname: str, level: int) -> None:
+        root.handle(root.makeRecord("root", level, pathname, 1, "note %s", (pathname,), None))
+
+    with quantize._quiet_quantizer():
+        emit("/site-packages/onnxruntime/quantization/base_quantizer.py", logging.WARNING)
+        emit("/somewhere/else.py", logging.WARNING)
+        emit("/site-packages/onnxruntime/quantization/quantize.py", logging.ERROR)
+    emit("/site-packages/onnxruntime/quantization/base_quantizer.py", logging.WARNING)
+    seen = [record.pathname for record in caplog.records]
+    assert seen == [
+        "/somewhere/else.py",
+        "/site-packages/onnxruntime/quantization/quantize.py",  # errors still show
+        "/site-packages/onnxruntime/quantization/base_quantizer.py",  # after the build
+    ]

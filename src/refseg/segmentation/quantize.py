@@ -20,10 +20,12 @@ on every load: a corrupted or edited file is refused with one line naming the re
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,23 @@ def quantize_encoder(
         os.replace(work / "int8.onnx", target)
 
 
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Drop the warnings onnxruntime's quantization tools log on the root logger while building
+    (twenty lines about per-channel axes of 1-D weights and pre-processing already done): they
+    are not the user's to act on, and the CLI's output should stay one line per fact."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname or record.levelno >= logging.ERROR
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def _marker(folder: Path) -> dict:
     try:
         return json.loads((folder / MARKER).read_text())
@@ -192,7 +211,8 @@ def build_int8(
     (folder / MARKER).unlink(missing_ok=True)
     target = folder / "encoder.onnx"
     try:
-        quantize_encoder(encoder, target, calibration_images() if images is None else images)
+        with _quiet_quantizer():
+            quantize_encoder(encoder, target, calibration_images() if images is None else images)
     except WeightsError:
         raise
     except Exception as exc:
