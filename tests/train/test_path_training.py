@@ -225,3 +225,14 @@ def test_recorded_rollouts_have_no_duplicates_after_a_kill_and_resume(
     keys = [(r["step"], r["index"]) for r in _rollouts(rec)]
     assert sorted(keys) == [(s, i) for s in (0, 1, 2) for i in range(4)]
     assert len(set(keys)) == len(keys)
+
+
+def test_rollout_reader_skips_damaged_and_overlong_lines(tmp_path, monkeypatch):
+    from refseg.train import rollouts
+
+    monkeypatch.setattr(rollouts, "MAX_LINE_BYTES", 100)
+    path = tmp_path / "rollouts.jsonl"
+    good = json.dumps({"step": 0, "index": 0}) + "\n"
+    long = json.dumps({"step": 0, "index": 1, "pad": "x" * 500}) + "\n"
+    path.write_text(good + long + "not json\n" + '{"index": 2}\n' + good + '{"step": 1, "ind')
+    assert [r["index"] for r in rollouts.read_rollouts(path)] == [0, 0]

@@ -58,8 +58,15 @@ def read_rollouts(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every complete record of a rollout file (a damaged or cut-off line is skipped)."""
     out = []
     with open(path, "rb") as handle:
-        for line in handle:
-            if len(line) > MAX_LINE_BYTES or not line.endswith(b"\n"):
+        while True:
+            line = handle.readline(MAX_LINE_BYTES + 1)  # never more than this in memory
+            if not line:
+                break
+            if len(line) > MAX_LINE_BYTES:
+                while line and not line.endswith(b"\n"):  # skip the rest of an overlong line
+                    line = handle.readline(MAX_LINE_BYTES + 1)
+                continue
+            if not line.endswith(b"\n"):
                 continue
             try:
                 record = json.loads(line)
