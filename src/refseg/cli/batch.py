@@ -542,7 +542,6 @@ def run_batch(
 
         device = _rank_device()  # each rank on its local GPU, not all on the first
     main = dist.rank == 0
-    started = time.perf_counter()
     with BatchRun(
         pairs,
         out,
@@ -574,6 +573,7 @@ def run_batch(
             refine_iters=refine_iters,
         )
         try:
+            started = time.perf_counter()  # models loaded: as the one-process figure
             counts = run.run(pipeline, think=think, progress=main)
         except KeyboardInterrupt:
             typer.echo(
@@ -594,7 +594,7 @@ def run_batch(
         )
         if not main:
             return
-        # All ranks' work over the wall time of the slowest (models loaded in parallel).
+        # All ranks' pairs over rank 0's time from its models being ready to the last rank done.
         elapsed = time.perf_counter() - started
         done = len(run.todo_all)
         images = len({p["image"] for p in run.todo_all})
