@@ -151,6 +151,25 @@ def peft_config(config: TrainConfig) -> Any:
     )
 
 
+def prune_checkpoints(output_dir: str | Path, limit: int | None) -> None:
+    """Keep the newest ``limit`` ``checkpoint-N`` folders of refseg's own trainers (None: all).
+
+    TRL's trainers prune their own (``save_total_limit``); the decoder and refiner trainers,
+    which run their own loops, call this after each save.
+    """
+    if limit is None:
+        return
+    import shutil
+
+    found = sorted(
+        (int(p.name.split("-", 1)[1]), p)
+        for p in Path(output_dir).glob("checkpoint-*")
+        if p.name.split("-", 1)[1].isdigit()
+    )
+    for _, path in found[: max(0, len(found) - limit)]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete ``checkpoint-N`` in ``output_dir`` (None if there is none).
 

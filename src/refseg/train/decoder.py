@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,21 +463,9 @@ class DecoderTrainer:
         state = json.loads((Path(folder) / "trainer_state.json").read_text())
         self.step = int(state["global_step"])
 
-    def _prune(self, output: Path) -> None:
-        limit = self.config.save_total_limit
-        if limit is None:
-            return
-        found = sorted(
-            (int(p.name.split("-", 1)[1]), p)
-            for p in output.glob("checkpoint-*")
-            if p.name.split("-", 1)[1].isdigit()
-        )
-        for _, path in found[: max(0, len(found) - limit)]:
-            shutil.rmtree(path, ignore_errors=True)
-
     def train(self) -> DecoderTrainer:
         """Run to ``total_steps`` from the newest checkpoint (if any); save the decoder."""
-        from refseg.train.common import last_checkpoint
+        from refseg.train.common import last_checkpoint, prune_checkpoints
 
         output = Path(self.config.output_dir)
         output.mkdir(parents=True, exist_ok=True)
@@ -495,7 +482,7 @@ class DecoderTrainer:
                     handle.write(json.dumps(record) + "\n")
             if self.step % self.config.save_steps == 0:
                 self.save(output / f"checkpoint-{self.step}")
-                self._prune(output)
+                prune_checkpoints(output, self.config.save_total_limit)
         self.save(output, final=True)
         if self.lora:  # the grounder to pair with this decoder: the adapted VLM, merged
             merged = self.grounder.model.merge_and_unload()

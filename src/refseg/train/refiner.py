@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -524,18 +523,6 @@ class RefinerTrainer:
         )
         self.step = int(state["global_step"])
 
-    def _prune(self, output: Path) -> None:
-        limit = self.config.save_total_limit
-        if limit is None:
-            return
-        found = sorted(
-            (int(p.name.split("-", 1)[1]), p)
-            for p in output.glob("checkpoint-*")
-            if p.name.split("-", 1)[1].isdigit()
-        )
-        for _, path in found[: max(0, len(found) - limit)]:
-            shutil.rmtree(path, ignore_errors=True)
-
     def _trim_log(self, log_path: Path) -> None:
         """Drop log lines past the resumed step (the killed run's steps are redone)."""
         if not log_path.is_file():
@@ -552,7 +539,7 @@ class RefinerTrainer:
 
     def train(self) -> RefinerTrainer:
         """Run to ``max_steps`` from the newest checkpoint (if any); save ``refiner.pt``."""
-        from refseg.train.common import last_checkpoint
+        from refseg.train.common import last_checkpoint, prune_checkpoints
 
         output = Path(self.config.output_dir)
         output.mkdir(parents=True, exist_ok=True)
@@ -571,7 +558,7 @@ class RefinerTrainer:
                     handle.write(json.dumps(record) + "\n")
             if self.step % self.config.save_steps == 0:
                 self.save(output / f"checkpoint-{self.step}")
-                self._prune(output)
+                prune_checkpoints(output, self.config.save_total_limit)
         self.save(output, final=True)
         (output / "refiner_train_config.json").write_text(
             json.dumps(dataclasses.asdict(self.config), indent=1)
