@@ -21,6 +21,7 @@ _EXTRA_OF_MODULE = {
     "transformers": "vlm",
     "tokenizers": "vlm",
     "safetensors": "vlm",
+    "onnx": "int8",
     "trl": "train",
     "peft": "train",
     "accelerate": "train",
