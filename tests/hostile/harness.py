@@ -72,9 +72,12 @@ def run_limited(
     except subprocess.TimeoutExpired:
         pytest.fail(f"hung: {argv[:4]} ran past {timeout} s")
     if done.returncode < 0:
-        pytest.fail(f"killed by signal {-done.returncode}: {argv[:4]}\n{done.stderr.decode()[-2000:]}")
-    return Outcome(done.returncode, done.stdout.decode(errors="replace"),
-                   done.stderr.decode(errors="replace"))
+        pytest.fail(
+            f"killed by signal {-done.returncode}: {argv[:4]}\n{done.stderr.decode()[-2000:]}"
+        )
+    return Outcome(
+        done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    )
 
 
 def run_python(code: str, **kwargs) -> Outcome:

@@ -124,7 +124,7 @@ def test_truncated_decoder_is_refused(isolated, real_files):
     _install(real_files, target, weights.TARBALL_SHA256 + "\n")
     with open(target / "sam.onnx", "r+b") as handle:
         handle.truncate(1000)
-    with pytest.raises(WeightsError, match="sam.onnx"):
+    with pytest.raises(WeightsError, match=r"sam\.onnx"):
         weights.default_sam_onnx(fetch=False)
 
 

@@ -65,7 +65,8 @@ def _onnx():
         import onnx
     except ImportError as exc:
         raise WeightsError(
-            "building the int8 encoder (onnx-sam:int8) needs the 'int8' extra: pip install 'refseg[int8]'"
+            "building the int8 encoder (onnx-sam:int8) needs the 'int8' extra:"
+            " pip install 'refseg[int8]'"
         ) from exc
     return onnx
 
