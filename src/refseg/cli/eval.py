@@ -238,3 +238,35 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         if int(os.environ.get("RANK", "0") or 0) == 0:
             _print_summary(document, out, report=report)
+
+    # A command of its own: `eval` is a single command whose options (--dataset, --out) are
+    # required, so `refseg eval compare` cannot be a sub-command of it without breaking it.
+    @app.command("eval-compare")
+    def eval_compare_command(
+        runs: list[Path] = typer.Argument(
+            ..., metavar="RUN_DIR", help="Run folders of refseg eval; the first is the baseline."
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", help="Write compare.json and compare.html (with overlays) here."
+        ),
+        samples: int = typer.Option(
+            8,
+            "--samples",
+            min=0,
+            max=200,
+            help="Samples shown in compare.html, those whose IoU differs most between runs.",
+        ),
+        allow_different_datasets: bool = typer.Option(
+            False,
+            "--allow-different-datasets",
+            help="Compare runs over different datasets (on the sample ids they share).",
+        ),
+    ) -> None:
+        """Put several eval runs side by side: metrics with 95% CIs, paired differences."""
+        from refseg.eval.compare import compare_runs, print_comparison, write_comparison
+
+        comparison = compare_runs(runs, allow_different_datasets=allow_different_datasets)
+        print_comparison(comparison)
+        if out is not None:
+            written = write_comparison(comparison, out, samples=samples)
+            typer.echo("wrote " + ", ".join(str(p) for p in written))

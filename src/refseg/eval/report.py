@@ -185,14 +185,22 @@ def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray
 
     ``None`` when the image cannot be read (the report then shows the numbers only).
     """
-    from refseg import masks
-    from refseg.render import overlay
-    from refseg.types import Instance, Result
-
     path = sample.image if sample is not None else record.get("image")
     image = _image(str(path)) if path else None
     if image is None:
         return None
+    gt_panel = truth_panel(image, sample)
+    pred_panel = prediction_panel(image, record)
+    separator = np.full((gt_panel.shape[0], 8, 3), 255, dtype=np.uint8)
+    return np.concatenate([gt_panel, separator, pred_panel], axis=1)
+
+
+def truth_panel(image: np.ndarray, sample: Sample | None) -> np.ndarray:
+    """The ground truth drawn on ``image`` (shrunk for the report); separate from
+    :func:`prediction_panel` so a comparison of several runs draws it once per sample."""
+    from refseg.render import overlay
+    from refseg.types import Instance, Result
+
     height, width = image.shape[:2]
     gt = Result(width=width, height=height)
     if sample is not None and (sample.height, sample.width) == (height, width):
@@ -201,6 +209,17 @@ def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray
             Instance(rle, box=boxes[i] if i < len(boxes) else None)
             for i, rle in enumerate(sample.masks)
         ]
+    return _shrink(overlay(image, gt), MAX_PANEL_WIDTH)
+
+
+def prediction_panel(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+    """A record's prediction (its mask, boxes and points) drawn on ``image``, shrunk like
+    :func:`truth_panel`."""
+    from refseg import masks
+    from refseg.render import overlay
+    from refseg.types import Instance, Result
+
+    height, width = image.shape[:2]
     pred = Result(width=width, height=height)
     if record.get("prediction") and list(record["prediction"]["size"]) == [height, width]:
         pred.instances = [Instance(record["prediction"])]
@@ -213,10 +232,7 @@ def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray
             )
             for i in record.get("instances") or []
         ]
-    gt_panel = _shrink(overlay(image, gt), MAX_PANEL_WIDTH)
-    pred_panel = _shrink(overlay(image, pred), MAX_PANEL_WIDTH)
-    separator = np.full((gt_panel.shape[0], 8, 3), 255, dtype=np.uint8)
-    return np.concatenate([gt_panel, separator, pred_panel], axis=1)
+    return _shrink(overlay(image, pred), MAX_PANEL_WIDTH)
 
 
 def _status(record: Mapping[str, Any]) -> str:
