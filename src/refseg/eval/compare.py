@@ -487,8 +487,11 @@ def _sample_row(comparison: Comparison, sample_id: str, sample: Any, labels: Seq
     from refseg.eval import report
 
     first = comparison.runs[0].records[sample_id]
-    path = sample.image if sample is not None else first.get("image")
-    image = report._image(str(path)) if path else None
+    # the image the run read (recorded as a path); the dataset's own path as the fallback
+    paths = [first.get("image"), sample.image if sample is not None else None]
+    image = next(
+        (report._image(str(p)) for p in paths if p and report._image(str(p)) is not None), None
+    )
     cards = []
     if image is None:
         cards.append('<div class="noimg">image unavailable</div>')
