@@ -66,3 +66,10 @@ def test_drop_records_rewrites_without_the_dropped(tmp_path):
     assert drop_records(path, lambda r: "error" in r) == 1
     assert path.read_text().splitlines() == ['{"id":"1"}', '{"id":"3"}']  # torn tail gone too
     assert drop_records(path, lambda r: False) == 0
+
+
+def test_a_deeply_nested_line_is_one_line_error(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(b'{"id": "1"}\n' + b"[" * 200_000 + b"]" * 200_000 + b"\n")
+    with pytest.raises(InputError, match="line 2 is nested too deeply"):
+        read_records(path)

@@ -43,8 +43,10 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-        except ValueError as exc:
+        except ValueError as exc:  # also bad UTF-8 (UnicodeDecodeError is a ValueError)
             raise InputError(f"{path}: line {number} is not a JSON record ({exc})") from exc
+        except RecursionError:
+            raise InputError(f"{path}: line {number} is nested too deeply to be a record") from None
         if not isinstance(record, dict) or "id" not in record:
             raise InputError(f'{path}: line {number} is not a record (no "id")')
         out.append(record)
