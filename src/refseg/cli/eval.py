@@ -107,7 +107,8 @@ def register(app: typer.Typer) -> None:
             None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."
         ),
         segmenter: str = typer.Option(
-            "onnx-sam", help="onnx-sam | onnx:ENC,DEC | sam:ID | sam2:ID"
+            "onnx-sam",
+            help="onnx-sam | onnx-sam:int8 | onnx:ENC,DEC | sam:ID | sam2:ID | boxdec:PATH",
         ),
         oracle_boxes: bool = typer.Option(
             False,

@@ -105,7 +105,8 @@ def register(app: typer.Typer) -> None:
             [], "--point", help="Point prompt X,Y[,LABEL]; LABEL 1 fg (default), 0 bg."
         ),
         segmenter: str = typer.Option(
-            "onnx-sam", help="onnx-sam | onnx:ENC,DEC | sam:ID | sam2:ID"
+            "onnx-sam",
+            help="onnx-sam | onnx-sam:int8 | onnx:ENC,DEC | sam:ID | sam2:ID | boxdec:PATH",
         ),
         grounder: str | None = typer.Option(
             None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."

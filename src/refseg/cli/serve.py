@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
             "openai:URL#MODEL). Without one, the server takes boxes and points only.",
         ),
         segmenter: str = typer.Option(
-            "onnx-sam", help="onnx-sam | onnx:ENC,DEC | sam:ID | sam2:ID"
+            "onnx-sam",
+            help="onnx-sam | onnx-sam:int8 | onnx:ENC,DEC | sam:ID | sam2:ID | boxdec:PATH",
         ),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
         max_new_tokens: int | None = typer.Option(
