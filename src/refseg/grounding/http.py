@@ -12,6 +12,7 @@ import json
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,25 @@ MAX_BACKOFF_S = 30.0
 MAX_RESPONSE_BYTES = 16 * 2**20
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT = (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException)
+
+
+def endpoint_url(url: str, route: str, *, grounder: str, example: str) -> str:
+    """``BASE/v1/ROUTE`` for a server URL given with or without ``/v1`` or the route itself.
+
+    ``http://host:8000``, ``http://host:8000/v1`` and ``http://host:8000/v1/ROUTE`` all give the
+    last form; anything but an http(s) URL naming a host is refused in one line.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise InputError(f"the {grounder} grounder needs a server URL, e.g. {example}")
+    base = url.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"server URL {url!r} must start with http:// or https:// and name a host")
+    if base.endswith(f"/{route}"):
+        return base
+    if base.endswith("/v1"):
+        return f"{base}/{route}"
+    return f"{base}/v1/{route}"
 
 
 def post_with_retries(

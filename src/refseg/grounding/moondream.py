@@ -47,6 +47,7 @@ from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import to_grounding
 from refseg.grounding.http import (
     count_option,
+    endpoint_url,
     excerpt,
     json_object,
     number_option,
@@ -61,22 +62,11 @@ __all__ = ["FRAMES", "MoondreamGrounder", "segment_url"]
 FRAMES = ("box", "image")
 #: The frame refseg converts the answer into (any frame works; this one is exact for norm1000).
 _FRAME = 1000.0
-#: The longest response body read (a path of 100,000 vertices is well under this).
 
 
 def segment_url(url: str) -> str:
     """The segment address for a server URL given with or without ``/v1`` or ``/segment``."""
-    if not isinstance(url, str) or not url.strip():
-        raise InputError("the moondream grounder needs a server URL, e.g. http://localhost:2020/v1")
-    base = url.strip().rstrip("/")
-    parts = urllib.parse.urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InputError(f"server URL {url!r} must start with http:// or https:// and name a host")
-    if base.endswith("/segment"):
-        return base
-    if base.endswith("/v1"):
-        return base + "/segment"
-    return base + "/v1/segment"
+    return endpoint_url(url, "segment", grounder="moondream", example="http://localhost:2020/v1")
 
 
 class MoondreamGrounder:

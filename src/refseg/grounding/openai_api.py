@@ -35,6 +35,7 @@ from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import Convention, to_grounding
 from refseg.grounding.http import (
     count_option,
+    endpoint_url,
     excerpt,
     json_object,
     number_option,
@@ -53,17 +54,9 @@ def chat_completions_url(url: str) -> str:
     ``http://host:8000``, ``http://host:8000/v1`` and the full
     ``http://host:8000/v1/chat/completions`` all give the last form.
     """
-    if not isinstance(url, str) or not url.strip():
-        raise InputError("the openai grounder needs a server URL, e.g. http://localhost:8000/v1")
-    base = url.strip().rstrip("/")
-    parts = urllib.parse.urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InputError(f"server URL {url!r} must start with http:// or https:// and name a host")
-    if base.endswith("/chat/completions"):
-        return base
-    if base.endswith("/v1"):
-        return base + "/chat/completions"
-    return base + "/v1/chat/completions"
+    return endpoint_url(
+        url, "chat/completions", grounder="openai", example="http://localhost:8000/v1"
+    )
 
 
 def image_data_url(image: np.ndarray, fmt: str = "png", quality: int = 95) -> str:
