@@ -151,6 +151,28 @@ def peft_config(config: TrainConfig) -> Any:
     )
 
 
+def mask_loss_terms(logits: Any, target: Any) -> tuple[Any, Any, Any]:
+    """BCE and soft Dice of mask logits against a 0-1 target, and the thresholded masks' IoU.
+
+    The decoder and refiner trainers both learn masks with a quality head; they share these
+    terms (Dice with +1 smoothing per mask; IoU 1 when both masks are empty, no gradient) and
+    weight them in their own losses. Returns ``(bce, dice per mask, iou per mask)``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits).flatten(1)
+    flat = target.flatten(1)
+    dice = 1 - (2 * (prob * flat).sum(1) + 1) / (prob.sum(1) + flat.sum(1) + 1)
+    with torch.no_grad():
+        pred, truth = (logits > 0).flatten(1), flat > 0.5
+        inter = (pred & truth).sum(1).float()
+        union = (pred | truth).sum(1).float()
+        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return bce, dice, iou
+
+
 def prune_checkpoints(output_dir: str | Path, limit: int | None) -> None:
     """Keep the newest ``limit`` ``checkpoint-N`` folders of refseg's own trainers (None: all).
 

@@ -181,19 +181,11 @@ def box_iou(a: list[float], b: list[float]) -> float:
 
 def mask_losses(logits: Any, target: Any, iou_pred: Any, weights: LossSection) -> dict[str, Any]:
     """BCE + Dice on the logits (``target`` in 0-1 at their size) + MSE of the IoU head."""
-    import torch
     import torch.nn.functional as F
 
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    prob = torch.sigmoid(logits).flatten(1)
-    flat = target.flatten(1)
-    dice = 1 - (2 * (prob * flat).sum(1) + 1) / (prob.sum(1) + flat.sum(1) + 1)
-    with torch.no_grad():
-        pred = (logits > 0).flatten(1)
-        truth = flat > 0.5
-        inter = (pred & truth).sum(1).float()
-        union = (pred | truth).sum(1).float()
-        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    from refseg.train.common import mask_loss_terms
+
+    bce, dice, iou = mask_loss_terms(logits, target)
     iou_loss = F.mse_loss(iou_pred.float(), iou)
     total = weights.bce * bce + weights.dice * dice.mean() + weights.iou * iou_loss
     return {

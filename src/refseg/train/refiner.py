@@ -403,18 +403,11 @@ class EmbeddingCache:
 
 def refine_losses(logits: Any, target: Any, quality: Any, weights: RefinerLoss) -> dict[str, Any]:
     """BCE + Dice against the soft target, MSE of the quality head against the pass's IoU."""
-    import torch
     import torch.nn.functional as F
 
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    prob = torch.sigmoid(logits).flatten(1)
-    flat = target.flatten(1)
-    dice = 1 - (2 * (prob * flat).sum(1) + 1) / (prob.sum(1) + flat.sum(1) + 1)
-    with torch.no_grad():
-        pred, truth = (logits > 0).flatten(1), flat > 0.5
-        inter = (pred & truth).sum(1).float()
-        union = (pred | truth).sum(1).float()
-        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    from refseg.train.common import mask_loss_terms
+
+    bce, dice, iou = mask_loss_terms(logits, target)
     q = F.mse_loss(quality.float(), iou)
     total = weights.bce * bce + weights.dice * dice.mean() + weights.quality * q
     return {"loss": total, "bce": bce, "dice": dice.mean(), "quality": q, "iou": iou.mean()}
