@@ -298,20 +298,7 @@ def run_path_grpo(sft_dir: Path, out: Path, args, samples: list) -> dict:
         }
     )
     trainer = grpo.build_trainer(cfg, samples=samples)
-    start = time.time()
-    trainer.train()
-    seconds = time.time() - start
-    trainer.save_model(cfg.output_dir)
-    trainer.processing_class.save_pretrained(cfg.output_dir)
-    logged = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    rewards = [r["rewards/mask_iou/mean"] for r in logged if "rewards/mask_iou/mean" in r]
-    k = max(1, len(rewards) // 4)
-    return {
-        "steps": trainer.state.global_step,
-        "seconds": round(seconds, 1),
-        "mask_iou_first_quarter": round(float(np.mean(rewards[:k])), 4) if rewards else None,
-        "mask_iou_last_quarter": round(float(np.mean(rewards[-k:])), 4) if rewards else None,
-    }
+    return P.train_grpo_and_summarise(trainer, out, "rewards/mask_iou/mean", "mask_iou")
 
 
 def train_refiners(args, samples_by_id: dict, sam: Any) -> dict:

@@ -348,19 +348,26 @@ def run_grpo(
     if variant.get("distractors_only"):
         samples = [s for s in samples if s.meta.get("n_objects", 1) > 1]
     trainer = grpo.build_trainer(config, samples=samples, segmenter=ColourRegionSegmenter())
+    return train_grpo_and_summarise(trainer, out, "reward", "reward")
+
+
+def train_grpo_and_summarise(trainer: Any, out: Path, logged_key: str, name: str) -> dict:
+    """Train, save model and processor into ``out`` (the run's output_dir), and report steps,
+    wall time and the mean of ``logged_key`` (from ``log.jsonl``) over the first and the last
+    quarter of the logged steps as ``{name}_first_quarter`` / ``{name}_last_quarter``."""
     start = time.time()
     trainer.train()
     seconds = time.time() - start
-    trainer.save_model(config.output_dir)
-    trainer.processing_class.save_pretrained(config.output_dir)
+    trainer.save_model(str(out))
+    trainer.processing_class.save_pretrained(str(out))
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    rewards = [r["reward"] for r in records if "reward" in r]
-    k = max(1, len(rewards) // 4)
+    values = [r[logged_key] for r in records if logged_key in r]
+    k = max(1, len(values) // 4)
     return {
         "steps": trainer.state.global_step,
         "seconds": round(seconds, 1),
-        "reward_first_quarter": round(float(np.mean(rewards[:k])), 4) if rewards else None,
-        "reward_last_quarter": round(float(np.mean(rewards[-k:])), 4) if rewards else None,
+        f"{name}_first_quarter": round(float(np.mean(values[:k])), 4) if values else None,
+        f"{name}_last_quarter": round(float(np.mean(values[-k:])), 4) if values else None,
     }
 
 
