@@ -298,7 +298,7 @@ def run_path_grpo(sft_dir: Path, out: Path, args, samples: list) -> dict:
         }
     )
     trainer = grpo.build_trainer(cfg, samples=samples)
-    return P.train_grpo_and_summarise(trainer, out, "rewards/mask_iou/mean", "mask_iou")
+    return P.train_grpo_and_summarise(trainer, cfg, "rewards/mask_iou/mean", "mask_iou")
 
 
 def train_refiners(args, samples_by_id: dict, sam: Any) -> dict:

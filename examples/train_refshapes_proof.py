@@ -289,15 +289,14 @@ def sft_config(
 
 def run_sft(config, steps: int, samples: list) -> dict[str, Any]:
     """``steps`` optimizer steps of SFT; returns the steps made and their wall time."""
-    from refseg.train import sft
+    from refseg.train import common, sft
 
     config.max_steps = int(steps)
     trainer = sft.build_trainer(config, samples=samples)
     start = time.time()
     trainer.train()
     seconds = time.time() - start
-    trainer.save_model(config.output_dir)
-    trainer.processing_class.save_pretrained(config.output_dir)
+    common.save_final(trainer, config)
     return {"steps": trainer.state.global_step, "seconds": round(seconds, 1)}
 
 
@@ -348,18 +347,21 @@ def run_grpo(
     if variant.get("distractors_only"):
         samples = [s for s in samples if s.meta.get("n_objects", 1) > 1]
     trainer = grpo.build_trainer(config, samples=samples, segmenter=ColourRegionSegmenter())
-    return train_grpo_and_summarise(trainer, out, "reward", "reward")
+    return train_grpo_and_summarise(trainer, config, "reward", "reward")
 
 
-def train_grpo_and_summarise(trainer: Any, out: Path, logged_key: str, name: str) -> dict:
-    """Train, save model and processor into ``out`` (the run's output_dir), and report steps,
-    wall time and the mean of ``logged_key`` (from ``log.jsonl``) over the first and the last
-    quarter of the logged steps as ``{name}_first_quarter`` / ``{name}_last_quarter``."""
+def train_grpo_and_summarise(trainer: Any, config: Any, logged_key: str, name: str) -> dict:
+    """Train, save the model (:func:`refseg.train.common.save_final`) into the run's
+    ``output_dir``, and report steps, wall time and the mean of ``logged_key`` (from
+    ``log.jsonl``) over the first and the last quarter of the logged steps as
+    ``{name}_first_quarter`` / ``{name}_last_quarter``."""
+    from refseg.train import common
+
+    out = Path(config.output_dir)
     start = time.time()
     trainer.train()
     seconds = time.time() - start
-    trainer.save_model(str(out))
-    trainer.processing_class.save_pretrained(str(out))
+    common.save_final(trainer, config)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     values = [r[logged_key] for r in records if logged_key in r]
     k = max(1, len(values) // 4)

@@ -8,6 +8,7 @@ processor resize, generate, decode, parse, coordinate convention - is checked ag
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,17 @@ def test_prompt_template_replaces_the_protocol_prompt(tiny_qwen3_vl_dir):
         load_grounder(f"qwen3-vl:{tiny_qwen3_vl_dir}", prompt_template="{other}").build_messages(
             None, "x"
         )
+
+
+@pytest.mark.parametrize(
+    "card", ['["not", "an object"]', '{"prompt_template": "no field"}', "{broken", "x" * 70000]
+)
+def test_a_bad_model_card_is_one_line_naming_it(tiny_qwen3_vl_dir, tmp_path, card):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for item in Path(tiny_qwen3_vl_dir).iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "refseg.json").write_text(card)
+    with pytest.raises(ModelError, match=r"refseg\.json: unreadable model card") as info:
+        load_grounder(f"qwen3-vl:{folder}")
+    assert "\n" not in str(info.value)

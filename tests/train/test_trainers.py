@@ -60,6 +60,30 @@ def test_grpo_two_steps_logs_every_reward(tiny_vlm, tiny_refshapes, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "checkpoint-2").is_dir()
 
 
+def test_a_trained_model_is_asked_with_the_prompt_it_was_trained_on(
+    tiny_vlm, tiny_refshapes, tmp_path
+):
+    from refseg.grounding import load_grounder
+    from refseg.train import sft
+
+    out = tmp_path / "sft-template"
+    template = 'Find: "{phrase}"'
+    sft.train(
+        config_from_dict(
+            base_config(tiny_vlm, tiny_refshapes, out, max_steps=1, prompt_template=template)
+        )
+    )
+    grounder = load_grounder(f"qwen3-vl:{out}")
+    assert grounder.prompt_template == template
+    (message,) = grounder.build_messages(None, "the red box")
+    assert message["content"][1]["text"] == 'Find: "the red box"'
+    # An explicit template still wins; the base model (no card) keeps the protocol's prompt.
+    assert (
+        load_grounder(f"qwen3-vl:{out}", prompt_template="{phrase}?").prompt_template == "{phrase}?"
+    )
+    assert load_grounder(f"qwen3-vl:{tiny_vlm}").prompt_template is None
+
+
 def test_grpo_lora_with_kl_reference(tiny_vlm, tiny_refshapes, tmp_path):
     """LoRA plus beta > 0: the reference is the adapter-disabled base model."""
     from refseg.train import grpo

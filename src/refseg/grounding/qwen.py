@@ -69,6 +69,11 @@ _MODEL_TYPES = {"qwen3-vl": ("qwen3_vl", "qwen3_vl_moe"), "qwen2.5-vl": ("qwen2_
 DEFAULT_MAX_NEW_TOKENS = 1024
 DEFAULT_BATCH_SIZE = 8
 
+#: How a model refseg trained must be asked, written beside its weights (see
+#: :func:`write_model_card`); small by construction, so a larger file is refused unread.
+MODEL_CARD = "refseg.json"
+_MODEL_CARD_BYTES = 64 * 1024
+
 #: Files a Qwen-VL checkpoint needs (weights, configs, tokenizer, chat template).
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model"]
 
@@ -171,6 +176,35 @@ def _chat_template(folder: Path, tokenizer: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Resolving where the model comes from, and on what it runs
+
+
+def write_model_card(folder: str | Path, *, prompt_template: str | None, answer: str) -> None:
+    """Record beside a trained model how it must be asked: its prompt template (None: the
+    protocol's own prompt) and its answer kind (``box`` or ``path``, for the reader's benefit:
+    the template alone fixes the prompt, and every grounder parses either kind)."""
+    from refseg.fileio import atomic_write_text
+
+    card = {"prompt_template": prompt_template, "answer": answer}
+    atomic_write_text(Path(folder) / MODEL_CARD, json.dumps(card, indent=2) + "\n")
+
+
+def read_model_card(folder: Path) -> dict[str, Any]:
+    """The model card of a folder refseg trained (``{}`` when there is none), validated."""
+    path = folder / MODEL_CARD
+    if not path.is_file():
+        return {}
+    try:
+        if path.stat().st_size > _MODEL_CARD_BYTES:
+            raise ValueError(f"larger than {_MODEL_CARD_BYTES} bytes")
+        card = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(card, dict):
+            raise ValueError("not a JSON object")
+        template = card.get("prompt_template")
+        if template is not None and (not isinstance(template, str) or "{phrase}" not in template):
+            raise ValueError("prompt_template must be a string with a {phrase} field")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable model card ({first_line(exc)})") from exc
+    return card
 
 
 def _check_family(family: str) -> None:
@@ -314,6 +348,9 @@ class QwenGrounder:
     ) -> QwenGrounder:
         """Load a checkpoint (hub id or local folder) for grounding.
 
+        ``prompt_template`` defaults to the one the model was trained with when refseg trained
+        it (its ``refseg.json``, :func:`write_model_card`), else the protocol's prompt.
+
         ``device``/``dtype`` default to CUDA + bfloat16 when a GPU is visible, else CPU +
         float32. ``min_pixels``/``max_pixels`` bound the processor's resize (fewer pixels:
         faster, coarser); for Qwen2.5-VL they also define the coordinate frame, which is
@@ -331,6 +368,8 @@ class QwenGrounder:
             revision=revision,
         )
         _check_model_type(folder, family, model_id_or_folder)
+        if prompt_template is None:
+            prompt_template = read_model_card(folder).get("prompt_template")
         processor = load_processor(
             folder, family=family, min_pixels=min_pixels, max_pixels=max_pixels
         )

@@ -192,6 +192,22 @@ def prune_checkpoints(output_dir: str | Path, limit: int | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def save_final(trainer: Any, config: TrainConfig, output_dir: str | Path | None = None) -> None:
+    """Save the trained model, its processor and how it must be asked (``refseg.json``).
+
+    A model trained with a custom ``prompt_template`` answers only that prompt; writing it
+    beside the weights lets every grounder built on the folder (CLI, batch, eval, server) ask it
+    the same way without the user repeating the template.
+    """
+    from refseg.grounding.qwen import write_model_card
+
+    folder = str(output_dir or config.output_dir)
+    trainer.save_model(folder)
+    if trainer.processing_class is not None:
+        trainer.processing_class.save_pretrained(folder)
+    write_model_card(folder, prompt_template=config.prompt_template, answer=config.answer)
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete ``checkpoint-N`` in ``output_dir`` (None if there is none).
 

@@ -98,8 +98,5 @@ def train(config: TrainConfig, **kwargs: Any) -> Any:
     trainer = build_trainer(config, **kwargs)
     resume = common.last_checkpoint(config.output_dir)
     trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(config.output_dir)
-    processor = trainer.processing_class
-    if processor is not None:
-        processor.save_pretrained(config.output_dir)
+    common.save_final(trainer, config)
     return trainer

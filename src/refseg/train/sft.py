@@ -57,7 +57,5 @@ def train(config: TrainConfig, **kwargs: Any) -> Any:
     common.set_threads()
     trainer = build_trainer(config, **kwargs)
     trainer.train(resume_from_checkpoint=common.last_checkpoint(config.output_dir))
-    trainer.save_model(config.output_dir)
-    if trainer.processing_class is not None:
-        trainer.processing_class.save_pretrained(config.output_dir)
+    common.save_final(trainer, config)
     return trainer
