@@ -2,17 +2,21 @@
 
 The CPU-scale proof of refseg's third mask head (:mod:`refseg.segmentation.boxdec`)::
 
-    python examples/train_boxdec_proof.py --work /tmp/refseg-boxdec-proof      # ~45 min, 2 cores
+    python examples/train_boxdec_proof.py --work /tmp/refseg-boxdec-proof      # ~30 min, 2 cores
 
 Stages:
 
-1. generate RefShapes (train / test / ood, reused when present);
+1. generate RefShapes (train / test / ood, reused when present), or read ``--data DIR`` (the
+   RefShapes folder of ``train_refshapes_proof.py``, so the decoder is trained on the scenes
+   its VLM was trained on and tested on the scenes every other head is tested on);
 2. the VLM: ``--vlm DIR`` (e.g. the SFT'd tiny Qwen3-VL of ``train_refshapes_proof.py``,
    ``/tmp/refseg-proof/sft``), else a randomly initialised tiny Qwen3-VL of the same shape.
    It is **frozen** either way (not trained jointly): the decoder reads its vision features
    (a block tap, the DeepStack layer, the final merger output) and its answer state;
-3. train the decoder (``boxes: jitter``) for ``--minutes`` each: the full decoder and three
-   ablations, each removing one stage (multi-scale injection, pixel fusion, query refinement);
+3. train the decoder (``boxes: jitter``) for ``--steps`` optimizer steps each (steps, not
+   minutes, so a rerun on another machine or under load trains as much; each run's wall time
+   is recorded): the full decoder and three ablations, each removing one stage (multi-scale
+   injection, pixel fusion, query refinement);
 4. evaluate on ``test`` (in distribution) and ``ood`` (held-out colour-shape combinations and
    templates), with the ground-truth boxes and with jittered boxes (every side moved by up to
    ``--jitter`` of the box size, seeded per sample), against (a) the box as the mask and (b)
@@ -104,7 +108,7 @@ def load_vlm(args: argparse.Namespace, phrases: list[str]) -> tuple[Any, str]:
 def train_variant(
     name: str, overrides: dict, args: argparse.Namespace, grounder: Any, train: list
 ) -> Any:
-    """Train (or reuse) one decoder variant for ``--minutes`` (or ``--steps``)."""
+    """Train (or reuse) one decoder variant for ``--steps`` optimizer steps."""
     from refseg.segmentation.boxdec import load_checkpoint, save_checkpoint
     from refseg.train.decoder import DecoderTrainer, config_from_dict
 
@@ -141,11 +145,7 @@ def train_variant(
     trainer = DecoderTrainer(config, grounder=grounder, samples=train)
     start = time.time()
     losses = []
-    while True:
-        if args.steps is not None and trainer.step >= args.steps:
-            break
-        if args.steps is None and time.time() - start > args.minutes * 60:
-            break
+    while trainer.step < args.steps:
         record = trainer.train_step()
         losses.append(record.get("loss", float("nan")))
         if trainer.step % 50 == 0:
@@ -349,11 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/refseg-boxdec-proof"))
     parser.add_argument("--vlm", type=Path, default=None, help="a tiny Qwen3-VL folder (frozen)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="a RefShapes folder to use (default WORK/data)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=3000)
-    parser.add_argument("--n-eval", type=int, default=250, help="test and ood samples each")
-    parser.add_argument("--minutes", type=float, default=5.5, help="training time per variant")
-    parser.add_argument("--steps", type=int, default=None, help="train this many steps instead")
+    parser.add_argument(
+        "--n-eval", type=int, default=250, help="test and ood samples each (the first N)"
+    )
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps per variant")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sources", default="block0,deepstack0,final")
     parser.add_argument("--width", type=int, default=128)
@@ -375,9 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     started = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
-    data = args.work / "data"
+    data = args.data or args.work / "data"
     generate_data(data, {"train": args.n_train, "test": args.n_eval, "ood": args.n_eval}, args.seed)
-    train = [s for s in samples_of(data, "train") if s.masks]
+    train = [s for s in samples_of(data, "train")[: args.n_train] if s.masks]
     grounder, origin = load_vlm(args, [s.phrase for s in train])
     log(f"VLM: {origin}")
     decoders, training = {}, {}
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     sam_cache: dict = {}
     for split in ("test", "ood"):
-        samples = samples_of(data, split)
+        samples = samples_of(data, split)[: args.n_eval]
         results[split] = evaluate(split, samples, decoders, grounder, sam, sam_cache, args)
         sam_cache.clear()
     results["wall_s"] = round(time.time() - started, 1)
