@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -105,8 +105,9 @@ class Pipeline:
         self.segmenter = segmenter
         self.think = think
         self.refine = refine
-        #: A box decoder (``boxdec:``) reads the grounder's own features: asked for per call,
-        #: turned into a per-pair embedding, dropped once decoded; SAM refiners do not apply.
+        #: A box decoder (``boxdec:``) and a refiner trained on VLM features read the grounder's
+        #: own features: asked for per call, turned into a per-pair input, dropped once used;
+        #: SAM refiners do not apply to a box decoder.
         self.feature_sources: list[str] = []
         if getattr(segmenter, "needs_vlm_features", False):
             segmenter.check_grounder(grounder)  # type: ignore[attr-defined]
@@ -114,6 +115,11 @@ class Pipeline:
             if refiner is None or getattr(refiner, "needs_embedding", False):
                 refiner = load_refiner("none")
         self.refiner = refiner if refiner is not None else load_refiner("sam", segmenter)
+        if getattr(self.refiner, "needs_vlm_features", False):
+            self.refiner.check_grounder(grounder)  # type: ignore[attr-defined]
+            for source in self.refiner.sources:  # type: ignore[attr-defined]
+                if source not in self.feature_sources:
+                    self.feature_sources.append(source)
         self.refine_iters = DEFAULT_ITERATIONS if refine_iters is None else refine_iters
 
     def __call__(self, image: ImageLike, phrase: str, *, think: bool | None = None) -> Result:
@@ -144,18 +150,25 @@ class Pipeline:
         cache = {} if embeddings is None else embeddings
         results = []
         for image, phrase, grounding in zip(images, phrases, groundings):
+            refiner_input = None
             if self.feature_sources:  # per pair (the answer state is the phrase's), not cached
                 features, grounding.features = grounding.features, None
-                embedding = self.segmenter.embed_features(image, features)  # type: ignore[attr-defined]
-                cache = {image_digest(image): embedding}
-                del features, embedding
-            result = self._segment(image, grounding, cache)
+                if getattr(self.segmenter, "needs_vlm_features", False):
+                    embedding = self.segmenter.embed_features(image, features)  # type: ignore[attr-defined]
+                    cache = {image_digest(image): embedding}
+                    del embedding
+                if getattr(self.refiner, "needs_vlm_features", False):
+                    refiner_input = self.refiner.embed_features(image, features)  # type: ignore[attr-defined]
+                del features
+            result = self._segment(image, grounding, cache, refiner_input)
             result.phrase = phrase
             result.timings["ground_s"] = ground_s
             results.append(result)
         return results
 
-    def _segment(self, image: np.ndarray, grounding: Grounding, cache: dict) -> Result:
+    def _segment(
+        self, image: np.ndarray, grounding: Grounding, cache: dict, refiner_input: Any = None
+    ) -> Result:
         height, width = image.shape[:2]
         prompts = [Prompt(box=g.box, points=list(g.points)) for g in grounding.instances]
         try:
@@ -169,7 +182,7 @@ class Pipeline:
         if not prompts:
             result = Result(width=width, height=height)
         elif any(g.polygons for g in grounding.instances):
-            result = self._segment_paths(image, grounding, prompts, cache)
+            result = self._segment_paths(image, grounding, prompts, cache, refiner_input)
         else:
             key = image_digest(image)
             timings = {}
@@ -196,9 +209,18 @@ class Pipeline:
         return cache[key]
 
     def _segment_paths(
-        self, image: np.ndarray, grounding: Grounding, prompts: list[Prompt], cache: dict
+        self,
+        image: np.ndarray,
+        grounding: Grounding,
+        prompts: list[Prompt],
+        cache: dict,
+        refiner_input: Any = None,
     ) -> Result:
-        """An answer with outlines: rasterize + refine those, segment the box-only ones."""
+        """An answer with outlines: rasterize + refine those, segment the box-only ones.
+
+        ``refiner_input`` is what a refiner on VLM features reads (from the grounding pass);
+        other refiners read the segmenter's embedding of the image.
+        """
         from refseg.segmentation.paths import PathError, format_path, rasterize, trace
         from refseg.segmentation.refiners import run_refiner
         from refseg.types import Instance
@@ -225,7 +247,14 @@ class Pipeline:
             except PathError as exc:  # a model answer too complex to draw: that instance only
                 dropped.append(str(exc))
                 continue
-            out = run_refiner(self.refiner, image, embedding, raster, g.box, self.refine_iters)
+            out = run_refiner(
+                self.refiner,
+                image,
+                embedding if refiner_input is None else refiner_input,
+                raster,
+                g.box,
+                self.refine_iters,
+            )
             instance = Instance.from_mask(
                 out.mask,
                 box=g.box,

@@ -74,7 +74,7 @@ def test_config_errors_are_one_line(tmp_path):
     out = str(tmp_path / "o")
     with pytest.raises(InputError, match="give rollouts"):
         T.config_from_dict({"output_dir": out})
-    with pytest.raises(InputError, match="features must be"):
+    with pytest.raises(InputError, match="use onnx-sam or vlm:SOURCE"):
         T.config_from_dict({"output_dir": out, "dataset": "x", "features": "vlm"})
     with pytest.raises(InputError, match=r"synth\.kinds"):
         T.config_from_dict({"output_dir": out, "dataset": "x", "synth": {"kinds": ["blur"]}})

