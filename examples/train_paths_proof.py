@@ -10,11 +10,11 @@ a. **path vs box head.** The same from-scratch tiny Qwen3-VL and the same curric
    check), trained once with path targets (outline traced from the GT mask, at most
    ``--vertices`` vertices) and once with box + point targets, for the **same compute** (CPU
    seconds of the process): the path run is budgeted in steps (``--warmup-steps``...), and each
-   box stage gets the steps that take the same CPU time at the box head's rate, measured by a
-   short calibration run of each head (``--calibration-steps``). gIoU / cIoU / mBIoU on test
-   and OOD, one-object scenes apart. The path head's mask is its rasterized outline; the box
-   head's comes from the colour-region segmenter of ``train_refshapes_proof.py`` (SAM's
-   stand-in on flat-coloured scenes).
+   box stage gets the steps that take that path stage's CPU time at the box head's rate on the
+   stage's data, measured by a short calibration run (``--calibration-steps``). gIoU / cIoU /
+   mBIoU on test and OOD, one-object scenes apart. The path head's mask is its rasterized
+   outline; the box head's comes from the colour-region segmenter of
+   ``train_refshapes_proof.py`` (SAM's stand-in on flat-coloured scenes).
 b. **the ambiguity claim.** From the path-SFT model: GRPO on the rasterized-mask rewards
    (Hungarian mask IoU + boundary IoU + validity + format + abstention) for ``--rl-steps``,
    recording every rollout, vs. path SFT continued for the GRPO run's measured CPU seconds.
@@ -145,7 +145,11 @@ def seconds_per_step(model0: Path, answer: str, samples: list, args) -> float:
 
 
 def curriculum(model0: Path, answer: str, budgets: dict[str, int], sets: dict, args) -> dict:
-    """The RefShapes proof's curriculum for one head; returns each stage's steps and seconds."""
+    """The RefShapes proof's curriculum for one head; each stage's steps, wall and CPU seconds.
+
+    A stage whose folder holds its model and its ``stage.json`` (written last) for the same step
+    budget is reused: a rerun after a kill resumes at the first unfinished stage.
+    """
     previous, parts = model0, {}
     final = args.work / f"sft-{answer}"
     for name in ("warmup", "single", "refshapes"):
@@ -153,9 +157,16 @@ def curriculum(model0: Path, answer: str, budgets: dict[str, int], sets: dict, a
         if steps <= 0:
             continue
         out = final if name == "refshapes" else args.work / f"sft-{answer}-{name}"
-        cfg = head_config(previous, out, answer, args, lr=args.sft_lr, seed=args.seed)
-        parts[name] = P.run_sft(cfg, steps, sets[name])
-        log(f"SFT {answer} {name}: {parts[name]}")
+        record = out / "stage.json"
+        done = json.loads(record.read_text()) if record.is_file() else {}
+        if done.get("steps") == steps and (out / "model.safetensors").is_file():
+            parts[name] = done
+            log(f"SFT {answer} {name}: reusing {out} {done}")
+        else:
+            cfg = head_config(previous, out, answer, args, lr=args.sft_lr, seed=args.seed)
+            parts[name] = P.run_sft(cfg, steps, sets[name])
+            record.write_text(json.dumps(parts[name]))
+            log(f"SFT {answer} {name}: {parts[name]}")
         previous = out
     return {
         "steps": sum(p["steps"] for p in parts.values()),
@@ -459,19 +470,23 @@ def main(argv: list[str] | None = None) -> int:
 
     path_dir = work / "sft-path"
     if "a" in parts:
-        # Equal compute: the box head's steps at its own measured rate (CPU seconds per step).
-        rate = {h: seconds_per_step(model0, h, warmup, args) for h in ("path", "box")}
-        stages["calibration_s_per_step"] = {h: round(v, 3) for h, v in rate.items()}
         path_budget = {
             "warmup": args.warmup_steps,
             "single": args.single_steps,
             "refshapes": args.sft_steps,
         }
-        box_budget = {
-            k: max(1, round(v * rate["path"] / rate["box"])) for k, v in path_budget.items()
-        }
-        log(f"(a) rates {rate}; path steps {path_budget}, box steps {box_budget}")
         stages["sft-path"] = curriculum(model0, "path", path_budget, sets, args)
+        # Equal compute, stage by stage: each box stage gets the steps that take the path
+        # stage's CPU seconds at the box head's own rate on that stage's data (a short
+        # calibration run each: an outline's cost over a box's differs with the scene).
+        done = stages["sft-path"]["curriculum"]
+        rate = {k: seconds_per_step(model0, "box", sets[k], args) for k in done}
+        stages["calibration_box_cpu_s_per_step"] = {k: round(v, 3) for k, v in rate.items()}
+        box_budget = {
+            k: max(1, round(P.compute_seconds(done[k]) / rate[k])) if k in done else 0
+            for k in path_budget
+        }
+        log(f"(a) box CPU s/step {rate}; path steps {path_budget}, box steps {box_budget}")
         stages["sft-box"] = curriculum(model0, "box", box_budget, sets, args)
         results["sft-path"] = evaluate_head(path_dir, "sft-path", "path", splits, args)
         results["sft-box"] = evaluate_head(work / "sft-box", "sft-box", "box", splits, args)

@@ -238,3 +238,15 @@ def test_cli_eval_with_boxdec(taught, checkpoint, tmp_path, capsys):
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(not r["failed"] for r in records)
     assert "boxdec:" in (out / "config.json").read_text()
+    # --max-new-tokens bounds the answer (cut here: nothing readable) and is part of the run's
+    # configuration: resuming the first run with it is refused in one line.
+    base = ["eval", "--dataset", f"jsonl:{tmp_path / 'set.jsonl'}", "--no-report"]
+    base += ["--grounder", f"qwen3-vl:{folder}", "--segmenter", f"boxdec:{checkpoint}"]
+    short = tmp_path / "short"
+    code, _, err = run([*base, "--out", str(short), "--max-new-tokens", "6"], capsys)
+    assert code == 0, err
+    records = [json.loads(x) for x in (short / "records.jsonl").read_text().splitlines()]
+    assert all(r["iou"] == 0 and len(r["raw_answer"]) < len(ANSWER) for r in records)
+    assert json.loads((short / "config.json").read_text())["identity"]["max_new_tokens"] == 6
+    code, _, err = run([*base, "--out", str(out), "--max-new-tokens", "6"], capsys)
+    assert code != 0 and "different configuration (max_new_tokens" in err.strip().splitlines()[-1]

@@ -40,11 +40,11 @@ def test_toy_run_of_all_three_experiments(proof, tmp_path: Path, capsys) -> None
         stages["sft-path"]["curriculum"][k]["steps"] for k in ("warmup", "single", "refshapes")
     ]
     assert path_steps == [2, 1, 2]  # the path head runs its step budgets exactly
-    rate = stages["calibration_s_per_step"]
-    box_steps = [
-        stages["sft-box"]["curriculum"][k]["steps"] for k in ("warmup", "single", "refshapes")
-    ]
-    assert box_steps == [max(1, round(s * rate["path"] / rate["box"])) for s in path_steps]
+    rate = stages["calibration_box_cpu_s_per_step"]
+    stage_names = ("warmup", "single", "refshapes")
+    box_steps = [stages["sft-box"]["curriculum"][k]["steps"] for k in stage_names]
+    path_cpu = [stages["sft-path"]["curriculum"][k]["cpu_seconds"] for k in stage_names]
+    assert box_steps == [max(1, round(c / rate[k])) for c, k in zip(path_cpu, stage_names)]
     grpo = stages["sft-path+grpo"]
     last = stages["sft-path"]["curriculum"]["refshapes"]
     expected = max(1, round(grpo["cpu_seconds"] / (last["cpu_seconds"] / last["steps"])))

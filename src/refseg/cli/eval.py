@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -131,6 +132,13 @@ def register(app: typer.Typer) -> None:
         ),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
         batch_size: int = typer.Option(8, min=1, help="Phrases per grounder batch."),
+        max_new_tokens: int | None = typer.Option(
+            None,
+            "--max-new-tokens",
+            min=1,
+            max=32768,
+            help="Longest answer the grounder may generate (default 1024; an API's max_tokens).",
+        ),
         boundary_ratio: float | None = typer.Option(
             None,
             help="Boundary-IoU width / image diagonal (default 0.05 for RefCOCO-M, as it "
@@ -181,7 +189,9 @@ def register(app: typer.Typer) -> None:
         device = device or _rank_device()
         _refuse_writing_inputs(out, dataset, predictions)
         samples = open_dataset(dataset, **({} if images is None else {"images_dir": images}))
-        config = {"dataset": _dataset_identity(dataset)}
+        config: dict[str, Any] = {"dataset": _dataset_identity(dataset)}
+        if max_new_tokens is not None:  # changes answers: part of what a resume must match
+            config["max_new_tokens"] = max_new_tokens
         common = dict(
             out_dir=out,
             limit=limit,
@@ -219,7 +229,8 @@ def register(app: typer.Typer) -> None:
                     refiner = os.path.abspath(refiner)
                 trained = None if refiner in REFINER_NAMES else load_refiner(refiner)
                 seg = load_segmenter(segmenter, device=device)
-                chosen = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
+                limits = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+                chosen = load_grounder(grounder or DEFAULT_GROUNDER, device=device, **limits)
                 set_answer(chosen, answer)
                 pipe = Pipeline(
                     chosen,
