@@ -49,6 +49,30 @@ def astronaut():
 # same from_pretrained path as real checkpoints.
 
 
+def taught_tiny_qwen(
+    folder: Path, image, phrase: str, answer: str, *, answer_kind: str = "box", **options
+):
+    """``(folder, grounder)``: a tiny Qwen3-VL overfitted to answer ``answer`` for ``(image,
+    phrase)`` through the real generate (taught on one thread, then saved to ``folder``);
+    ``options`` go to the grounder (``max_new_tokens``...)."""
+    import torch
+
+    from refseg.grounding import load_grounder
+    from refseg.testing.tiny_vlm import build_tiny_vlm, teach_answer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_tiny_vlm(folder, layers=2, vision_depth=1)
+        grounder = load_grounder(f"qwen3-vl:{folder}", **options)
+        grounder.answer = answer_kind
+        assert teach_answer(grounder, image, phrase, answer) < 0.05
+        grounder.model.save_pretrained(folder)
+    finally:
+        torch.set_num_threads(threads)
+    return folder, grounder
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen3_vl_dir(tmp_path_factory) -> Path:
     """A ~2M-parameter Qwen3-VL checkpoint folder (patch 16, merge 2, seed 0)."""

@@ -14,10 +14,8 @@ from PIL import Image
 from refseg import masks
 from refseg.cli import main
 from refseg.cli.demo import PHRASE
-from refseg.grounding import load_grounder
 from refseg.protocol import format_answer
-from refseg.testing.tiny_vlm import build_tiny_vlm, teach_answer
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, taught_tiny_qwen
 
 IMAGE = ASSETS / "astronaut.jpg"
 ANSWER = format_answer([((273, 39, 625, 390), [(449, 215)])])
@@ -25,18 +23,7 @@ ANSWER = format_answer([((273, 39, 625, 390), [(449, 215)])])
 
 @pytest.fixture(scope="module")
 def taught_dir(tmp_path_factory, astronaut):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        folder = build_tiny_vlm(tmp_path_factory.mktemp("taught"), layers=2, vision_depth=1)
-        grounder = load_grounder(f"qwen3-vl:{folder}")
-        assert teach_answer(grounder, astronaut, PHRASE, ANSWER) < 0.05
-        grounder.model.save_pretrained(folder)
-        yield folder
-    finally:
-        torch.set_num_threads(threads)
+    return taught_tiny_qwen(tmp_path_factory.mktemp("taught"), astronaut, PHRASE, ANSWER)[0]
 
 
 def run(argv, capsys):

@@ -21,8 +21,7 @@ from refseg.pipeline import Pipeline
 from refseg.protocol import format_answer
 from refseg.segmentation import load_segmenter
 from refseg.segmentation.boxdec import BoxDecConfig, BoxDecoder, save_checkpoint
-from refseg.testing.tiny_vlm import build_tiny_vlm, teach_answer
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, taught_tiny_qwen
 
 IMAGE = ASSETS / "astronaut.jpg"
 ANSWER = format_answer([((273, 39, 625, 390), [(449, 215)])])
@@ -32,18 +31,8 @@ TINY = dict(width=32, depth=1, heads=4, mlp_ratio=2.0, pixel_channels=16, fourie
 @pytest.fixture(scope="module")
 def taught(tmp_path_factory, astronaut):
     """``(model folder, grounder)``: a tiny Qwen3-VL that answers ANSWER for PHRASE."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        folder = build_tiny_vlm(tmp_path_factory.mktemp("taught"), layers=2, vision_depth=1)
-        grounder = load_grounder(f"qwen3-vl:{folder}", max_new_tokens=48)
-        assert teach_answer(grounder, astronaut, PHRASE, ANSWER) < 0.05
-        grounder.model.save_pretrained(folder)
-        yield folder, grounder
-    finally:
-        torch.set_num_threads(threads)
+    folder = tmp_path_factory.mktemp("taught")
+    return taught_tiny_qwen(folder, astronaut, PHRASE, ANSWER, max_new_tokens=48)
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from refseg.pipeline import Pipeline
 from refseg.protocol import format_answer
 from refseg.segmentation.paths import rasterize
 from refseg.segmentation.refiners import TorchRefiner, load_refiner, run_refiner
-from refseg.testing.tiny_vlm import build_tiny_vlm, teach_answer
+from refseg.testing.tiny_vlm import build_tiny_vlm
 from refseg.train import refiner as T
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, taught_tiny_qwen
 
 IMAGE = ASSETS / "astronaut.jpg"
 OUTLINE = [[(300, 60), (600, 60), (600, 380), (300, 380)]]
@@ -44,20 +44,11 @@ class NoEncoder:
 
 @pytest.fixture(scope="module")
 def taught(tmp_path_factory, astronaut):
-    """``(model folder, grounder)``: a tiny Qwen3-VL that answers ANSWER for PHRASE."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        folder = build_tiny_vlm(tmp_path_factory.mktemp("taught"), layers=2, vision_depth=1)
-        grounder = load_grounder(f"qwen3-vl:{folder}", max_new_tokens=128)
-        grounder.answer = "path"
-        assert teach_answer(grounder, astronaut, PHRASE, ANSWER) < 0.05
-        grounder.model.save_pretrained(folder)
-        yield folder, grounder
-    finally:
-        torch.set_num_threads(threads)
+    """``(model folder, grounder)``: a tiny Qwen3-VL that answers ANSWER (an outline) for PHRASE."""
+    folder = tmp_path_factory.mktemp("taught")
+    return taught_tiny_qwen(
+        folder, astronaut, PHRASE, ANSWER, answer_kind="path", max_new_tokens=128
+    )
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,8 @@ class Pipeline:
                     embedding = self.segmenter.embed_features(image, features)  # type: ignore[attr-defined]
                     cache = {image_digest(image): embedding}
                     del embedding
-                if getattr(self.refiner, "needs_vlm_features", False):
+                outlines = any(g.polygons for g in grounding.instances)
+                if outlines and getattr(self.refiner, "needs_vlm_features", False):
                     refiner_input = self.refiner.embed_features(image, features)  # type: ignore[attr-defined]
                 del features
             result = self._segment(image, grounding, cache, refiner_input)
