@@ -12,8 +12,8 @@
 #
 #   bash examples/compare_heads.sh PATHS BOXDEC OUT [N]
 set -euo pipefail
-PATHS=${1:?the paths proof's --work folder}
-BOXDEC=${2:?the box-decoder proof's --work folder}
+PATHS=${1:?give the --work folder of the paths proof}
+BOXDEC=${2:?give the --work folder of the box-decoder proof}
 OUT=${3:?a folder for the eval runs}
 N=${4:-200}
 REFSEG=${REFSEG:-refseg}
