@@ -3,7 +3,7 @@
 Moondream Segmentation's training claims, and how this script tests each (every figure with its
 bootstrap 95% interval over samples; choices made on ``val`` only, never on test/ood)::
 
-    python examples/train_paths_proof.py --work /tmp/refseg-paths   # ~2 h on 2 cores (README)
+    python examples/train_paths_proof.py --work /tmp/refseg-paths   # ~32 min, 1 thread, shared
 
 a. **path vs box head.** The same from-scratch tiny Qwen3-VL and the same curriculum as
    ``train_refshapes_proof.py`` (warm-up -> one-object scenes -> RefShapes, its image-gap
@@ -402,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/refseg-paths"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=6000)
-    parser.add_argument("--n-val", type=int, default=150)
-    parser.add_argument("--n-eval", type=int, default=300, help="test and ood samples each")
+    parser.add_argument("--n-val", type=int, default=100)
+    parser.add_argument("--n-eval", type=int, default=200, help="test and ood samples each")
     parser.add_argument("--n-single", type=int, default=6000)
     parser.add_argument("--n-warmup", type=int, default=3000)
     parser.add_argument("--n-refine-eval", type=int, default=100, help="test samples for (c)")

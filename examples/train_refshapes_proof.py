@@ -4,7 +4,7 @@ This is the CPU-scale proof that refseg's training stack works end to end (data 
 GRPO on TRL's trainers -> evaluation with refseg's metrics), and an honest, equal-compute
 comparison of GRPO against simply continuing SFT::
 
-    python examples/train_refshapes_proof.py --work /tmp/refseg-proof   # ~40 min on 2 cores
+    python examples/train_refshapes_proof.py --work /tmp/refseg-proof   # ~25 min on 2 free cores
 
 Stages (every model is evaluated on the same held-out samples):
 
