@@ -99,6 +99,9 @@ def test_the_checkpoint_records_its_features_and_model(taught, checkpoint):
     assert refiner.sources == ["final"]
     assert refiner.fingerprint == grounder.feature_fingerprint
     assert refiner.config["feature_dim"] == grounder.model.config.vision_config.out_hidden_size
+    from refseg.grounding.features import vision_digest
+
+    assert refiner.config["vision_digest"] == vision_digest(grounder.model)
 
 
 def test_pipeline_refines_the_outline_on_the_grounders_features(taught, checkpoint, astronaut):
@@ -125,6 +128,10 @@ def test_another_vlm_or_an_api_grounder_is_refused_in_one_line(checkpoint, tmp_p
         Pipeline(load_grounder(f"qwen3-vl:{other}"), NoEncoder(), refiner=refiner)
     with pytest.raises(InputError, match="cannot give them"):
         Pipeline(load_grounder("openai:http://127.0.0.1:9/v1#m"), NoEncoder(), refiner=refiner)
+    # Same config, other vision weights (the untaught model): its features would be noise.
+    same_config = build_tiny_vlm(tmp_path / "untaught", layers=2, vision_depth=1)
+    with pytest.raises(InputError, match="vision weights differ"):
+        Pipeline(load_grounder(f"qwen3-vl:{same_config}"), NoEncoder(), refiner=refiner)
 
 
 def test_cli_segment_with_a_vlm_feature_refiner(taught, checkpoint, tmp_path, capsys):

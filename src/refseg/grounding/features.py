@@ -37,6 +37,7 @@ __all__ = [
     "VLMFeatures",
     "check_feature_grounder",
     "feature_bytes",
+    "vision_digest",
     "vision_features",
 ]
 
@@ -168,10 +169,27 @@ def vision_features(grounder: Any, images: list[Any], sources: list[str]) -> lis
     ]
 
 
-def check_feature_grounder(user: str, fingerprint: str, grounder: Any) -> None:
+def vision_digest(model: Any) -> str:
+    """A short hash of the vision tower's weights: what its features depend on, and all they
+    depend on. Two checkpoints of one config (a base model and its fine-tune) share a
+    :func:`~refseg.segmentation.boxdec.vlm_fingerprint` but not, unless the tower was frozen,
+    this digest; a feature cache keyed by it never serves one model's maps to the other."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(_inner(model).visual.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_feature_grounder(
+    user: str, fingerprint: str, grounder: Any, *, vision: str | None = None
+) -> None:
     """Refuse, with one line, a grounder whose features ``user`` (a head trained on the features
     of the VLM with ``fingerprint``) cannot read: an API grounder has none, another VLM config
-    has features of another layout, which would be read as noise without an error."""
+    has features of another layout, which would be read as noise without an error; with
+    ``vision`` (a :func:`vision_digest`), other vision weights are refused too."""
     if not getattr(grounder, "supports_features", False):
         raise InputError(
             f"{user} reads the grounder's own features; grounder "
@@ -183,6 +201,11 @@ def check_feature_grounder(user: str, fingerprint: str, grounder: Any) -> None:
         raise InputError(
             f"{user} was trained on another VLM config (fingerprint {fingerprint}) than "
             f"grounder {grounder.name} ({theirs}); use the model it was trained with"
+        )
+    if vision and vision_digest(grounder.model) != vision:
+        raise InputError(
+            f"{user} was trained on the features of another checkpoint (its vision weights "
+            f"differ from grounder {grounder.name}'s); use the model it was trained with"
         )
 
 

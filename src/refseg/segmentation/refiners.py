@@ -401,7 +401,8 @@ class TorchRefiner:
         """Refuse, with one line, a grounder whose features this refiner cannot read."""
         from refseg.grounding.features import check_feature_grounder
 
-        check_feature_grounder(f"refiner {self.name}", self.fingerprint, grounder)
+        vision = self.config.get("vision_digest")
+        check_feature_grounder(f"refiner {self.name}", self.fingerprint, grounder, vision=vision)
 
     def embed_features(self, image: np.ndarray, features: Any) -> Any:
         """The refiner's input for one image from the grounding pass's ``VLMFeatures``."""

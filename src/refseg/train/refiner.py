@@ -433,12 +433,13 @@ def vlm_feature_cache(
     config: RefinerTrainConfig, folder: Path, grounder: Any = None
 ) -> tuple[EmbeddingCache, dict[str, Any]]:
     """The cache of one VLM vision source (``features: vlm:SOURCE``) and the network keys it
-    implies (``features``, ``feature_dim``, ``vlm_fingerprint``: what inference checks).
+    implies (``features``, ``feature_dim``, ``vlm_fingerprint``, ``vision_digest``: what
+    inference checks), keyed by the vision weights so fine-tunes of one config never mix.
 
     Only the vision tower runs (:func:`refseg.grounding.features.vision_features`): its maps do
     not depend on the phrase, so one entry per image serves every instance and run.
     """
-    from refseg.grounding.features import vision_features
+    from refseg.grounding.features import vision_digest, vision_features
     from refseg.image import load_image
     from refseg.segmentation.boxdec import vision_sources
     from refseg.segmentation.refiners import vlm_feature_grid
@@ -460,12 +461,11 @@ def vlm_feature_cache(
         (features,) = vision_features(grounder, [pixels], [source])
         return vlm_feature_grid(features.maps[0], *pixels.shape[:2])
 
-    fingerprint = grounder.feature_fingerprint
-    cache = EmbeddingCache(
-        folder, f"{config.features}:{fingerprint}", embed=embed, channels=widths[source]
-    )
+    fingerprint, vision = grounder.feature_fingerprint, vision_digest(grounder.model)
+    spec = f"{config.features}:{fingerprint}:{vision}"
+    cache = EmbeddingCache(folder, spec, embed=embed, channels=widths[source])
     keys = {"features": config.features, "feature_dim": widths[source]}
-    return cache, {**keys, "vlm_fingerprint": fingerprint}
+    return cache, {**keys, "vlm_fingerprint": fingerprint, "vision_digest": vision}
 
 
 # ---------------------------------------------------------------------------------------------
