@@ -115,6 +115,9 @@ def test_interrupt_kill_9_and_resume(oracle_run: Path, coco_jsonl: Path, work: P
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # A suite started in the background (`cmd &` without job control) runs with SIGINT
+            # ignored, and the child would inherit that and never see the Ctrl-C.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
