@@ -38,7 +38,7 @@ from refseg.protocol import format_answer  # noqa: E402
 
 def make_images(folder: Path, count: int) -> None:
     sources = [ROOT / "src/refseg/assets/astronaut.jpg"]
-    coco = Path(os.environ.get("REFSEG_SHARED") or ROOT.parent / "shared") / "data/coco-sample"
+    coco = ROOT / "data/coco-sample"
     sources += sorted((coco / "images").glob("*.jpg"))
     made = 0
     while made < count:

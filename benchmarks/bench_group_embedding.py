@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-COCO = ROOT.parent / "shared" / "data" / "coco-sample"
+COCO = ROOT / "data" / "coco-sample"
 
 
 def scenes() -> list[tuple[np.ndarray, list[float]]]:

@@ -26,7 +26,7 @@ from refseg.segmentation.onnx_sam import preprocess
 from refseg.types import Prompt
 
 DEFAULT_IMAGE = (
-    Path(__file__).resolve().parents[2] / "shared/data/coco-sample/images/000000142238.jpg"
+    Path(__file__).resolve().parents[1] / "data/coco-sample/images/000000142238.jpg"
 )
 
 

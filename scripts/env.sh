@@ -6,11 +6,12 @@ REFSEG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REFSEG_LOCK="$REFSEG_ROOT/requirements.lock"
 cd "$REFSEG_ROOT"
 PY="${PYTHON:-python3}"
+# shellcheck source=scripts/lib.sh
+. "$REFSEG_ROOT/scripts/lib.sh"
 if [ ! -x .venv/bin/python ]; then
+  stage "creating the virtual environment .venv (a few seconds)"
   "$PY" -m venv .venv
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-# shellcheck source=scripts/lib.sh
-. "$REFSEG_ROOT/scripts/lib.sh"

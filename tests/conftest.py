@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-#: ``../shared`` beside the checkout (as in CI), or wherever ``REFSEG_SHARED`` points.
-SHARED = Path(os.environ.get("REFSEG_SHARED") or Path(__file__).resolve().parents[2] / "shared")
-COCO_SAMPLE = SHARED / "data" / "coco-sample"
+from refseg.testing.coco_sample import DEFAULT_FOLDER as COCO_SAMPLE
+
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "refseg" / "assets"
 
 
@@ -18,7 +16,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "src" / "refseg" / "assets"
 def coco_sample() -> Path:
     """Folder of the 2-image COCO val2017 sample (``images/``, ``instances.json``)."""
     if not (COCO_SAMPLE / "instances.json").is_file():
-        pytest.fail(f"the shared COCO sample is missing at {COCO_SAMPLE}")
+        pytest.fail(f"the bundled COCO sample is missing at {COCO_SAMPLE}")
     return COCO_SAMPLE
 
 

@@ -17,7 +17,7 @@ import pytest
 from refseg import masks
 from refseg.eval.runner import RECORDS_FILE, read_records
 
-N_INSTANCES = 40  # non-crowd instances in ../shared/data/coco-sample
+N_INSTANCES = 40  # non-crowd instances in data/coco-sample
 
 
 def refseg_eval(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -41,14 +42,18 @@ def _locked(name: str) -> str:
     raise AssertionError(f"{name} is not in {LOCK}")
 
 
-def _dry_run(gpu: bool, *, local_config: bool) -> subprocess.CompletedProcess:
+def _dry_run(
+    gpu: bool, *, local_config: bool, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """install_torch.py --dry-run as on a machine with/without a GPU, with/without this
     machine's pip configuration (its local wheel folder and index mirrors)."""
     env = {**os.environ, "REFSEG_ASSUME_GPU": "1" if gpu else "0"}
+    env.pop("REFSEG_TORCH_CPU_INDEX", None)
     if not local_config:
         env["PIP_CONFIG_FILE"] = os.devnull  # no config files: the public index only
         for key in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_CONSTRAINT"):
             env.pop(key, None)
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, str(SCRIPTS / "install_torch.py"), "--dry-run", "--lock", str(LOCK)],
         capture_output=True,
@@ -84,33 +89,106 @@ def test_locked_version_reads_the_torch_pin(tmp_path: Path) -> None:
         install_torch.locked_version(lock)
 
 
+def _fake_wheel(index: Path, version: str, requires: list[str]) -> None:
+    """A torch wheel that carries only metadata, in a PEP 503 simple index at ``index``."""
+    folder = index / "torch"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"torch-{version}-py3-none-any.whl"
+    info = f"torch-{version.split('+')[0]}.dist-info"
+    meta = "Metadata-Version: 2.1\nName: torch\nVersion: " + version + "\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(folder / name, "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", meta)
+        wheel.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        wheel.writestr(f"{info}/RECORD", "")
+    links = "".join(f'<a href="{w.name}">{w.name}</a>\n' for w in sorted(folder.glob("*.whl")))
+    (folder / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+    (index / "index.html").write_text('<html><body><a href="torch/">torch</a></body></html>\n')
+
+
+@pytest.fixture(scope="module")
+def fake_indexes(tmp_path_factory) -> dict[str, str]:
+    """file:// indexes standing in for the public index (CUDA or CPU builds) and PyTorch's
+    CPU index; this machine cannot reach the real PyTorch index."""
+    root = tmp_path_factory.mktemp("indexes")
+    version = _locked("torch")
+    cuda = ['nvidia-cublas==13.0.0.19; platform_system == "Linux"', "filelock"]
+    _fake_wheel(root / "public-cuda", version, cuda)
+    _fake_wheel(root / "public-cpu", version, ["filelock"])
+    _fake_wheel(root / "pytorch-cpu", f"{version}+cpu", ["filelock"])
+    urls = {path.name: path.as_uri() for path in root.iterdir()}
+    urls["missing"] = (root / "no-such-index").as_uri()
+    return urls
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="CUDA wheels are a Linux matter")
-def test_without_local_wheels_a_cpu_machine_refuses_the_cuda_build() -> None:
-    """The public index offers torch==X on Linux as the CUDA build: without a GPU the script
-    stops with one line instead of pulling it; with one it would install it."""
+@pytest.mark.parametrize(
+    ("gpu", "public", "cpu_index", "expected", "notice"),
+    [
+        # no GPU, the public index has only the CUDA build: the CPU index's build
+        (False, "public-cuda", "pytorch-cpu", "+cpu (CPU build) from ", False),
+        # no GPU, the CPU index is unreachable: the default build after all, with one line
+        (False, "public-cuda", "missing", " (CUDA build, 1 nvidia-* packages)", True),
+        # no GPU, the CPU index has no CPU build (it serves the CUDA one): the same fallback
+        (False, "public-cuda", "public-cuda", " (CUDA build, 1 nvidia-* packages)", True),
+        # the configured indexes already offer a CPU build: the CPU index is never asked
+        (False, "public-cpu", "missing", " (CPU build)", False),
+        # a GPU takes the CUDA build, never asking the CPU index
+        (True, "public-cuda", "missing", " (CUDA build, 1 nvidia-* packages)", False),
+    ],
+)
+def test_torch_build_choice(fake_indexes, gpu, public, cpu_index, expected, notice) -> None:
+    done = _dry_run(
+        gpu,
+        local_config=False,
+        extra_env={
+            "PIP_INDEX_URL": fake_indexes[public],
+            "REFSEG_TORCH_CPU_INDEX": fake_indexes[cpu_index],
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"would install torch {_locked('torch')}{expected}" in done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith("install_torch:")]
+    if notice:
+        assert len(lines) == 1, done.stderr
+        assert fake_indexes[cpu_index] in lines[0] and "installing the default build" in lines[0]
+        assert "REFSEG_TORCH_CPU_INDEX" in lines[0]
+    else:
+        assert not lines, done.stderr
+
+
+def test_the_cpu_index_defaults_to_pytorchs(monkeypatch) -> None:
+    monkeypatch.delenv("REFSEG_TORCH_CPU_INDEX", raising=False)
+    assert install_torch.cpu_index() == install_torch.PYTORCH_CPU_INDEX
+    monkeypatch.setenv("REFSEG_TORCH_CPU_INDEX", "file:///mirror/cpu")
+    assert install_torch.cpu_index() == "file:///mirror/cpu"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="CUDA wheels are a Linux matter")
+def test_without_local_wheels_a_cpu_machine_never_stops() -> None:
+    """With the public index only, a CPU machine gets the CPU build where PyTorch's CPU index
+    answers, and otherwise the default build with one line saying why: never a stop."""
     cpu = _dry_run(gpu=False, local_config=False)
     _skip_if_offline(cpu)
-    assert cpu.returncode == install_torch.NO_CPU_BUILD, cpu.stderr
-    lines = [line for line in cpu.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "install a CPU build first" in lines[0]
-    assert "would install" not in cpu.stdout
-    gpu = _dry_run(gpu=True, local_config=False)
-    _skip_if_offline(gpu)
-    assert gpu.returncode == 0, gpu.stderr
-    assert "CUDA build" in gpu.stdout
+    assert cpu.returncode == 0, cpu.stderr
+    if "CUDA build" in cpu.stdout:
+        lines = [line for line in cpu.stderr.splitlines() if line.startswith("install_torch:")]
+        assert len(lines) == 1 and "installing the default build" in lines[0]
+    else:
+        assert "+cpu (CPU build) from " in cpu.stdout
 
 
 def test_with_this_machines_configuration_no_cuda_wheels_without_a_gpu() -> None:
-    """With this machine's pip configuration, a CPU machine gets a CPU build or a clear stop,
-    never the CUDA build; where a local CPU wheel exists (this machine, CI), it is chosen."""
+    """With this machine's pip configuration, where a local CPU wheel exists (this machine,
+    CI), it is chosen without asking any other index."""
     done = _dry_run(gpu=False, local_config=True)
-    assert "CUDA build" not in done.stdout
     local_cpu_wheels = list(Path("/opt/wheels").glob(f"torch-{_locked('torch')}+cpu-*.whl"))
-    if local_cpu_wheels:
-        assert done.returncode == 0, done.stderr
-        assert f"would install torch {_locked('torch')}+cpu (CPU build)" in done.stdout
-    else:
-        assert done.returncode in (0, install_torch.NO_CPU_BUILD), done.stderr
+    if not local_cpu_wheels:
+        pytest.skip("no local CPU wheel of torch on this machine")
+    assert done.returncode == 0, done.stderr
+    assert f"would install torch {_locked('torch')}+cpu (CPU build)\n" == done.stdout
 
 
 def _bash(script: str) -> subprocess.CompletedProcess:

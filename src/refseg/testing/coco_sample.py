@@ -1,9 +1,10 @@
-"""The shared COCO sample's instances as (image, mask, box) objects, for benchmarks and tests.
+"""The bundled COCO sample's instances as (image, mask, box) objects, for benchmarks and tests.
 
-``../shared/data/coco-sample`` (see ``shared/README.md``) holds two COCO val2017 photos and their
-instance masks. The path head's measurements (round trip of traced outlines, refiners by noise
-level) and real-image tests all read the same selection through :func:`load_objects`: the
-non-crowd instances of at least ``min_area`` pixels (36 of the 43 at the default 400).
+``data/coco-sample`` in the repository (see its ``ATTRIBUTION.md``) holds two COCO val2017 photos
+and their instance masks; it is test data, not part of the wheel. The path head's measurements
+(round trip of traced outlines, refiners by noise level) and real-image tests all read the same
+selection through :func:`load_objects`: the non-crowd instances of at least ``min_area`` pixels
+(36 of the 43 at the default 400).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-#: ``../shared`` beside the checkout, or wherever ``REFSEG_SHARED`` points.
-DEFAULT_FOLDER = (
-    Path(os.environ.get("REFSEG_SHARED") or Path(__file__).resolve().parents[4] / "shared")
-    / "data"
-    / "coco-sample"
+#: ``data/coco-sample`` of the checkout (``src/refseg/testing`` -> three levels up), or wherever
+#: ``REFSEG_COCO_SAMPLE`` points (an installed refseg has no checkout around it).
+DEFAULT_FOLDER = Path(
+    os.environ.get("REFSEG_COCO_SAMPLE")
+    or Path(__file__).resolve().parents[3] / "data" / "coco-sample"
 )
 
 
