@@ -23,7 +23,7 @@ from collections import defaultdict
 import numpy as np
 
 from refseg import masks
-from refseg.segmentation.paths import trace
+from refseg.paths import trace
 from refseg.testing.coco_sample import load_objects
 from refseg.train import rewards as R
 

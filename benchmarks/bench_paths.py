@@ -1,9 +1,9 @@
 """Round trip mask -> path (at most K vertices) -> mask on the COCO sample, printed as JSON.
 
 For each of the 36 non-crowd COCO-sample instances of at least 400 pixels, the ground-truth mask
-is traced to an outline of at most K vertices (:func:`refseg.segmentation.paths.trace`), written
+is traced to an outline of at most K vertices (:func:`refseg.paths.trace`), written
 as path data with integer pixel coordinates (what a model writing pixels would write) and read
-back, rasterized (:func:`~refseg.segmentation.paths.rasterize`, nonzero, 2x supersampling), and
+back, rasterized (:func:`~refseg.paths.rasterize`, nonzero, 2x supersampling), and
 compared with the original: mean IoU and mean boundary IoU (boundary width 2% of the image
 diagonal, :mod:`refseg.eval.metrics`). ``K = null`` is the untruncated trace (the tracer's own
 error). It tells how many vertices a path answer needs before the vector format, not the model,
@@ -20,8 +20,8 @@ import statistics
 
 import numpy as np
 
-from refseg.eval.metrics import boundary, boundary_width
-from refseg.segmentation.paths import format_path, parse_path, rasterize, trace
+from refseg.masks import boundary, boundary_width
+from refseg.paths import format_path, parse_path, rasterize, trace
 from refseg.testing.coco_sample import load_objects
 
 

@@ -27,8 +27,8 @@ import time
 import numpy as np
 
 from refseg.image import load_image
+from refseg.paths import rasterize, trace
 from refseg.segmentation import load_segmenter
-from refseg.segmentation.paths import rasterize, trace
 from refseg.segmentation.refiners import (
     DEFAULT_GATE,
     SamRefiner,

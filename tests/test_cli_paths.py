@@ -16,8 +16,8 @@ import pytest
 from refseg import masks
 from refseg.cli import main
 from refseg.grounding.coords import path_from_pixels
+from refseg.paths import parse_path, rasterize, trace
 from refseg.protocol import format_answer
-from refseg.segmentation.paths import parse_path, rasterize, trace
 from refseg.testing.coco_sample import load_objects
 from tests.grounding.chat_server import ChatServer
 

@@ -233,3 +233,13 @@ def test_hard_ceiling_whatever_the_environment(monkeypatch):
     with pytest.raises(InputError, match="the most pycocotools holds"):
         masks.check_size(2**15, 2**15)
     assert masks.check_size(2**14, 2**15) == (2**14, 2**15)
+
+
+def test_geometry_examples_hold() -> None:
+    """The ``>>>`` examples in :mod:`refseg.masks` are part of its documentation: they run."""
+    import doctest
+
+    import refseg.masks
+
+    failed, tried = doctest.testmod(refseg.masks, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried >= 3 and failed == 0

@@ -17,9 +17,9 @@ from refseg.cli import main
 from refseg.cli.demo import PHRASE
 from refseg.errors import InputError
 from refseg.grounding import load_grounder
+from refseg.paths import rasterize
 from refseg.pipeline import Pipeline
 from refseg.protocol import format_answer
-from refseg.segmentation.paths import rasterize
 from refseg.segmentation.refiners import TorchRefiner, load_refiner, run_refiner
 from refseg.testing.tiny_vlm import build_tiny_vlm
 from refseg.train import refiner as T

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from refseg.errors import InputError
 
-if TYPE_CHECKING:
-    from refseg.types import Prompt
+
+class _HasPoints(Protocol):
+    """What :func:`check_prompts` reads of a prompt (:class:`refseg.types.Prompt` has it); a
+    protocol, so that the limits sit below the types that use them."""
+
+    points: Sequence[object]
+
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -104,7 +109,7 @@ def check_prompt_pixels(prompts: int, width: int, height: int) -> None:
         )
 
 
-def check_prompts(prompts: Sequence[Prompt], width: int, height: int) -> None:
+def check_prompts(prompts: Sequence[_HasPoints], width: int, height: int) -> None:
     """Both checks for ready-made prompts on a ``width x height`` image (before any work)."""
     check_prompt_counts(len(prompts), (len(p.points) for p in prompts))
     check_prompt_pixels(len(prompts), width, height)

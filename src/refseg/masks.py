@@ -5,6 +5,10 @@ pycocotools reads and writes): compact enough to keep thousands of predictions i
 store in JSON, and fast to score (IoU, area) without decoding. Dense boolean arrays are made only
 when a caller asks for them.
 
+Mask geometry is here too, once for evaluation, training rewards and refiners: the boundary
+region of Boundary IoU (:func:`boundary`, :func:`boundary_width`) and IoU / boundary IoU of dense
+masks computed inside the masks' own windows (:func:`pair_ious`, :func:`boundary_iou`).
+
 pycocotools trusts its input completely: run lengths that do not add up to ``H x W`` make
 ``merge`` loop for ever or write past its buffers, a zero-length run in the middle corrupts the
 heap, and a polygon vertex at 1e9 or NaN overflows the rasteriser's integer arithmetic
@@ -17,6 +21,7 @@ checks are linear in the size of the encoding (a string is decoded with numpy, n
 from __future__ import annotations
 
 import io
+import math
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -27,6 +32,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from refseg.errors import InputError
+from refseg.limits import max_pixels
 
 RLE = dict[str, Any]
 
@@ -63,8 +69,6 @@ _CLIP_MARGIN = 64.0
 def pixel_limit() -> int:
     """The most pixels a mask may have: the image pixel limit (a mask bigger than any image
     refseg would load is an error, not work to do)."""
-    from refseg.image import max_pixels
-
     return min(max_pixels(), _HARD_MAX_PIXELS)
 
 
@@ -395,3 +399,98 @@ def from_png(data: bytes) -> np.ndarray:
     if array.ndim == 3:
         array = array[..., :3].max(axis=2) if array.shape[2] >= 3 else array[..., 0]
     return array > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry of dense masks: boundaries, windows, IoU and boundary IoU
+
+#: Boundary width as a fraction of the image diagonal (Cheng et al.'s default).
+DEFAULT_BOUNDARY_RATIO = 0.02
+
+
+def boundary_width(height: int, width: int, ratio: float = DEFAULT_BOUNDARY_RATIO) -> int:
+    """The boundary width ``d`` in pixels for an image of this size (at least 1).
+
+    ``round(ratio x diagonal)`` with Python's ``round``, as the Boundary IoU reference code.
+
+    >>> boundary_width(480, 640)
+    16
+    """
+    if not (ratio > 0 and math.isfinite(ratio)):
+        raise InputError(f"the boundary ratio must be a positive number, got {ratio}")
+    return max(1, round(float(ratio) * math.hypot(height, width)))
+
+
+def boundary(mask: np.ndarray, d: int) -> np.ndarray:
+    """The boundary region of a boolean mask: its pixels within ``d`` of a contour.
+
+    ``mask`` minus its erosion by a ``(2d+1)``-square, pixels outside the array being background
+    (so the image border is a contour too).
+
+    >>> int(boundary(np.ones((5, 5), bool), 1).sum())  # all but the 3x3 interior
+    16
+    """
+    mask_u8 = np.ascontiguousarray(mask, dtype=np.uint8)
+    if mask_u8.size == 0:
+        return mask_u8.astype(bool)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * d + 1, 2 * d + 1))
+    eroded = cv2.erode(mask_u8, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return (mask_u8 > eroded).astype(bool)
+
+
+def mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(row0, row1, col0, col1)`` of the mask's non-zero pixels (end exclusive), or ``None``
+    for an empty mask: where all of a mask's IoU work happens."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def pair_ious(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> np.ndarray:
+    """Mask IoU of every ``(pred, gt)`` pair of dense masks (0 where either is empty), computed
+    inside each pair's joint window so that its cost follows the objects, not the image.
+
+    >>> a = np.zeros((4, 4), bool); a[:2] = True
+    >>> pair_ious([a], [a, ~a]).tolist()
+    [[1.0, 0.0]]
+    """
+    out = np.zeros((len(preds), len(gts)))
+    p_boxes = [mask_window(m) for m in preds]
+    g_boxes = [mask_window(m) for m in gts]
+    for i, (pm, pb) in enumerate(zip(preds, p_boxes)):
+        for j, (gm, gb) in enumerate(zip(gts, g_boxes)):
+            if pb is None or gb is None:
+                continue
+            r0, r1 = min(pb[0], gb[0]), max(pb[1], gb[1])
+            c0, c1 = min(pb[2], gb[2]), max(pb[3], gb[3])
+            a, b = pm[r0:r1, c0:c1], gm[r0:r1, c0:c1]
+            union = np.count_nonzero(a | b)
+            out[i, j] = np.count_nonzero(a & b) / union if union else 0.0
+    return out
+
+
+def boundary_iou(a: np.ndarray, b: np.ndarray, d: int) -> float:
+    """Boundary IoU of two dense masks (1 when both are empty, 0 when one is).
+
+    Computed inside the pair's joint window grown by ``d`` (the boundary band of a mask never
+    leaves it), so its cost follows the objects, not the image.
+    """
+    wa, wb = mask_window(a), mask_window(b)
+    if wa is None or wb is None:
+        return 1.0 if wa is None and wb is None else 0.0
+    h, w = a.shape
+    r0, r1 = max(0, min(wa[0], wb[0]) - d), min(h, max(wa[1], wb[1]) + d)
+    c0, c1 = max(0, min(wa[2], wb[2]) - d), min(w, max(wa[3], wb[3]) + d)
+    ba, bb = boundary(a[r0:r1, c0:c1], d), boundary(b[r0:r1, c0:c1], d)
+    union = np.count_nonzero(ba | bb)
+    return np.count_nonzero(ba & bb) / union if union else 0.0
+
+
+def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A boolean mask at ``width x height`` by area averaging, thresholded at half."""
+    if mask.shape == (height, width):
+        return mask
+    small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    return small >= 0.5

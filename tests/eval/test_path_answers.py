@@ -19,7 +19,7 @@ from refseg.cli.eval import default_boundary_ratio
 from refseg.data.base import Sample
 from refseg.data.jsonl import export_jsonl
 from refseg.eval.runner import RECORDS_FILE, read_records
-from refseg.segmentation.paths import trace
+from refseg.paths import trace
 from refseg.testing.coco_sample import load_objects
 from tests.eval.dense_reference import dense_score
 from tests.grounding.chat_server import ChatServer

@@ -13,7 +13,7 @@ from refseg.cli import main
 from refseg.errors import InputError, ModelError
 from refseg.grounding import load_grounder, set_answer
 from refseg.grounding.moondream import MoondreamGrounder, segment_url
-from refseg.segmentation.paths import format_path, parse_path, rasterize, trace
+from refseg.paths import format_path, parse_path, rasterize, trace
 from refseg.testing.coco_sample import load_objects
 from tests.grounding.moondream_server import MoondreamServer
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from refseg.protocol import parse_answer
 from refseg.grounding.coords import to_grounding
-from refseg.segmentation.paths import PathError, rasterize
+from refseg.paths import PathError, rasterize
 
 def timed(text):
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from refseg.errors import InputError
 from refseg.grounding.coords import path_from_pixels, to_grounding
+from refseg.paths import rasterize, signed_area
 from refseg.protocol import (
     BOX_PATH_VIEWBOX,
     MAX_ANSWER_VERTICES,
@@ -20,7 +21,6 @@ from refseg.protocol import (
     format_answer,
     parse_answer,
 )
-from refseg.segmentation.paths import rasterize, signed_area
 
 
 def _one(text: str):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from refseg.segmentation.paths import (
+from refseg.paths import (
     MAX_VERTICES,
     PathError,
     clip_polygons,

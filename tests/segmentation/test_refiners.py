@@ -7,7 +7,7 @@ import pytest
 
 from refseg.errors import InputError
 from refseg.image import load_image
-from refseg.segmentation.paths import rasterize, trace
+from refseg.paths import rasterize, trace
 from refseg.segmentation.refiners import (
     GatedRefiner,
     NoRefiner,

@@ -485,7 +485,7 @@ def _shoelace(points) -> float:
 
 
 def test_path_answers_through_json_and_multipart(make_client, path_model, astronaut_bytes):
-    from refseg.segmentation.paths import parse_path, rasterize
+    from refseg.paths import parse_path, rasterize
 
     server, grounder = path_model
     client = make_client(grounder=grounder)

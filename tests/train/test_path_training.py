@@ -56,8 +56,8 @@ def _sample(mask_list, width=200, height=100):
 
 def _raster_of_target(text: str, width: int, height: int) -> list[np.ndarray]:
     from refseg.grounding.coords import to_grounding
+    from refseg.paths import rasterize
     from refseg.protocol import parse_answer
-    from refseg.segmentation.paths import rasterize
 
     grounding = to_grounding(parse_answer(text), "norm1000", width, height)
     assert grounding.parse_error is None

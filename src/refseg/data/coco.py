@@ -7,8 +7,8 @@ name the file), converts annotation segmentations (polygons, uncompressed or com
 the project's canonical RLE, and finds the image folder.
 
 :func:`coco_instances_to_samples` turns a plain COCO instance file into samples whose phrase is a
-category name (the ``coco:PATH`` kind, e.g. the bundled ``data/coco-sample``): category names are the
-simplest referring expressions with real masks, which makes them a useful smoke benchmark.
+category name (the ``coco:PATH`` kind, e.g. the bundled ``data/coco-sample``): category names are
+the simplest referring expressions with real masks, which makes them a useful smoke benchmark.
 """
 
 from __future__ import annotations

@@ -51,17 +51,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from refseg import masks
 from refseg.errors import InputError
+from refseg.masks import DEFAULT_BOUNDARY_RATIO, boundary, boundary_width
 
 #: IoU thresholds of the Pr@X metrics.
 PR_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
-#: Boundary width as a fraction of the image diagonal (Cheng et al.'s default).
-DEFAULT_BOUNDARY_RATIO = 0.02
 #: The ratio RefCOCO-M reports boundary IoU with.
 REFCOCOM_BOUNDARY_RATIO = 0.05
 
@@ -74,26 +72,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "N-acc",
     "T-acc",
 )
-
-
-def boundary_width(height: int, width: int, ratio: float = DEFAULT_BOUNDARY_RATIO) -> int:
-    """The boundary width ``d`` in pixels for an image of this size (at least 1)."""
-    if not (ratio > 0 and math.isfinite(ratio)):
-        raise InputError(f"the boundary ratio must be a positive number, got {ratio}")
-    return max(1, round(float(ratio) * math.hypot(height, width)))
-
-
-def boundary(mask: np.ndarray, d: int) -> np.ndarray:
-    """The boundary region of a boolean mask: its pixels within ``d`` of a contour.
-
-    ``mask`` minus its erosion by a ``(2d+1)``-square, pixels outside the array being background.
-    """
-    mask_u8 = np.ascontiguousarray(mask, dtype=np.uint8)
-    if mask_u8.size == 0:
-        return mask_u8.astype(bool)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * d + 1, 2 * d + 1))
-    eroded = cv2.erode(mask_u8, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return (mask_u8 > eroded).astype(bool)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ class GroundedInstance:
     """One referred object in pixels of the displayed image.
 
     ``polygons`` is the outline of a path answer (``float64 (N, 2)`` rings, clipped to the
-    image; see :mod:`refseg.segmentation.paths`), empty for a box answer: the pipeline then
+    image; see :mod:`refseg.paths`), empty for a box answer: the pipeline then
     rasterizes and refines it instead of prompting the segmenter with the box alone.
     """
 

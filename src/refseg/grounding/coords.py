@@ -28,8 +28,8 @@ import numpy as np
 
 from refseg.errors import InputError
 from refseg.grounding.base import GroundedInstance, Grounding
+from refseg.paths import bounds, clip_polygons
 from refseg.protocol import ParsedAnswer, ParsedInstance
-from refseg.segmentation.paths import bounds, clip_polygons
 from refseg.types import clip_box
 
 __all__ = [

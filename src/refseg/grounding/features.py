@@ -25,12 +25,18 @@ bfloat16 on a 1024x1024 image (32x32 merged tokens, 4 sources of 2048) 16 MiB; s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from refseg.errors import InputError, ModelError
+from refseg.errors import ModelError
+from refseg.vlm_features import (
+    VLMFeatures,
+    check_feature_grounder,
+    feature_bytes,
+    inner_model,
+    vision_digest,
+)
 
 __all__ = [
     "FeatureCapture",
@@ -40,45 +46,6 @@ __all__ = [
     "vision_digest",
     "vision_features",
 ]
-
-
-@dataclass
-class VLMFeatures:
-    """What the box decoder reads for one (image, phrase) pair.
-
-    Attributes:
-        sources: names of the vision sources, in the order of ``maps``.
-        maps: one ``(C_s, h, w)`` tensor per source on the merged-token grid.
-        hidden: ``(C_text,)`` answer state.
-        input_size: ``(width, height)`` of the image as the VLM saw it (after its resize).
-        fingerprint: :func:`refseg.segmentation.boxdec.vlm_fingerprint` of the model.
-    """
-
-    sources: list[str]
-    maps: list[torch.Tensor]
-    hidden: torch.Tensor
-    input_size: tuple[int, int]
-    fingerprint: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the tensors."""
-        tensors = [*self.maps, self.hidden]
-        return int(sum(t.numel() * t.element_size() for t in tensors))
-
-
-def feature_bytes(vlm_config: Any, width: int, height: int, bytes_per_value: int = 2) -> int:
-    """Bytes :class:`VLMFeatures` holds for one image of ``width x height`` (already resized by
-    the processor), computed from a model config's shapes (no model needed)."""
-    from refseg.segmentation.boxdec import _get, vision_sources
-
-    vision = _get(vlm_config, "vision_config")
-    cell = int(_get(vision, "patch_size")) * int(_get(vision, "spatial_merge_size", 2))
-    tokens = (width // cell) * (height // cell)
-    channels = sum(c for _, c in vision_sources(vlm_config))
-    text = int(_get(_get(vlm_config, "text_config"), "hidden_size"))
-    return (channels * tokens + text) * bytes_per_value
 
 
 def answer_length(tokens: list[int], stop_ids: set[int]) -> int:
@@ -153,7 +120,7 @@ def vision_features(grounder: Any, images: list[Any], sources: list[str]) -> lis
     inference it takes the same maps from the grounding pass.
     """
     batch = grounder.prepare(images, ["object"] * len(images))
-    inner = _inner(grounder.model)
+    inner = inner_model(grounder.model)
     with torch.no_grad(), FeatureCapture(grounder.model, sources) as capture:
         inner.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
     empty = torch.zeros(0)
@@ -169,60 +136,6 @@ def vision_features(grounder: Any, images: list[Any], sources: list[str]) -> lis
     ]
 
 
-def vision_digest(model: Any) -> str:
-    """A short hash of the vision tower's weights: what its features depend on, and all they
-    depend on. Two checkpoints of one config (a base model and its fine-tune) share a
-    :func:`~refseg.segmentation.boxdec.vlm_fingerprint` but not, unless the tower was frozen,
-    this digest; a feature cache keyed by it never serves one model's maps to the other."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(_inner(model).visual.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def check_feature_grounder(
-    user: str, fingerprint: str, grounder: Any, *, vision: str | None = None
-) -> None:
-    """Refuse, with one line, a grounder whose features ``user`` (a head trained on the features
-    of the VLM with ``fingerprint``) cannot read: an API grounder has none, another VLM config
-    has features of another layout, which would be read as noise without an error; with
-    ``vision`` (a :func:`vision_digest`), other vision weights are refused too."""
-    if not getattr(grounder, "supports_features", False):
-        raise InputError(
-            f"{user} reads the grounder's own features; grounder "
-            f"{getattr(grounder, 'name', grounder)} cannot give them (use a qwen3-vl: or "
-            "qwen2.5-vl: grounder)"
-        )
-    theirs = grounder.feature_fingerprint
-    if theirs != fingerprint:
-        raise InputError(
-            f"{user} was trained on another VLM config (fingerprint {fingerprint}) than "
-            f"grounder {grounder.name} ({theirs}); use the model it was trained with"
-        )
-    if vision and vision_digest(grounder.model) != vision:
-        raise InputError(
-            f"{user} was trained on the features of another checkpoint (its vision weights "
-            f"differ from grounder {grounder.name}'s); use the model it was trained with"
-        )
-
-
-def _inner(model: Any) -> Any:
-    """The ``Qwen*VLModel`` inside a conditional-generation model (or a peft wrapper)."""
-    for _ in range(4):
-        if hasattr(model, "visual") and hasattr(model, "language_model"):
-            return model
-        inner = getattr(model, "model", None)
-        if inner is None:
-            inner = getattr(model, "base_model", None)
-        if inner is None:
-            break
-        model = inner
-    raise ModelError("the box decoder needs a Qwen-VL model (no visual tower found)")
-
-
 class FeatureCapture:
     """Hooks that record vision features and final-norm hidden states of one pass.
 
@@ -234,7 +147,7 @@ class FeatureCapture:
         self.model = model
         self.detach = detach
         self.sources = list(sources)
-        self.inner = _inner(model)
+        self.inner = inner_model(model)
         config = getattr(model, "config", None)
         self.model_type = getattr(config, "model_type", "")
         self._handles: list[Any] = []

@@ -172,7 +172,7 @@ class MoondreamGrounder:
         return ParsedAnswer(instances=[instance], raw=raw)
 
     def _instance(self, response: dict[str, Any]) -> ParsedInstance | None:
-        from refseg.segmentation.paths import PathError, parse_path
+        from refseg.paths import PathError, parse_path
 
         path, bbox = response.get("path"), response.get("bbox")
         if bbox is None and (path is None or (isinstance(path, str) and not path.strip())):
@@ -242,7 +242,7 @@ def _bbox(value: Any) -> tuple[float, float, float, float]:
     """``{"x_min", "y_min", "x_max", "y_max"}`` (0-1 of the image) -> a 0-1000 box."""
     if not isinstance(value, dict):
         raise ValueError("bbox is not an object with x_min, y_min, x_max, y_max")
-    from refseg.segmentation.paths import MAX_ABS_COORD
+    from refseg.paths import MAX_ABS_COORD
 
     numbers = []
     for key in ("x_min", "y_min", "x_max", "y_max"):

@@ -491,7 +491,7 @@ class QwenGrounder:
     @property
     def feature_fingerprint(self) -> str:
         """The fingerprint of this model's feature layout (:func:`~.boxdec.vlm_fingerprint`)."""
-        from refseg.segmentation.boxdec import vlm_fingerprint
+        from refseg.vlm_features import vlm_fingerprint
 
         return vlm_fingerprint(self.model.config)
 
@@ -529,7 +529,8 @@ class QwenGrounder:
         return answers, self._features(capture, new)
 
     def _features(self, capture: Any, new: torch.Tensor) -> list[Any]:
-        from refseg.grounding.features import VLMFeatures, stop_ids
+        from refseg.grounding.features import stop_ids
+        from refseg.vlm_features import VLMFeatures
 
         states = capture.answer_states(new, stop_ids(self))
         fingerprint = self.feature_fingerprint

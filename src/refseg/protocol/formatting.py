@@ -22,7 +22,7 @@ def _int_coord(value: Any, what: str) -> int:
 
 def _path_text(path: Any, n: int) -> str:
     """A path given as path data (kept as written) or as polygons (written as integers)."""
-    from refseg.segmentation.paths import PathError, format_path, parse_path
+    from refseg.paths import PathError, format_path, parse_path
 
     if isinstance(path, str):
         try:

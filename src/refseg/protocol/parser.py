@@ -23,7 +23,7 @@ deliberately strict about structure. It reads, in order of preference:
   (``bbox`` is accepted as a synonym of ``bbox_2d`` everywhere);
 * path answers (the path mask head): ``{"bbox_2d": [...], "path": "M x y L x y ... Z"}``, SVG
   path data in the same coordinates as the box (read by
-  :func:`refseg.segmentation.paths.parse_path`: ``M/L/H/V/Z`` absolute and relative, curves and
+  :func:`refseg.paths.parse_path`: ``M/L/H/V/Z`` absolute and relative, curves and
   arcs flattened, each subpath one ring: an object in several parts, or a hole); or
   ``"polygon": [[x, y], ...]`` (one ring) or ``[[[x, y], ...], ...]`` (several); or
   ``"box_path": "M u v ..."``, Moondream's box-relative form: path data on a 0-960 square that
@@ -446,7 +446,7 @@ def _read_outline(
     ``budget`` is the answer's remaining vertex allowance (one list shared by all instances),
     so a long answer of many paths is bounded as a whole.
     """
-    from refseg.segmentation.paths import MAX_ABS_COORD, PathError, parse_path
+    from refseg.paths import MAX_ABS_COORD, PathError, parse_path
 
     if key == "polygon":
         if not isinstance(value, list) or not value:

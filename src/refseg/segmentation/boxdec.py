@@ -33,7 +33,6 @@ width, depth) is in :class:`BoxDecConfig`, built from a Qwen3-VL or Qwen2.5-VL m
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refseg.errors import InputError
+from refseg.vlm_features import config_value, vision_sources, vlm_fingerprint
 
 __all__ = [
     "BoxDecConfig",
@@ -62,77 +62,6 @@ __all__ = [
 #: the branch is trained from scratch).
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
-
-
-def _get(config: Any, key: str, default: Any = None) -> Any:
-    if isinstance(config, dict):
-        return config.get(key, default)
-    return getattr(config, key, default)
-
-
-def vision_sources(vlm_config: Any, *, every: bool = False) -> list[tuple[str, int]]:
-    """The default multi-scale sources of a VLM config: ``[(name, channels), ...]``.
-
-    ``every`` adds every vision block's output (``blockN``, both families) to choose from.
-
-    Qwen3-VL: every DeepStack layer (``deepstack0``...; already merged 2x2 to the text width
-    by their own mergers) and the final merger output (``final``). Qwen2.5-VL has no DeepStack;
-    its full-attention blocks before the last (``blockN``, ``4 * vision hidden`` channels: the
-    2x2 patches of each merged token side by side) are the natural intermediate scales, since
-    only they have seen the whole image.
-    """
-    model_type = _get(vlm_config, "model_type", "")
-    vision = _get(vlm_config, "vision_config")
-    text = _get(vlm_config, "text_config")
-    if vision is None or text is None:
-        raise InputError("the VLM config has no vision_config/text_config")
-    if model_type not in ("qwen3_vl", "qwen3_vl_moe", "qwen2_5_vl"):
-        raise InputError(
-            f"the box decoder needs a Qwen3-VL or Qwen2.5-VL config, got {model_type!r}"
-        )
-    out_hidden = int(_get(vision, "out_hidden_size"))
-    merge = int(_get(vision, "spatial_merge_size", 2))
-    block_dim = int(_get(vision, "hidden_size")) * merge * merge
-    if model_type in ("qwen3_vl", "qwen3_vl_moe"):
-        deep = list(_get(vision, "deepstack_visual_indexes", []) or [])
-        out = [(f"deepstack{i}", out_hidden) for i in range(len(deep))] + [("final", out_hidden)]
-    else:
-        full = list(_get(vision, "fullatt_block_indexes", []) or [])[:-1]
-        out = [(f"block{i}", block_dim) for i in full] + [("final", out_hidden)]
-    if every:
-        names = {name for name, _ in out}
-        depth = int(_get(vision, "depth", 0) or 0)
-        out += [(f"block{i}", block_dim) for i in range(depth) if f"block{i}" not in names]
-    return out
-
-
-def vlm_fingerprint(vlm_config: Any) -> str:
-    """A short hash of the VLM config fields the decoder's inputs depend on.
-
-    Two models with the same fingerprint give features of the same layout (sources, widths,
-    patch grid); a decoder checkpoint records the fingerprint it was trained with and refuses
-    any other model, whose features it would read as noise without an error.
-    """
-    vision = _get(vlm_config, "vision_config")
-    text = _get(vlm_config, "text_config")
-    fields = {
-        "model_type": _get(vlm_config, "model_type"),
-        "text_hidden": _get(text, "hidden_size"),
-        "text_layers": _get(text, "num_hidden_layers"),
-        "vocab": _get(text, "vocab_size"),
-    }
-    for key in (
-        "depth",
-        "hidden_size",
-        "out_hidden_size",
-        "patch_size",
-        "spatial_merge_size",
-        "deepstack_visual_indexes",
-        "fullatt_block_indexes",
-    ):
-        fields[f"vision_{key}"] = _get(vision, key)
-    blob = json.dumps(fields, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass
@@ -231,8 +160,8 @@ class BoxDecConfig:
             raise InputError(
                 f"unknown vision source {unknown[0]!r}; this model has {', '.join(available)}"
             )
-        vision = _get(vlm_config, "vision_config")
-        text = _get(vlm_config, "text_config")
+        vision = config_value(vlm_config, "vision_config")
+        text = config_value(vlm_config, "text_config")
         names = [f.name for f in dataclasses.fields(cls)]
         bad = sorted(set(overrides) - set(names))
         if bad:
@@ -240,8 +169,9 @@ class BoxDecConfig:
         return cls(
             sources=list(wanted),
             source_dims=[available[s] for s in wanted],
-            text_dim=int(_get(text, "hidden_size")),
-            patch=int(_get(vision, "patch_size")) * int(_get(vision, "spatial_merge_size", 2)),
+            text_dim=int(config_value(text, "hidden_size")),
+            patch=int(config_value(vision, "patch_size"))
+            * int(config_value(vision, "spatial_merge_size", 2)),
             **overrides,
         )
 
@@ -622,7 +552,7 @@ class BoxDecSegmenter:
 
     def check_grounder(self, grounder: Any) -> None:
         """Refuse, with one line, a grounder whose features this decoder cannot read."""
-        from refseg.grounding.features import check_feature_grounder
+        from refseg.vlm_features import check_feature_grounder
 
         check_feature_grounder(f"segmenter {self.name}", self.fingerprint, grounder)
 

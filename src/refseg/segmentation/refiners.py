@@ -1,7 +1,7 @@
 """Refiners: a coarse mask (a rasterized path answer) in, a detailed mask out.
 
 The path mask head (Moondream Segmentation's design) has the grounder write an outline, which
-is rasterized (:mod:`refseg.segmentation.paths`) into a coarse mask; a refiner then turns the
+is rasterized (:mod:`refseg.paths`) into a coarse mask; a refiner then turns the
 coarse mask into the final one, iterating ``n`` times on its own output. One protocol serves
 every refiner: :meth:`Refiner.refine` ``(image, embedding, coarse mask, box) -> RefineOutput``,
 and :func:`run_refiner` iterates it. The image's embedding is made once by the caller and shared
@@ -257,7 +257,7 @@ def boundary_agreement(coarse: np.ndarray, refined: np.ndarray, box: Box) -> flo
     """
     import cv2
 
-    from refseg.eval.metrics import boundary
+    from refseg.masks import boundary
 
     x1, y1, x2, y2 = box
     distance = max(1.0, BOUNDARY_TOLERANCE * math.sqrt(max(0.0, (x2 - x1) * (y2 - y1))))
@@ -399,7 +399,7 @@ class TorchRefiner:
 
     def check_grounder(self, grounder: Any) -> None:
         """Refuse, with one line, a grounder whose features this refiner cannot read."""
-        from refseg.grounding.features import check_feature_grounder
+        from refseg.vlm_features import check_feature_grounder
 
         vision = self.config.get("vision_digest")
         check_feature_grounder(f"refiner {self.name}", self.fingerprint, grounder, vision=vision)

@@ -102,14 +102,14 @@ def path_target(
 ) -> tuple[tuple[int, int, int, int], list[np.ndarray]]:
     """One object's path target: its box and outline rings in the model's coordinates.
 
-    The outline is :func:`refseg.segmentation.paths.trace` of the GT mask (every part and hole,
+    The outline is :func:`refseg.paths.trace` of the GT mask (every part and hole,
     ``max_vertices`` in all), scaled into the model's frame. Integer rounding in a coarse frame
     (0-1000 on a large image) can flatten a small ring to nothing: when no ring with area is
     left, the target falls back to the box's rectangle, so every target is a readable answer
     (an object must never be taught as absent).
     """
     from refseg.grounding.coords import from_pixels, path_from_pixels
-    from refseg.segmentation.paths import signed_area, trace
+    from refseg.paths import signed_area, trace
 
     model_box, _ = from_pixels(box, [], convention, width, height)
     traced = trace(np.asarray(mask, dtype=bool), max_vertices)

@@ -210,7 +210,7 @@ def perturb(
     """
     import cv2
 
-    from refseg.segmentation.paths import rasterize, trace
+    from refseg.paths import rasterize, trace
 
     h, w = mask.shape
     ys, xs = np.nonzero(mask)

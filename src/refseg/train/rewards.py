@@ -590,7 +590,7 @@ def instance_mask(
 ) -> np.ndarray:
     """An instance's mask at ``scale`` of the image size: its rasterized outline, or its box
     filled when it has none (so a box answer is still scored on what it covers)."""
-    from refseg.segmentation.paths import rasterize
+    from refseg.paths import rasterize
 
     w, h = _scaled(width, height, scale)
     sx, sy = w / width, h / height
@@ -606,50 +606,6 @@ def _scaled(width: int, height: int, scale: float) -> tuple[int, int]:
     if scale >= 1.0:
         return int(width), int(height)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _pair_ious(preds: list[np.ndarray], gts: list[np.ndarray]) -> np.ndarray:
-    """Mask IoU of every (pred, gt) pair, computed inside each pair's joint bounding window."""
-    out = np.zeros((len(preds), len(gts)))
-    p_boxes = [_mask_window(m) for m in preds]
-    g_boxes = [_mask_window(m) for m in gts]
-    for i, (pm, pb) in enumerate(zip(preds, p_boxes)):
-        for j, (gm, gb) in enumerate(zip(gts, g_boxes)):
-            if pb is None or gb is None:
-                continue
-            r0, r1 = min(pb[0], gb[0]), max(pb[1], gb[1])
-            c0, c1 = min(pb[2], gb[2]), max(pb[3], gb[3])
-            a, b = pm[r0:r1, c0:c1], gm[r0:r1, c0:c1]
-            union = np.count_nonzero(a | b)
-            out[i, j] = np.count_nonzero(a & b) / union if union else 0.0
-    return out
-
-
-def _mask_window(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if not len(rows):
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def boundary_iou(a: np.ndarray, b: np.ndarray, d: int) -> float:
-    """Boundary IoU of two masks (the eval's definition, :func:`refseg.eval.metrics.boundary`).
-
-    Computed inside the pair's joint window grown by ``d`` (the boundary band of a mask never
-    leaves it), so its cost follows the objects, not the image.
-    """
-    from refseg.eval.metrics import boundary
-
-    wa, wb = _mask_window(a), _mask_window(b)
-    if wa is None or wb is None:
-        return 1.0 if wa is None and wb is None else 0.0
-    h, w = a.shape
-    r0, r1 = max(0, min(wa[0], wb[0]) - d), min(h, max(wa[1], wb[1]) + d)
-    c0, c1 = max(0, min(wa[2], wb[2]) - d), min(w, max(wa[3], wb[3]) + d)
-    ba, bb = boundary(a[r0:r1, c0:c1], d), boundary(b[r0:r1, c0:c1], d)
-    union = np.count_nonzero(ba | bb)
-    return np.count_nonzero(ba & bb) / union if union else 0.0
 
 
 @dataclass
@@ -682,8 +638,6 @@ def mask_match_score(
     """
     from scipy.optimize import linear_sum_assignment
 
-    from refseg.eval.metrics import boundary_width
-
     if grounding.parse_error:
         return MaskMatch(0.0, 0.0, [])
     preds = grounding.instances
@@ -693,27 +647,18 @@ def mask_match_score(
     if not preds:
         return MaskMatch(0.0, 0.0, [])
     w, h = _scaled(width, height, scale)
-    gts = [_resize_mask(np.asarray(m, dtype=bool), w, h) for m in gt_masks]
+    gts = [masks.resize_mask(np.asarray(m, dtype=bool), w, h) for m in gt_masks]
     pred_masks = [instance_mask(p, width, height, scale) for p in preds]
-    ious = _pair_ious(pred_masks, gts)
+    ious = masks.pair_ious(pred_masks, gts)
     rows, cols = linear_sum_assignment(-ious)
     norm = max(len(preds), len(gts))
-    d = boundary_width(h, w, boundary_ratio)
-    biou = sum(boundary_iou(pred_masks[i], gts[j], d) for i, j in zip(rows, cols))
+    d = masks.boundary_width(h, w, boundary_ratio)
+    biou = sum(masks.boundary_iou(pred_masks[i], gts[j], d) for i, j in zip(rows, cols))
     return MaskMatch(
         iou=float(ious[rows, cols].sum() / norm),
         boundary_iou=float(biou / norm),
         pairs=[(int(i), int(j)) for i, j in zip(rows, cols)],
     )
-
-
-def _resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    import cv2
-
-    if mask.shape == (height, width):
-        return mask
-    small = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
-    return small >= 0.5
 
 
 class _GTCache:

@@ -132,7 +132,7 @@ class RolloutRecorder:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float]:
-        from refseg.segmentation.paths import format_path
+        from refseg.paths import format_path
         from refseg.train.rewards import _columns, instance_mask, read_answer
 
         n = len(completions)
