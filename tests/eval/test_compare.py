@@ -4,10 +4,14 @@ the numbers checked against IoUs computed here from dense masks."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +120,71 @@ def work(tmp_path_factory) -> Path:
     return root
 
 
+class _RowParser(HTMLParser):
+    """The sample sections of compare.html: per sample its id, and per row (``full``: the
+    whole-photo panels, ``crop``: the crops) the cells in order, each with its caption, its
+    picture (data URI, width, height; ``None`` for a cell without one) and the row's style."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[dict] = []
+        self.row: str | None = None
+        self.cell: dict | None = None
+        self.text: list[str] | None = None
+        self.in_code = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attr = dict(attrs)
+        classes = (attr.get("class") or "").split()
+        if tag == "section" and "sample" in classes:
+            self.samples.append({"id": None, "full": [], "crop": [], "style": {}})
+        elif not self.samples:
+            return
+        elif tag == "code" and self.samples[-1]["id"] is None and self.row is None:
+            self.in_code = True
+        elif tag == "div" and "cmp-row" in classes:
+            self.row = "crop" if "crop" in classes else "full"
+            self.samples[-1]["style"][self.row] = attr.get("style")
+        elif tag == "figure" and self.row:
+            self.cell = {"img": None, "caption": ""}
+            self.samples[-1][self.row].append(self.cell)
+        elif tag == "img" and self.cell is not None:
+            self.cell["img"] = (attr["src"], int(attr["width"]), int(attr["height"]))
+        elif tag == "figcaption" and self.cell is not None:
+            self.text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "code":
+            self.in_code = False
+        elif tag == "figcaption" and self.cell is not None and self.text is not None:
+            self.cell["caption"] = "".join(self.text)
+            self.text = None
+        elif tag == "figure":
+            self.cell = None
+        elif tag == "section":
+            self.row = None
+
+    def handle_data(self, data: str) -> None:
+        if self.in_code:
+            self.samples[-1]["id"] = data
+        if self.text is not None:
+            self.text.append(data)
+
+
+def sample_rows(page: str) -> list[dict]:
+    parser = _RowParser()
+    parser.feed(page)
+    return parser.samples
+
+
+def decode_uri(uri: str) -> np.ndarray:
+    from PIL import Image
+
+    head, data = uri.split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
 def expected(shifts: dict, ids: list[str]) -> dict[str, float]:
     """gIoU, cIoU, Pr@0.5 and N-acc from dense masks, without refseg's metric code."""
     ious, inter_sum, union_sum, hits, no_target, above, targets = [], 0, 0, 0, 0, 0, 0
@@ -187,7 +256,11 @@ def test_compare_numbers_match_independent_metrics(work: Path) -> None:
     assert chosen[0] == max(spread, key=spread.get)
     assert [spread[i] for i in chosen] == sorted(spread.values(), reverse=True)
     page = (work / "cmp" / "compare.html").read_text()
-    assert page.count("data:image/jpeg;base64,") == 3 * len(chosen)
+    rows = sample_rows(page)
+    assert [r["id"] for r in rows] == chosen
+    assert all(len(r["full"]) == 3 for r in rows)  # ground truth + one panel per run
+    crops = sum(len(r["crop"]) for r in rows)
+    assert page.count("data:image/jpeg;base64,") == 3 * len(chosen) + crops
 
 
 def test_a_run_against_itself_differs_by_zero(work: Path) -> None:
@@ -242,7 +315,10 @@ def test_oracle_boxes_run_compared_with_predictions(work: Path) -> None:
     assert got == pytest.approx(float(np.mean(ious)), abs=1e-6)
     assert len(doc["overlay_samples"]) == 2
     html = (work / "cmp_oracle" / "compare.html").read_text()
-    assert html.count("data:image/jpeg;base64,") == 6 and "ground-truth boxes" in html
+    rows = sample_rows(html)
+    assert len(rows) == 2 and all(len(r["full"]) == 3 for r in rows)
+    crops = sum(len(r["crop"]) for r in rows)
+    assert html.count("data:image/jpeg;base64,") == 6 + crops and "ground-truth boxes" in html
 
 
 def one_line_error(done: subprocess.CompletedProcess) -> str:
@@ -302,3 +378,140 @@ def test_different_datasets_refused_unless_allowed(work: Path) -> None:
              "--out", "run_renamed", cwd=other)  # fmt: skip
     none = compare_cli("run_a", other / "run_renamed", "--allow-different-datasets", cwd=work)
     assert "no sample was scored by every run" in one_line_error(none)
+
+
+# --------------------------------------------------------------------------------------------
+# compare.html: one row per sample, and crops around the target
+
+
+@pytest.mark.parametrize(
+    ("boxes", "size", "window"),
+    [
+        # a 10-pixel object in a 4000 x 3000 photo: the 16-pixel floor, not 15% (1.5 px)
+        ([[1000, 800, 1010, 810]], (4000, 3000), (984, 784, 1026, 826)),
+        # a large object: 15% of its longer side (200 -> 30 px) on every side
+        ([[100, 100, 300, 200]], (1000, 1000), (70, 70, 330, 230)),
+        # at the top-left and bottom-right borders: clamped to the image
+        ([[0, 0, 50, 40]], (640, 480), (0, 0, 66, 56)),
+        ([[600, 440, 640, 480]], (640, 480), (584, 424, 640, 480)),
+        # fractional edges round outwards
+        ([[10.5, 20.25, 30.5, 40.75]], (640, 480), (0, 4, 47, 57)),
+        # ground truth and prediction far apart: the window holds both (union 510 x 320)
+        ([[10, 10, 20, 20], [500, 300, 520, 330]], (640, 480), (0, 0, 597, 407)),
+        # nothing to crop around: no box, only missing ones, or wholly outside the image
+        ([], (640, 480), None),
+        ([None, None], (640, 480), None),
+        ([[900, 900, 950, 950]], (640, 480), None),
+        # a broken box (non-finite, wrong length) is skipped; swapped corners are ordered
+        ([[float("nan"), 0, 5, 5], [1, 2, 3], [60, 50, 40, 30]], (640, 480), (24, 14, 76, 66)),
+    ],
+)
+def test_crop_window(boxes: list, size: tuple[int, int], window: tuple | None) -> None:
+    from refseg.eval.crop import crop_window
+
+    assert crop_window(boxes, *size) == window
+
+
+def test_crop_panel_enlarges_by_a_whole_factor() -> None:
+    """A 40 x 30 window is enlarged x16 (640 px on its longer side) with square pixel blocks
+    and the mask tinted where it lies; a 1280-pixel window is shrunk to 640."""
+    from refseg.eval.crop import crop_panel, crop_scale
+    from refseg.types import Instance
+
+    image = np.full((300, 400, 3), 100, dtype=np.uint8)
+    mask = np.zeros((300, 400), dtype=bool)
+    mask[110:120, 210:220] = True
+    panel = crop_panel(image, [Instance.from_mask(mask)], (200, 100, 240, 130))
+    assert crop_scale((200, 100, 240, 130)) == 16 and panel.shape == (480, 640, 3)
+    inside = panel[(10 + 5) * 16, (10 + 5) * 16]  # the centre of the object
+    assert not np.array_equal(inside, [100, 100, 100])  # tinted by the mask
+    assert np.array_equal(panel[5, 5], [100, 100, 100])  # the margin is the photo
+    big = np.zeros((1000, 1280, 3), dtype=np.uint8)
+    assert crop_panel(big, [], (0, 0, 1280, 1000)).shape == (500, 640, 3)
+
+
+def boxes_of(mask: np.ndarray | None) -> list[list[int]]:
+    if mask is None or not mask.any():
+        return []
+    ys, xs = np.nonzero(mask)
+    return [[int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]]
+
+
+def test_html_rows_hold_truth_and_runs_side_by_side_with_crops(work: Path) -> None:
+    """Each sample is one grid row of ground truth + one panel per run, in that order, and a
+    second row of crops cut with one window around ground truth and every prediction (boxes
+    taken here from dense masks); the crops are the window's pixels, enlarged."""
+    from refseg.eval.compare import compare_runs, render_compare_html
+    from refseg.eval.crop import crop_scale, crop_window
+
+    comparison = compare_runs([work / "run_a", work / "run_b"])
+    chosen = [s[0] for s in SAMPLES]
+    page = render_compare_html(comparison, chosen)
+    assert "grid-template-columns:repeat(var(--cols)" in page
+    rows = sample_rows(page)
+    assert [r["id"] for r in rows] == chosen
+    with_crops = 0
+    for row, (sample_id, _, rects, _) in zip(rows, SAMPLES):
+        full = row["full"]
+        assert row["style"]["full"] == "--cols:3"
+        assert [c["caption"].split(":")[0] for c in full] == ["ground truth", "#1", "#2"]
+        assert all(c["img"] is not None and c["img"][1:] == (W, H) for c in full)
+        # run_b has no prediction for s7 (a failure): only ground truth and run_a count
+        shift_b = {**SHIFT_B, "s7": None}
+        boxes = boxes_of(dense(rects))
+        boxes += boxes_of(predicted(sample_id, SHIFT_A)) + boxes_of(predicted(sample_id, shift_b))
+        window = crop_window(boxes, W, H)
+        if window is None or window == (0, 0, W, H):
+            assert row["crop"] == [], sample_id
+            continue
+        with_crops += 1
+        crop = row["crop"]
+        assert row["style"]["crop"] == "--cols:3"
+        runs = [predicted(sample_id, SHIFT_A), predicted(sample_id, shift_b)]
+        assert [c["caption"] for c in crop[1:]] == [
+            label if mask is not None else f"{label}: no mask"
+            for label, mask in zip(("#1", "#2"), runs)
+        ]
+        x1, y1, x2, y2 = window
+        assert f"crop x {x1}–{x2}, y {y1}–{y2}" in crop[0]["caption"]
+        k = int(crop_scale(window))
+        for cell in crop:
+            assert cell["img"][1:] == ((x2 - x1) * k, (y2 - y1) * k)
+        # the ground-truth crop is the window of the ground-truth panel, enlarged
+        truth = decode_uri(crop[0]["img"][0]).astype(int)
+        panel = decode_uri(full[0]["img"][0]).astype(int)
+        shrunk = truth[k // 2 :: k, k // 2 :: k]
+        assert np.abs(shrunk - panel[y1:y2, x1:x2]).mean() < 12, sample_id
+    assert with_crops >= 4  # the fixture's objects are small enough for most samples
+    s7 = next(r for r in rows if r["id"] == "s7")
+    assert "crop x 4–52, y 0–24" in s7["crop"][0]["caption"]
+    assert s7["crop"][2]["caption"] == "#2: no mask"  # run_b had no prediction for s7
+
+
+def test_no_crop_row_without_target_or_prediction(work: Path) -> None:
+    """s5 has no target and both runs (the same predictions) answered "no target": nothing to
+    crop around, so its section has the panel row only."""
+    from refseg.eval.compare import compare_runs, render_compare_html
+
+    comparison = compare_runs([work / "run_a", work / "run_a2"])
+    rows = sample_rows(render_compare_html(comparison, ["s5", "s7"]))
+    assert [len(r["full"]) for r in rows] == [3, 3]
+    assert rows[0]["crop"] == [] and len(rows[1]["crop"]) == 3
+
+
+def test_hostile_strings_stay_escaped(work: Path) -> None:
+    """Ids, phrases and error kinds reach a sample's section only escaped, in the panel row
+    and the crop row alike."""
+    from refseg.eval.compare import Comparison, Run, _sample_row
+
+    evil = '<img src=x onerror="alert(1)">&'
+    record = {"id": evil, "phrase": evil, "image": str(work / "img0.png"),
+              "iou": 0.5, "biou": 0.5, "error_kind": evil, "instances": [],
+              "prediction": masks.encode(dense([(20, 20, 30, 30)]))}  # fmt: skip
+    runs = [Run(work / f"r{i}", {"mode": "predictions"}, {evil: record}, None, True) for i in "ab"]
+    row = _sample_row(Comparison(runs, [evil]), evil, None, ["#1", "#2"])
+    assert "<img src=x" not in row and 'onerror="' not in row
+    assert html.escape(evil) in row
+    parsed = sample_rows(row)
+    assert parsed[0]["id"] == evil and len(parsed[0]["full"]) == 3 and len(parsed[0]["crop"]) == 3
+    assert evil in parsed[0]["full"][1]["caption"]  # "failed (<kind>)", unescaped by the parser

@@ -13,8 +13,9 @@ noise. A comparison therefore
 The same is done per breakdown group (difficulty, kind, number of targets, scene size: the groups
 the runner records), with the groups taken from the first run's records so each group holds the
 same samples in every run. ``compare.json`` and ``compare.html`` (the samples on which the runs
-disagree most, each run's overlay next to the others, drawn by :mod:`refseg.eval.report`) are
-written atomically.
+disagree most: one row per sample, ground truth and each run's overlay side by side, drawn by
+:mod:`refseg.eval.report`, and under it a row of crops around the target, :mod:`refseg.eval.crop`)
+are written atomically.
 """
 
 from __future__ import annotations
@@ -445,14 +446,16 @@ def _html_table(group: Mapping[str, Any], labels: Sequence[str]) -> str:
 
 def render_compare_html(comparison: Comparison, chosen: Sequence[str]) -> str:
     """``compare.html``: the tables, then per chosen sample its ground truth and each run's
-    prediction side by side (panels from :mod:`refseg.eval.report`)."""
+    prediction side by side in one row (panels from :mod:`refseg.eval.report`), with a row of
+    crops around the target under it (:func:`_sample_row`)."""
     from refseg.eval import report
 
     doc = comparison.document
     labels = [f"#{i + 1}" for i in range(len(comparison.runs))]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>refseg eval-compare</title><style>{report._STYLE}</style></head><body>",
+        f"<title>refseg eval-compare</title><style>{report._STYLE}{_COMPARE_STYLE}</style>"
+        "</head><body>",
         "<h1>refseg eval-compare</h1><ul>",
     ]
     for label, run in zip(labels, doc["runs"]):
@@ -474,7 +477,9 @@ def render_compare_html(comparison: Comparison, chosen: Sequence[str]) -> str:
     samples = _dataset_samples(comparison.runs) if chosen else {}
     parts.append(
         f"<h2>{len(chosen)} samples where the runs differ most in IoU</h2>"
-        "<p class=muted>ground truth first, then each run's prediction</p>"
+        "<p class=muted>per sample: ground truth first, then each run's prediction; under them "
+        "the same crop around the target (ground truth and every prediction, with a margin) "
+        "cut from each. Click a picture for full size.</p>"
     )
     for sample_id in chosen:
         parts.append(_sample_row(comparison, sample_id, samples.get(sample_id), labels))
@@ -483,7 +488,29 @@ def render_compare_html(comparison: Comparison, chosen: Sequence[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
+#: Styles of the comparison's sample rows, after :data:`refseg.eval.report._STYLE`. A row holds
+#: ground truth plus one panel per run in equal columns that shrink to fit the page (images at
+#: the column's width), so they stay side by side at any window width; only when a column would
+#: fall below :data:`_MIN_COLUMN_PX` (many runs, narrow window) does the row scroll sideways.
+_MIN_COLUMN_PX = 160
+_COMPARE_STYLE = f"""
+body{{max-width:none}}
+.sample{{margin:0 0 2em}}
+.cmp-row{{display:grid;gap:.6em;margin:0 0 .6em;overflow-x:auto;
+ grid-template-columns:repeat(var(--cols),minmax({_MIN_COLUMN_PX}px,1fr))}}
+.cmp-row .card{{min-width:0;padding:.3em}}
+.cmp-row .card img{{width:100%;max-width:100%;height:auto;max-height:80vh;object-fit:contain}}
+.cmp-row.crop .card img{{max-height:70vh}}
+.cmp-row .noimg{{height:auto;min-height:80px;line-height:1.4;padding:1.5em .5em}}
+.cmp-row figcaption{{font-size:90%;overflow-wrap:anywhere}}
+"""
+
+
 def _sample_row(comparison: Comparison, sample_id: str, sample: Any, labels: Sequence[str]) -> str:
+    """One sample: a row of whole-photo panels (ground truth, then each run) and, under it, a
+    row of crops around the target cut with one window for every panel (:mod:`.crop`), so small
+    objects and near misses can be compared; no crop row when nothing is there to crop around
+    or the window is the whole photo."""
     from refseg.eval import report
 
     first = comparison.runs[0].records[sample_id]
@@ -492,38 +519,92 @@ def _sample_row(comparison: Comparison, sample_id: str, sample: Any, labels: Seq
     image = next(
         (report._image(str(p)) for p in paths if p and report._image(str(p)) is not None), None
     )
-    cards = []
-    if image is None:
-        cards.append('<div class="noimg">image unavailable</div>')
-    else:
-        cards.append(_figure(report.truth_panel(image, sample), "ground truth"))
-    for label, run in zip(labels, comparison.runs):
-        record = run.records[sample_id]
+    records = [run.records[sample_id] for run in comparison.runs]
+    captions = []
+    for label, record in zip(labels, records):
         caption = f"{label}: IoU {_pct(record['iou'])} · BIoU {_pct(record['biou'])}"
         if record.get("error_kind"):
             caption += f" · failed ({record['error_kind']})"
+        captions.append(caption)
+    cards = []
+    if image is None:
+        cards.append(_empty_figure("image unavailable", "ground truth"))
+    else:
+        cards.append(_figure(report.truth_panel(image, sample), "ground truth"))
+    for caption, record in zip(captions, records):
         panel = None
         if image is not None:
             try:
                 panel = report.prediction_panel(image, record)
             except Exception:  # a hand-edited record's mask: show the numbers only
                 panel = None
-        if panel is not None:
-            cards.append(_figure(panel, caption))
-        else:
-            cards.append(f"<p>{html.escape(caption)}</p>")
+        cards.append(
+            _figure(panel, caption) if panel is not None else _empty_figure("no overlay", caption)
+        )
+    columns = len(cards)
+    rows = [f'<div class="cmp-row full" style="--cols:{columns}">{"".join(cards)}</div>']
+    if image is not None:
+        crop_row = _crop_row(image, sample, records, labels)
+        if crop_row:
+            rows.append(f'<div class="cmp-row crop" style="--cols:{columns}">{crop_row}</div>')
     return (
-        f"<h3>{html.escape(str(first.get('phrase', '')))} "
-        f"<code>{html.escape(sample_id)}</code></h3><div class=grid>{''.join(cards)}</div>"
+        f'<section class="sample"><h3>{html.escape(str(first.get("phrase", "")))} '
+        f"<code>{html.escape(sample_id)}</code></h3>{''.join(rows)}</section>"
     )
 
 
-def _figure(panel: np.ndarray, caption: str) -> str:
+def _crop_row(
+    image: np.ndarray, sample: Any, records: Sequence[Mapping[str, Any]], labels: Sequence[str]
+) -> str | None:
+    """The crop cards of one sample (ground truth, then each run), or ``None`` when there is no
+    window (no ground truth and no prediction) or it covers the whole photo (a copy of the row
+    above)."""
+    from refseg.eval import crop
+
+    height, width = image.shape[:2]
+    boxes = crop.truth_boxes(sample, height, width)
+    for record in records:
+        boxes += crop.prediction_boxes(record, height, width)
+    window = crop.crop_window(boxes, width, height)
+    if window is None or window == (0, 0, width, height):
+        return None
+    x1, y1, x2, y2 = window
+    scale = crop.crop_scale(window)
+    zoom = f"×{scale:.0f}" if scale >= 1 else f"×{scale:.2f}"
+    where = f"crop x {x1}–{x2}, y {y1}–{y2} ({zoom})"
+    cards = []
+    try:
+        gt_crop = crop.crop_panel(image, crop.truth_instances(sample, height, width), window)
+        cards.append(_figure(gt_crop, f"ground truth, {where}", crop=True))
+    except Exception:  # a ground-truth mask that cannot be drawn: say so, keep the columns
+        cards.append(_empty_figure("no crop", f"ground truth, {where}"))
+    for label, record in zip(labels, records):
+        try:
+            instances = crop.prediction_instances(record, height, width)
+            empty = not instances or record.get("pred_empty") is True
+            caption = f"{label}: no mask" if empty else label
+            cards.append(_figure(crop.crop_panel(image, instances, window), caption, crop=True))
+        except Exception:  # a hand-edited record's mask, as for its panel
+            cards.append(_empty_figure("no crop", label))
+    return "".join(cards)
+
+
+def _figure(panel: np.ndarray, caption: str, *, crop: bool = False) -> str:
     from refseg.eval import report
 
+    kind = "card crop" if crop else "card"
+    alt = "crop around the target" if crop else "overlay"
     return (
-        f'<figure class="card"><img src="{report._jpeg_data_uri(panel)}" '
-        f'width="{panel.shape[1]}" height="{panel.shape[0]}" alt="overlay">'
+        f'<figure class="{kind}"><img src="{report._jpeg_data_uri(panel)}" '
+        f'width="{panel.shape[1]}" height="{panel.shape[0]}" alt="{alt}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _empty_figure(text: str, caption: str) -> str:
+    """A cell without a picture, so every row keeps one column per panel."""
+    return (
+        f'<figure class="card"><div class="noimg">{html.escape(text)}</div>'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 

@@ -198,41 +198,27 @@ def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray
 def truth_panel(image: np.ndarray, sample: Sample | None) -> np.ndarray:
     """The ground truth drawn on ``image`` (shrunk for the report); separate from
     :func:`prediction_panel` so a comparison of several runs draws it once per sample."""
+    from refseg.eval.crop import truth_instances
     from refseg.render import overlay
-    from refseg.types import Instance, Result
+    from refseg.types import Result
 
     height, width = image.shape[:2]
-    gt = Result(width=width, height=height)
-    if sample is not None and (sample.height, sample.width) == (height, width):
-        boxes = sample.gt_boxes()
-        gt.instances = [
-            Instance(rle, box=boxes[i] if i < len(boxes) else None)
-            for i, rle in enumerate(sample.masks)
-        ]
+    gt = Result(width=width, height=height, instances=truth_instances(sample, height, width))
     return _shrink(overlay(image, gt), MAX_PANEL_WIDTH)
 
 
 def prediction_panel(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     """A record's prediction (its mask, boxes and points) drawn on ``image``, shrunk like
     :func:`truth_panel`."""
-    from refseg import masks
+    from refseg.eval.crop import prediction_instances
     from refseg.render import overlay
-    from refseg.types import Instance, Result
+    from refseg.types import Result
 
     height, width = image.shape[:2]
-    pred = Result(width=width, height=height)
-    if record.get("prediction") and list(record["prediction"]["size"]) == [height, width]:
-        pred.instances = [Instance(record["prediction"])]
-        pred.instances += [
-            Instance(
-                masks.empty(height, width),
-                box=i.get("box"),
-                points=i.get("points") or (),
-                point_labels=i.get("point_labels"),
-            )
-            for i in record.get("instances") or []
-        ]
-    return _shrink(overlay(image, pred), MAX_PANEL_WIDTH)
+    instances = prediction_instances(record, height, width)
+    return _shrink(
+        overlay(image, Result(width=width, height=height, instances=instances)), MAX_PANEL_WIDTH
+    )
 
 
 def _status(record: Mapping[str, Any]) -> str:
