@@ -20,10 +20,16 @@ def test_help_lists_the_options():
     assert "--max-queue" in result.output and "REFSEG_API_KEY" in result.output
 
 
-def test_a_bad_model_spec_stops_the_server_with_one_line(tmp_path):
+def test_a_model_that_fails_to_load_stops_the_server_with_one_line(tmp_path):
+    """A well-formed spec whose files are not models fails only once loading starts (a
+    malformed spec is refused before listening: tests/cli/test_serve_checks.py)."""
     env = {**os.environ, "REFSEG_API_KEY": ""}
+    encoder, decoder = tmp_path / "e.onnx", tmp_path / "d.onnx"
+    encoder.write_bytes(b"not a model")
+    decoder.write_bytes(b"not a model")
+    serve = [sys.executable, "-m", "refseg.cli", "serve", "--port", "0"]
     done = subprocess.run(
-        [sys.executable, "-m", "refseg.cli", "serve", "--port", "0", "--segmenter", "bogus"],
+        [*serve, "--segmenter", f"onnx:{encoder},{decoder}"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -31,7 +37,7 @@ def test_a_bad_model_spec_stops_the_server_with_one_line(tmp_path):
     )
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("refseg: error:")]
-    assert len(errors) == 1 and "unknown segmenter 'bogus'" in errors[0]
+    assert len(errors) == 1 and "e.onnx" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert "listening on http://127.0.0.1:" in done.stderr
 

@@ -13,6 +13,8 @@ from typing import Any
 import typer
 
 from refseg.errors import InputError
+from refseg.grounding import DEFAULT_GROUNDER, GROUNDER_SPECS
+from refseg.segmentation import SEGMENTER_SPECS
 
 
 def _dataset_identity(spec: str) -> str:
@@ -105,12 +107,9 @@ def register(app: typer.Typer) -> None:
             "$REFSEG_COCO_IMAGES or beside the dataset).",
         ),
         grounder: str | None = typer.Option(
-            None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."
+            None, help=f"Grounder spec: {GROUNDER_SPECS} (default {DEFAULT_GROUNDER})."
         ),
-        segmenter: str = typer.Option(
-            "onnx-sam",
-            help="onnx-sam | onnx-sam:int8 | onnx:ENC,DEC | sam:ID | sam2:ID | boxdec:PATH",
-        ),
+        segmenter: str = typer.Option("onnx-sam", help=SEGMENTER_SPECS),
         oracle_boxes: bool = typer.Option(
             False,
             "--oracle-boxes",
@@ -188,6 +187,13 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--boundary-ratio must be in (0, 1), got {boundary_ratio}")
         device = device or _rank_device()
         _refuse_writing_inputs(out, dataset, predictions)
+        if predictions is None:  # a typo in a spec is one line before the dataset is read
+            from refseg.grounding import parse_grounder_spec
+            from refseg.segmentation import check_segmenter_spec
+
+            check_segmenter_spec(segmenter)
+            if not oracle_boxes:
+                parse_grounder_spec(grounder or DEFAULT_GROUNDER)
         samples = open_dataset(dataset, **({} if images is None else {"images_dir": images}))
         config: dict[str, Any] = {"dataset": _dataset_identity(dataset)}
         if max_new_tokens is not None:  # changes answers: part of what a resume must match
@@ -210,12 +216,7 @@ def register(app: typer.Typer) -> None:
                 seg = load_segmenter(segmenter, device=device)
                 document = evaluate(samples, segmenter=seg, refine=refine, **common)
             else:
-                from refseg.grounding import (
-                    DEFAULT_GROUNDER,
-                    default_answer,
-                    load_grounder,
-                    set_answer,
-                )
+                from refseg.grounding import default_answer, load_grounder, set_answer
                 from refseg.pipeline import Pipeline
                 from refseg.protocol import ANSWERS
                 from refseg.segmentation import load_segmenter

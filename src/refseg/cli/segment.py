@@ -9,6 +9,16 @@ from pathlib import Path
 import typer
 
 from refseg.errors import InputError
+from refseg.grounding import DEFAULT_GROUNDER, GROUNDER_SPECS
+from refseg.segmentation import SEGMENTER_SPECS
+
+#: The file format each image/drawing output option writes, whatever the name: a name that
+#: says another format (``--mask-png out.jpg``) would hand PNG bytes to a JPEG reader.
+OUTPUT_SUFFIXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "--mask-png": ("PNG", (".png",)),
+    "--overlay": ("PNG", (".png",)),
+    "--svg": ("SVG", (".svg",)),
+}
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
@@ -40,6 +50,37 @@ def parse_point(text: str) -> tuple[float, float, int]:
     if not (math.isfinite(x) and math.isfinite(y)):
         raise InputError(f"--point {text!r}: coordinates must be finite numbers")
     return x, y, label
+
+
+def check_output_names(outputs: dict[str, Path | None]) -> None:
+    """Refuse an output whose name ends in another format's extension (see
+    :data:`OUTPUT_SUFFIXES`), before any model runs.
+
+    A name without an extension, ``-`` (standard output) and options not in the table pass:
+    only a name that promises a different format than the bytes written is an error.
+    """
+    for option, path in outputs.items():
+        if path is None or option not in OUTPUT_SUFFIXES or str(path) == "-":
+            continue
+        fmt, suffixes = OUTPUT_SUFFIXES[option]
+        suffix = Path(path).suffix
+        if suffix and suffix.lower() not in suffixes:
+            raise InputError(
+                f"{option} {path}: it writes {fmt}, but the name ends in {suffix}; "
+                f"name it {Path(path).with_suffix(suffixes[0]).name}"
+            )
+
+
+def refuse_phrase_options(given: list[str]) -> None:
+    """Refuse options that only a PHRASE (a grounder) reads when prompts are given instead:
+    ``--box``/``--point`` go straight to the segmenter, so ``--answer path`` and the like would
+    be dropped without a word."""
+    if given:
+        named = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+        raise InputError(
+            f"{named} {'goes' if len(given) == 1 else 'go'} with a PHRASE (a grounder's "
+            "answer); --box/--point prompts go straight to the segmenter"
+        )
 
 
 def build_prompts(boxes: list[str], points: list[str], width: int, height: int) -> list:
@@ -104,12 +145,9 @@ def register(app: typer.Typer) -> None:
         point: list[str] = typer.Option(
             [], "--point", help="Point prompt X,Y[,LABEL]; LABEL 1 fg (default), 0 bg."
         ),
-        segmenter: str = typer.Option(
-            "onnx-sam",
-            help="onnx-sam | onnx-sam:int8 | onnx:ENC,DEC | sam:ID | sam2:ID | boxdec:PATH",
-        ),
+        segmenter: str = typer.Option("onnx-sam", help=SEGMENTER_SPECS),
         grounder: str | None = typer.Option(
-            None, help="Grounder spec (default qwen3-vl:Qwen/Qwen3-VL-2B-Instruct)."
+            None, help=f"Grounder spec: {GROUNDER_SPECS} (default {DEFAULT_GROUNDER})."
         ),
         think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
         refine: int | None = typer.Option(
@@ -129,10 +167,10 @@ def register(app: typer.Typer) -> None:
             help="What the grounder is asked for: box (+point) or path (default: box; "
             "moondream: answers paths).",
         ),
-        refiner: str = typer.Option(
-            "sam",
+        refiner: str | None = typer.Option(
+            None,
             "--refiner",
-            help="Refines path answers: none | sam (gated) | sam-raw | CHECKPOINT.pt.",
+            help="Refines path answers: none | sam (gated; default) | sam-raw | CHECKPOINT.pt.",
         ),
         refine_iters: int | None = typer.Option(
             None, "--refine-iters", min=0, max=16, help="Refiner iterations (default 1)."
@@ -155,7 +193,9 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
+        from refseg.grounding import parse_grounder_spec
         from refseg.image import load_image
+        from refseg.segmentation import check_segmenter_spec
 
         if batch is not None:
             from refseg.cli.batch import run_batch
@@ -172,7 +212,7 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 fresh=fresh,
                 answer=answer,
-                refiner=refiner,
+                refiner=refiner or "sam",
                 refine_iters=refine_iters,
                 phrases=phrases,
             )
@@ -187,6 +227,20 @@ def register(app: typer.Typer) -> None:
             raise InputError("give either a PHRASE or --box/--point prompts, not both")
         if phrase is None and not box and not point:
             raise InputError("give a PHRASE, or --box/--point prompts")
+        if phrase is None:
+            refuse_phrase_options(
+                [
+                    name
+                    for name, given in (
+                        ("--grounder", grounder is not None),
+                        ("--think", think),
+                        ("--answer", answer is not None),
+                        ("--refiner", refiner is not None),
+                        ("--refine-iters", refine_iters is not None),
+                    )
+                    if given
+                ]
+            )
         from refseg.fileio import check_writable, is_stdout, refuse_overwriting_inputs
 
         outputs = {
@@ -195,9 +249,19 @@ def register(app: typer.Typer) -> None:
             "--overlay": overlay_out,
             "--svg": svg_out,
         }
-        refuse_overwriting_inputs(outputs, [image])
+        refuse_overwriting_inputs(outputs, [image])  # first: the worst of the mistakes
         for path in outputs.values():  # before the models run, not after
             check_writable(path)
+        check_output_names(outputs)
+        check_segmenter_spec(segmenter)
+        if phrase is not None:
+            from refseg.pipeline import check_phrase
+            from refseg.protocol import ANSWERS
+
+            check_phrase(phrase)
+            parse_grounder_spec(grounder or DEFAULT_GROUNDER)
+            if answer is not None and answer not in ANSWERS:
+                raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
         pixels = load_image(image)
         height, width = pixels.shape[:2]
         if phrase is None:
@@ -209,12 +273,11 @@ def register(app: typer.Typer) -> None:
                 load_segmenter(segmenter, device=device), pixels, prompts, refine=refine
             )
         else:
-            from refseg.grounding import DEFAULT_GROUNDER, load_grounder, set_answer
-            from refseg.pipeline import Pipeline, check_phrase
+            from refseg.grounding import load_grounder, set_answer
+            from refseg.pipeline import Pipeline
             from refseg.segmentation import load_segmenter
             from refseg.segmentation.refiners import load_refiner
 
-            check_phrase(phrase)
             chosen_segmenter = load_segmenter(segmenter, device=device)
             chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
             set_answer(chosen_grounder, answer)
@@ -223,7 +286,7 @@ def register(app: typer.Typer) -> None:
                 chosen_segmenter,
                 think=think,
                 refine=refine,
-                refiner=load_refiner(refiner, chosen_segmenter),
+                refiner=load_refiner(refiner or "sam", chosen_segmenter),
                 refine_iters=refine_iters,
             )
             result = pipe(pixels, phrase)

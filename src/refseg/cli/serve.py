@@ -7,6 +7,32 @@ import os
 import typer
 
 from refseg.errors import InputError, ModelError
+from refseg.grounding import GROUNDER_SPECS
+from refseg.segmentation import SEGMENTER_SPECS
+
+
+def check_startup(
+    grounder: str | None, segmenter: str, max_new_tokens: int | None, log_level: str
+) -> None:
+    """Refuse what would fail only after the server listens and loads a model: a malformed
+    grounder or segmenter spec, a grounder option without a grounder, an unknown log level.
+
+    Each is one line before the socket is bound, so a typo never prints "listening on ..."
+    nor spends the seconds a segmenter takes to load.
+    """
+    from refseg.grounding import parse_grounder_spec
+    from refseg.segmentation import check_segmenter_spec
+
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise InputError(f"--log-level {log_level!r}: use debug, info, warning or error")
+    check_segmenter_spec(segmenter)
+    if grounder is not None:
+        parse_grounder_spec(grounder)
+    elif max_new_tokens is not None:
+        raise InputError(
+            "--max-new-tokens goes with --grounder: without one the server takes boxes and "
+            "points only"
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -20,13 +46,10 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, min=0, max=65535, help="Port (0 picks a free one)."),
         grounder: str | None = typer.Option(
             None,
-            help="Grounder spec for phrase requests (qwen3-vl:ID, qwen2.5-vl:ID, "
-            "openai:URL#MODEL). Without one, the server takes boxes and points only.",
+            help=f"Grounder spec for phrase requests: {GROUNDER_SPECS}. Without one, the "
+            "server takes boxes and points only.",
         ),
-        segmenter: str = typer.Option(
-            "onnx-sam",
-            help="onnx-sam | onnx-sam:int8 | onnx:ENC,DEC | sam:ID | sam2:ID | boxdec:PATH",
-        ),
+        segmenter: str = typer.Option("onnx-sam", help=SEGMENTER_SPECS),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
         max_new_tokens: int | None = typer.Option(
             None, min=1, help="Grounder answer length limit (tokens; default: the grounder's)."
@@ -57,8 +80,7 @@ def register(app: typer.Typer) -> None:
         from refseg.serve.app import API_KEY_ENV, create_app, default_allowed_hosts
         from refseg.serve.server import bind, is_loopback, make_server, url_of
 
-        if log_level not in ("debug", "info", "warning", "error"):
-            raise InputError(f"--log-level {log_level!r}: use debug, info, warning or error")
+        check_startup(grounder, segmenter, max_new_tokens, log_level)
         logging.getLogger("refseg").setLevel(log_level.upper())
         if not logging.getLogger("refseg").handlers:
             handler = logging.StreamHandler()

@@ -129,7 +129,13 @@ class DatasetSpec:
     def parse(cls, spec: str) -> DatasetSpec:
         kind, sep, rest = spec.partition(":")
         if not sep or not kind or not rest:
-            raise InputError(f"dataset spec {spec!r}: expected KIND:PATH[:SPLIT]")
+            from refseg.data.suggest import did_you_mean
+
+            hint = did_you_mean(spec) if not sep else ""  # a bare path: what does it hold?
+            raise InputError(
+                f"dataset spec {spec!r}: expected KIND:PATH[:SPLIT]"
+                + (hint or f" (kinds: {', '.join(dataset_kinds())})")
+            )
         path, _, split = rest.rpartition(":")
         if not path:  # no split given
             path, split = rest, ""
@@ -176,8 +182,14 @@ def open_dataset(spec: str | DatasetSpec, **options: Any) -> list[Sample]:
     parsed = DatasetSpec.parse(spec) if isinstance(spec, str) else spec
     entry = _READERS.get(parsed.kind)
     if entry is None:
+        from refseg.data.suggest import did_you_mean
+
+        # "data/x.jsonl:val" reads as kind "data/x.jsonl": a path without its kind.
+        written = spec.partition(":")[0] if isinstance(spec, str) else parsed.kind
+        hint = did_you_mean(written)
         raise InputError(
-            f"dataset kind {parsed.kind!r} is unknown; known kinds: {', '.join(dataset_kinds())}"
+            f"dataset kind {parsed.kind!r} is unknown"
+            + (hint or f"; known kinds: {', '.join(dataset_kinds())}")
         )
     target, fixed = entry
     module_name, _, function_name = target.partition(":")

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from refseg.errors import InputError
 from refseg.grounding.base import GroundedInstance, Grounder, Grounding
 
 DEFAULT_GROUNDER = "qwen3-vl:Qwen/Qwen3-VL-2B-Instruct"
+#: The grounder spec forms, in the words every command's help and the unknown-grounder error
+#: use: one constant, so that no command's help forgets a kind (``serve --help`` once left
+#: out ``moondream:``).
+GROUNDER_SPECS = "qwen3-vl:ID, qwen2.5-vl:ID, openai:URL#MODEL or moondream:URL"
 
 __all__ = [
     "DEFAULT_GROUNDER",
+    "GROUNDER_SPECS",
     "GroundedInstance",
     "Grounder",
+    "GrounderSpec",
     "Grounding",
     "default_answer",
     "load_grounder",
+    "parse_grounder_spec",
     "set_answer",
 ]
 
@@ -69,7 +79,88 @@ _SPEC_OPTIONS = {
 }
 
 
-def load_grounder(spec: str = DEFAULT_GROUNDER, **options) -> Grounder:
+@dataclass(frozen=True)
+class GrounderSpec:
+    """A grounder spec string, read but not acted on (see :func:`parse_grounder_spec`)."""
+
+    #: ``qwen3-vl``, ``qwen2.5-vl``, ``openai`` or ``moondream``.
+    kind: str
+    #: The hub id or folder (transformers kinds), or the endpoint URL (the others).
+    target: str
+    #: ``openai``: the served model's name; None for the other kinds.
+    model: str | None = None
+    #: Options written in the spec (``;key=value``), already cast, under the backend's names.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_grounder_spec(spec: str) -> GrounderSpec:
+    """Read a grounder spec's syntax (the forms: :data:`GROUNDER_SPECS`).
+
+    No model library is imported, nothing is loaded or contacted, so a command can refuse a typo
+    in one line before it loads a segmenter, opens a dataset or starts a server; a spec that
+    passes can still fail to load (a missing folder, an endpoint that does not answer).
+    """
+    if not isinstance(spec, str):
+        raise InputError(f"a grounder spec is a string, got {type(spec).__name__}")
+    kind, _, rest = spec.partition(":")
+    if kind in ("qwen3-vl", "qwen2.5-vl") and rest:
+        return GrounderSpec(kind, rest)
+    if kind == "openai" and rest:
+        url, _, fragment = rest.partition("#")
+        model, *pairs = fragment.split(";")
+        if not url or not model:
+            raise InputError(f"grounder spec {spec!r}: expected openai:URL#MODEL")
+        options = _spec_options(spec, pairs, _SPEC_OPTIONS)
+        from refseg.grounding.openai_api import chat_completions_url
+
+        chat_completions_url(url)  # an http(s) URL naming a host
+        if "convention" in options:  # a bad one is a typo to catch now, not at the first request
+            from refseg.grounding.coords import Convention
+
+            try:
+                Convention.parse(options["convention"])
+            except InputError as exc:
+                raise InputError(f"grounder spec {spec!r}: {exc}") from None
+        return GrounderSpec(kind, url, model, options)
+    if kind == "moondream" and rest:
+        url, *pairs = rest.split(";")
+        if not url:
+            raise InputError(f"grounder spec {spec!r}: expected moondream:URL")
+        options = _spec_options(
+            spec, pairs, {key: (key, cast) for key, cast in _MOONDREAM_OPTIONS.items()}
+        )
+        from refseg.grounding.moondream import FRAMES, segment_url
+
+        segment_url(url)  # an http(s) URL naming a host
+        if options.get("frame", "box") not in FRAMES:
+            raise InputError(
+                f"grounder spec {spec!r}: frame must be {' or '.join(FRAMES)}, "
+                f"got {options['frame']!r}"
+            )
+        return GrounderSpec(kind, url, None, options)
+    raise InputError(f"unknown grounder {spec!r}; use {GROUNDER_SPECS}")
+
+
+def _spec_options(spec: str, pairs: list[str], known: dict[str, tuple[str, type]]) -> dict:
+    """``key=value`` pairs of a spec -> ``{backend name: cast value}``; unknown keys and values
+    that do not cast are one line each."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or key not in known:
+            raise InputError(
+                f"grounder spec {spec!r}: unknown option {pair!r}; "
+                f"use {', '.join(k + '=...' for k in known)}"
+            )
+        name, cast = known[key]
+        try:
+            options[name] = cast(value)
+        except ValueError:
+            raise InputError(f"grounder spec {spec!r}: {key} needs a number") from None
+    return options
+
+
+def load_grounder(spec: str = DEFAULT_GROUNDER, **options: Any) -> Grounder:
     """Build a grounder from a spec string.
 
     Specs: ``qwen3-vl:ID``, ``qwen2.5-vl:ID`` (transformers; ``ID`` is a hub id or a local
@@ -79,55 +170,22 @@ def load_grounder(spec: str = DEFAULT_GROUNDER, **options) -> Grounder:
     ``moondream:URL[;frame=box|image][;timeout=S][;retries=N]`` (Moondream's segment API,
     :mod:`refseg.grounding.moondream`; it takes none of ``options``).
     ``options`` go to the backend (``device``, ``dtype``, ``max_new_tokens``, ...).
+    The spec is read by :func:`parse_grounder_spec` first, so a typo is one line.
     """
-    kind, _, rest = spec.partition(":")
-    if kind in ("qwen3-vl", "qwen2.5-vl") and rest:
+    parsed = parse_grounder_spec(spec)
+    if parsed.kind in ("qwen3-vl", "qwen2.5-vl"):
         from refseg.grounding.qwen import QwenGrounder
 
-        return QwenGrounder.from_pretrained(rest, family=kind, **options)
-    if kind == "openai" and rest:
+        return QwenGrounder.from_pretrained(parsed.target, family=parsed.kind, **options)
+    if parsed.kind == "openai":
         from refseg.grounding.openai_api import OpenAIGrounder
 
-        url, _, fragment = rest.partition("#")
-        model, *pairs = fragment.split(";")
-        if not model:
-            raise InputError(f"grounder spec {spec!r}: expected openai:URL#MODEL")
         for key in _LOCAL_ONLY:
             options.pop(key, None)
-        for pair in pairs:
-            key, eq, value = pair.partition("=")
-            if not eq or key not in _SPEC_OPTIONS:
-                raise InputError(
-                    f"grounder spec {spec!r}: unknown option {pair!r}; "
-                    f"use {', '.join(k + '=...' for k in _SPEC_OPTIONS)}"
-                )
-            name, cast = _SPEC_OPTIONS[key]
-            try:
-                options[name] = cast(value)
-            except ValueError:
-                raise InputError(f"grounder spec {spec!r}: {key} needs a number") from None
-        return OpenAIGrounder(url, model, **options)
-    if kind == "moondream" and rest:
-        from refseg.grounding.moondream import MoondreamGrounder
+        return OpenAIGrounder(parsed.target, parsed.model, **{**options, **parsed.options})
+    from refseg.grounding.moondream import MoondreamGrounder
 
-        url, *pairs = rest.split(";")
-        chosen: dict = {}
-        for pair in pairs:
-            key, eq, value = pair.partition("=")
-            if not eq or key not in _MOONDREAM_OPTIONS:
-                raise InputError(
-                    f"grounder spec {spec!r}: unknown option {pair!r}; "
-                    f"use {', '.join(k + '=...' for k in _MOONDREAM_OPTIONS)}"
-                )
-            try:
-                chosen[key] = _MOONDREAM_OPTIONS[key](value)
-            except ValueError:
-                raise InputError(f"grounder spec {spec!r}: {key} needs a number") from None
-        return MoondreamGrounder(url, **chosen)
-    raise InputError(
-        f"unknown grounder {spec!r}; use qwen3-vl:ID, qwen2.5-vl:ID, openai:URL#MODEL or "
-        "moondream:URL"
-    )
+    return MoondreamGrounder(parsed.target, **parsed.options)
 
 
 #: Options of ``moondream:URL;frame=box;timeout=30;retries=3;concurrency=4;model=NAME``; the
