@@ -167,8 +167,8 @@ def test_batch_retries_pairs_that_failed_in_an_outage(flaky_server, tmp_path, ca
     pairs, out = tmp_path / "pairs.jsonl", tmp_path / "run"
     write_pairs(pairs, [f"thing {i}" for i in range(5)])
     code, stdout, err = run(batch_argv(pairs, out, flaky_server), capsys)
-    assert code == 0, err
-    assert "5 pairs segmented (0 already done, 5 failed)" in stdout
+    assert code == 1, err  # failures are an exit status a script can see
+    assert f"0 pairs segmented, 5 failed: see {out / 'results.jsonl'}" in stdout
     flaky_server.state["down"] = False
     code, stdout, err = run(batch_argv(pairs, out, flaky_server), capsys)
     assert code == 0, err
@@ -197,13 +197,13 @@ def test_batch_refuses_another_pairs_file_in_the_same_out(flaky_server, tmp_path
     # a longer version of the same file is not another input: only the new pair runs
     write_pairs(first, ["the cat", "the dog", "the bird"])
     code, stdout, err = run(batch_argv(first, out, flaky_server), capsys)
-    assert code == 0 and "1 pairs segmented (2 already done" in stdout, err
+    assert code == 0 and "1 pair segmented (2 already done" in stdout, err
     # a shorter, unrelated file with its own ids
     second.write_text(json.dumps({"image": str(IMAGE), "phrase": "x", "id": "z"}) + "\n")
     code, _, err = run(batch_argv(second, out, flaky_server), capsys)
     assert code == 2 and "another pairs file" in err
     code, stdout, err = run(batch_argv(second, out, flaky_server, "--fresh"), capsys)
-    assert code == 0 and "1 pairs segmented (0 already done" in stdout, err
+    assert code == 0 and "1 pair segmented (0 already done" in stdout, err
     assert [json.loads(x)["phrase"] for x in (out / "results.jsonl").read_text().splitlines()] == [
         "x"
     ]

@@ -203,3 +203,36 @@ def test_a_grounded_answer_over_the_limits_is_a_parse_error(pipe, astronaut, mon
     assert result.instances == [] and not result.no_target and result.raw_answer
     assert pipe.segmenter.embeds == 0
     assert len(pipe(astronaut, "the face").instances) == 1  # within the limit: segmented
+
+
+def test_segment_prompts_takes_what_the_pipeline_takes(sam, astronaut, tmp_path):
+    """Issue 19: ``refseg.segment_prompts(seg, "photo.jpg", ...)`` was an AttributeError
+    traceback. A path (str or Path), a PIL image and an array now give the same masks, and an
+    unreadable file is a one-line InputError before any encoder pass."""
+    from PIL import Image
+
+    import refseg
+
+    prompts = [Prompt(box=(140, 20, 320, 200)), Prompt(points=[(230, 110), (5, 5)], labels=[1, 0])]
+    path = ASSETS / "astronaut.jpg"
+    with Image.open(path) as pil:
+        sources = [astronaut, str(path), path, pil]
+        results = [refseg.segment_prompts(sam, source, prompts) for source in sources]
+    first = results[0]
+    assert (first.width, first.height) == (512, 512) and len(first.instances) == 2
+    assert first.instances[0].mask[110, 230] and first.instances[1].point_labels == [1, 0]
+    for other in results[1:]:
+        for a, b in zip(first.instances, other.instances, strict=True):
+            np.testing.assert_array_equal(a.mask, b.mask)
+            assert a.score == pytest.approx(b.score)
+    counting = CountingSegmenter(sam)
+    broken = tmp_path / "photo.jpg"
+    broken.write_bytes(b"not a jpeg")
+    for source, message in [
+        (tmp_path / "missing.jpg", "missing.jpg: no such image file"),
+        (str(broken), "photo.jpg: not a readable image"),
+    ]:
+        with pytest.raises(InputError, match=message) as info:
+            segment_prompts(counting, source, prompts)
+        assert "\n" not in str(info.value)
+    assert counting.embeds == 0

@@ -225,6 +225,56 @@ def test_empty_list_is_no_target(text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Several values, cut-off lists
+
+FINAL_VALUE_WINS = [
+    # an empty list quoted in prose, then the fenced answer
+    (
+        "There is not the empty list [] because a cat is visible: ```json\n"
+        '[{"bbox_2d": [10, 20, 30, 40]}]\n```',
+        [(10, 20, 30, 40)],
+    ),
+    # an example box in prose before the real answer
+    (
+        'Boxes look like {"bbox_2d": [0, 0, 1, 1]}. Answer: [{"bbox_2d": [5, 6, 7, 8]}]',
+        [(5, 6, 7, 8)],
+    ),
+    # a fenced answer, then a prose afterthought quoting a value: the fenced one wins
+    (
+        '```json\n[{"bbox_2d": [5, 6, 7, 8]}]\n``` (not [] since a cat is there)',
+        [(5, 6, 7, 8)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "boxes"), FINAL_VALUE_WINS)
+def test_the_final_answer_shaped_value_wins(text: str, boxes: list) -> None:
+    parsed = parse_answer(text)
+    assert parsed.ok and not parsed.no_target, parsed.error
+    assert [i.box for i in parsed.instances] == boxes
+    assert "earlier_value_ignored" in parsed.repairs and not parsed.canonical
+
+
+def test_one_value_is_not_marked_as_chosen_among_several() -> None:
+    parsed = parse_answer('<answer>[{"bbox_2d": [1, 2, 3, 4]}]</answer>')
+    assert parsed.canonical and "earlier_value_ignored" not in parsed.repairs
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ('<answer>[{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": [5, 6', 1),
+        ('[{"bbox_2d": [1, 2, 3, 4], "point_2d": [2, 3]},\n {"bbox_2d": [5, 6, 7, 8]}, {"bb', 2),
+        ('<think>many</think><answer>[{"bbox_2d": [1, 2, 3, 4]}, ', 1),
+    ],
+)
+def test_a_cut_off_list_keeps_its_complete_objects(text: str, kept: int) -> None:
+    parsed = parse_answer(text)
+    assert parsed.ok and parsed.truncated and len(parsed.instances) == kept
+    assert "truncated" in parsed.repairs and not parsed.canonical
+
+
+# ---------------------------------------------------------------------------------------------
 # Rejections: structured failures, never guesses
 
 REJECTED = [
@@ -233,7 +283,6 @@ REJECTED = [
     ("There is no red car in this image.", "no JSON found"),
     ("<think>the car is at [10, 20, 30, 40]", "<think> is never closed"),
     ('<think>[{"bbox_2d": [1, 2, 3, 4]}]</think>', "no answer after </think>"),
-    ('<answer>[{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": [5, 6', "unterminated JSON"),
     ('<answer>[{"bbox_2d": [1, 2, 3, 4]</answer>', "unterminated JSON"),
     ('<answer>[{"bbox_2d": [1, 2, 3]}]</answer>', "instance 1: bbox_2d needs 4 numbers"),
     (

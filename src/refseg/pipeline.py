@@ -51,7 +51,7 @@ def check_phrase(phrase: str) -> str:
 
 def segment_prompts(
     segmenter: Segmenter,
-    image: np.ndarray,
+    image: ImageLike,
     prompts: Sequence[Prompt],
     *,
     embedding: Embedding | None = None,
@@ -59,9 +59,14 @@ def segment_prompts(
 ) -> Result:
     """Segment explicit prompts (boxes/points) without a grounder.
 
+    ``image`` is anything :class:`Pipeline` takes (a path, encoded bytes, a PIL image or an
+    array), read by the same :func:`~refseg.image.load_image`, so the two entry points agree on
+    orientation, colour and the pixel limit, and an unreadable file is a one-line
+    :class:`InputError` rather than a traceback. A contiguous RGB ``uint8`` array is used as is.
     Raises :class:`InputError` before any model work when the prompts are over the limits of
     :mod:`refseg.limits` (count, points per prompt, pixels x prompts).
     """
+    image = load_image(image)
     height, width = image.shape[:2]
     check_prompts(prompts, width, height)
     timings: dict[str, float] = {}

@@ -178,6 +178,20 @@ def test_pixels_identity_with_clipping() -> None:
 
 
 @pytest.mark.parametrize(
+    ("point", "kept"),
+    [
+        ((200, 250), (128.0, 120.0)),  # on the edge
+        ((205, 250), (128.0, 120.0)),  # 5 grid units past it: rounding, clamped onto the edge
+        ((210, 250), (128.0, 120.0)),  # 1% of the side: the tolerance
+        ((150, 95), (96.0, 48.0)),  # past the top edge
+    ],
+)
+def test_a_point_just_past_its_box_edge_is_clamped(point: tuple, kept: tuple) -> None:
+    g = to_grounding(answer(((100, 100, 200, 400), [point])), "norm1000", 640, 480)
+    assert g.invalid == 0 and g.instances[0].points == [pytest.approx(kept)]
+
+
+@pytest.mark.parametrize(
     ("instance", "reason"),
     [
         (((300, 100, 200, 400), []), "inverted box"),
@@ -187,7 +201,7 @@ def test_pixels_identity_with_clipping() -> None:
         (((-50, -50, -1, -1), []), "no area"),
         (((float("nan"), 100, 200, 400), []), "non-finite box"),
         (((100, 100, 200, 400), [(150, 450)]), "point outside its box"),
-        (((100, 100, 200, 400), [(150, 150), (99, 150)]), "point outside its box"),
+        (((100, 100, 200, 400), [(150, 150), (89, 150)]), "point outside its box"),
         (((900, 100, 1100, 400), [(1050, 150)]), "point outside its box"),
         (((100, 100, 200, 400), [(float("inf"), 150)]), "non-finite point"),
     ],

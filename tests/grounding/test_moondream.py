@@ -96,6 +96,16 @@ def test_image_frame_option(obj, image) -> None:
                                                       "y_max": 1}},
             lambda g: "invalid" in g.parse_error,
         ),
+        # a /detect-shaped reply: boxes (0-1 of the image), never silently "no target"
+        (
+            {"objects": [{"x_min": 0.1, "y_min": 0.2, "x_max": 0.5, "y_max": 0.6},
+                         {"x_min": 0.6, "y_min": 0.1, "x_max": 0.9, "y_max": 0.3}]},
+            lambda g: len(g.instances) == 2 and not g.no_target
+            and g.instances[0].box == pytest.approx((64.0, 72.0, 320.0, 216.0)),  # 640x360
+        ),
+        ({"objects": []}, lambda g: g.no_target and not g.parse_error),
+        ({"objects": [{"x_min": 0.1}]}, lambda g: "objects: bbox" in g.parse_error),
+        ({"objects": "many"}, lambda g: "not a list" in g.parse_error),
     ],
 )  # fmt: skip
 def test_unusual_answers_are_no_target_box_only_or_parse_errors(image, answer, check) -> None:

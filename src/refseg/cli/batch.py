@@ -1,22 +1,33 @@
 """`refseg segment --batch PAIRS.jsonl --out DIR`: many (image, phrase) pairs, resumable.
 
-Input: one JSON object a line, ``{"image": PATH, "phrase": TEXT[, "id": ID]}``, UTF-8; a relative
-``image`` is relative to the JSONL file, and ``id`` defaults to the line number. The whole file is
-validated first (phrases through :func:`refseg.pipeline.check_phrase`), so a bad line 900 fails
-as ``FILE: line 900: ...`` before any work.
+Input: one JSON object a line, UTF-8: ``{"image": PATH, "phrase": TEXT[, "id": ID]}``, or a
+prompt-only pair ``{"image": PATH, "boxes": [[X1, Y1, X2, Y2], ...], "points": [[X, Y], ...],
+"point_labels": [1, 0, ...][, "id": ID]}`` (boxes and/or points, the rules of ``refseg segment
+--box/--point``: :func:`refseg.types.build_prompts`; labels default to 1, foreground). A relative
+``image`` is relative to the JSONL file, and ``id`` defaults to the line number. The whole file
+is validated first (phrases through :func:`refseg.pipeline.check_phrase`, prompts through
+:func:`pair_prompts` and the bounds of :mod:`refseg.limits`), so a bad line 900 fails as
+``FILE: line 900: ...`` before any work; what needs the image (boxes clipped to it, points inside
+it, pixels x prompts) is checked per pair when it runs, and fails that pair only. Prompt-only
+pairs need no grounder: a file of them runs with the segmenter alone, without VLM weights; a
+grounder is loaded only when a pair still to do has a phrase.
 
 Output: ``DIR/results.jsonl``, one line per pair: the result JSON of ``refseg segment --json``
-plus ``"id"`` and ``"image_path"`` (the image file, absolute); a pair that failed has
-``"id"``, ``"image_path"``, ``"phrase"`` and ``"error"`` instead of a result. ``refseg eval
---predictions`` reads this file. Lines go through :class:`refseg.records.RecordWriter` (flushed
-and fsynced as written), and the folder is held by :func:`refseg.records.run_lock`, so:
+plus ``"id"`` and ``"image_path"`` (the image file, absolute), and ``"prompts"`` (``boxes``,
+``points``, ``point_labels``) for a prompt-only pair; a pair that failed has ``"id"``,
+``"image_path"``, ``"phrase"`` or ``"prompts"``, and ``"error"`` instead of a result. ``refseg
+eval --predictions`` reads this file. The command exits 1 when any pair failed (0 when all were
+segmented, 2 for bad input before any work, 130 when interrupted). Lines go through
+:class:`refseg.records.RecordWriter` (flushed and fsynced as written), and the folder is held by
+:func:`refseg.records.run_lock`, so:
 
 * after a crash, ``kill -9`` or Ctrl-C the same command continues with the pairs not yet done
   (a torn last line is discarded), and failed pairs are tried again (a grounder outage is
   usually over by then); successes are kept;
 * the results are keyed by content: a pair is "done" only if its record has the same id, image
-  and phrase, and a results file holding other pairs (another pairs file into the same ``--out``)
-  is refused, naming the way out (a new ``--out``, or ``--fresh`` to start over);
+  and phrase (or the same prompts), and a results file holding other pairs (another pairs file
+  into the same ``--out``) is refused, naming the way out (a new ``--out``, or ``--fresh``); a
+  failed pair's record is not a result, so its pair may change before it is tried again;
 * a second batch on the same folder is refused while the first runs, ``--fresh`` included;
 * every record carries ``"options"`` (``answer``, ``refiner``, ``refine_iters``: what changes
   the masks of path answers); a rerun with other options is refused like another pairs file,
@@ -40,13 +51,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refseg.errors import InputError
 from refseg.fileio import (
@@ -56,6 +68,11 @@ from refseg.fileio import (
     refuse_overwriting_inputs,
 )
 from refseg.records import RecordWriter, drop_records, encode_record, read_records, run_lock
+
+if TYPE_CHECKING:
+    from refseg.pipeline import Pipeline
+    from refseg.segmentation.base import Segmenter
+    from refseg.types import Prompt
 
 #: Pairs grounded together (one generate batch); consecutive pairs on the same image share
 #: one embedding.
@@ -107,16 +124,32 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: not JSON ({exc.msg})") from None
+        except ValueError:  # an integer of more than 4300 digits
+            raise InputError(f"{where}: not JSON (a number too long to read)") from None
+        except RecursionError:
+            raise InputError(f"{where}: not JSON (nested too deeply)") from None
         if not isinstance(item, dict) or not isinstance(item.get("image"), str):
             raise InputError(f'{where}: needs an "image" path string')
         if not item["image"].strip() or "\0" in item["image"]:
             raise InputError(f'{where}: "image" is not a usable path')
-        if not isinstance(item.get("phrase"), str):
-            raise InputError(f'{where}: needs a "phrase" string')
-        try:
-            phrase = check_phrase(item["phrase"])
-        except InputError as exc:
-            raise InputError(f"{where}: {exc}") from None
+        prompted = [key for key in PROMPT_KEYS if item.get(key) is not None]
+        what: dict[str, Any]
+        if prompted and item.get("phrase") is not None:
+            raise InputError(
+                f'{where}: give either a "phrase" or "boxes"/"points" prompts, not both'
+            )
+        if prompted:
+            try:
+                what = {"prompts": pair_prompts(item)}
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from None
+        else:
+            if not isinstance(item.get("phrase"), str):
+                raise InputError(f'{where}: needs a "phrase" string, or "boxes"/"points" prompts')
+            try:
+                what = {"phrase": check_phrase(item["phrase"])}
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from None
         raw_id = item.get("id", number)
         if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
             raise InputError(f'{where}: "id" must be a string or an integer')
@@ -129,8 +162,104 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
             image.encode("utf-8")
         except UnicodeEncodeError:
             raise InputError(f'{where}: "image" is not valid text (a lone surrogate)') from None
-        pairs.append({"id": pair_id, "image": image, "phrase": phrase})
+        pairs.append({"id": pair_id, "image": image, **what})
     return pairs
+
+
+#: The keys of a prompt-only pair (instead of ``"phrase"``).
+PROMPT_KEYS = ("boxes", "points", "point_labels")
+
+
+def _numbers(value: Any, size: int) -> list[float] | None:
+    """``value`` as ``size`` finite floats, or None when it is not that (bools are not numbers,
+    and JSON's ``NaN``/``Infinity`` that Python's reader accepts are not finite)."""
+    if not isinstance(value, list) or len(value) != size:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        return None
+    numbers = [float(v) for v in value]
+    return numbers if all(math.isfinite(v) for v in numbers) else None
+
+
+def _shown(value: Any) -> str:
+    """A bad value as the line had it, short enough for a one-line error."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def pair_prompts(item: dict[str, Any]) -> dict[str, list]:
+    """The ``boxes``/``points``/``point_labels`` of a prompt-only pair, normalized (floats, one
+    label per point) and checked as far as they can be without the image, so a bad line fails
+    before any work: the counts against :mod:`refseg.limits` (before the lists are walked),
+    number shapes, boxes with an area, points at non-negative coordinates, and the rules of
+    :func:`refseg.types.build_prompts` (points go with at most one box; points alone need a
+    foreground one). What needs the image size is checked when the pair runs
+    (:func:`_build_prompts`). Raises :class:`InputError` without the file and line.
+    """
+    from refseg.limits import check_prompt_counts
+
+    raw = {key: item.get(key) for key in PROMPT_KEYS}
+    shapes = {
+        "boxes": "[x1, y1, x2, y2] boxes",
+        "points": "[x, y] points",
+        "point_labels": "labels",
+    }
+    for key, value in raw.items():
+        if value is not None and not isinstance(value, list):
+            raise InputError(f'"{key}" must be a list of {shapes[key]}')
+    boxes_in, points_in = raw["boxes"] or [], raw["points"] or []
+    labels_in = raw["point_labels"]
+    if not boxes_in and not points_in:
+        raise InputError('no prompts: "boxes" and "points" are both empty')
+    # The counts first: a line of a million boxes is refused before any of them is read.
+    check_prompt_counts(len(boxes_in) if boxes_in else 1, [len(points_in)])
+    if labels_in is not None and len(labels_in) != len(points_in):
+        raise InputError(
+            f'"point_labels" needs one label per point ({len(labels_in)} labels, '
+            f"{len(points_in)} points)"
+        )
+    boxes = []
+    for number, value in enumerate(boxes_in, start=1):
+        box = _numbers(value, 4)
+        if box is None:
+            raise InputError(
+                f"box {number} ({_shown(value)}) must be 4 finite numbers x1, y1, x2, y2"
+            )
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise InputError(
+                f"box {number} ({_shown(value)}) has no area: need x1 < x2 and y1 < y2"
+            )
+        boxes.append(box)
+    points = []
+    for number, value in enumerate(points_in, start=1):
+        point = _numbers(value, 2)
+        if point is None:
+            raise InputError(f"point {number} ({_shown(value)}) must be 2 finite numbers x, y")
+        if point[0] < 0 or point[1] < 0:
+            raise InputError(f"point {number} ({_shown(value)}) is outside the image (x, y < 0)")
+        points.append(point)
+    labels = [1] * len(points) if labels_in is None else []
+    for number, value in enumerate(labels_in or [], start=1):
+        if isinstance(value, bool) or value not in (0, 1):
+            raise InputError(
+                f"point label {number} ({_shown(value)}) must be 1 (foreground) or 0 (background)"
+            )
+        labels.append(int(value))
+    if len(boxes) > 1 and points:
+        raise InputError("points with several boxes are ambiguous: give points with one box")
+    if not boxes and not any(labels):
+        raise InputError("points alone need at least one foreground point (label 1)")
+    return {"boxes": boxes, "points": points, "point_labels": labels}
+
+
+def _build_prompts(pair: dict[str, Any], width: int, height: int) -> list[Prompt]:
+    """A prompt-only pair's prompts on its image, by the rules of ``refseg segment --box/--point``
+    (:func:`refseg.types.build_prompts`: boxes clipped, points inside, pixels x prompts)."""
+    from refseg.types import build_prompts
+
+    spec = pair["prompts"]
+    points = [(x, y, label) for (x, y), label in zip(spec["points"], spec["point_labels"])]
+    return build_prompts(spec["boxes"], points, width, height)
 
 
 #: Image files a folder batch takes (by suffix, any case).
@@ -191,12 +320,35 @@ def finished_ids(results: Path) -> set[str]:
     return {str(r["id"]) for r in read_records(results) if "error" not in r}
 
 
-def _record_pair(record: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(image path, phrase) a record was made for; None where an older record lacks it."""
+def _record_pair(record: dict[str, Any]) -> tuple[str | None, str | None, Any]:
+    """(image path, phrase, prompts) a record was made for; None where it has none (prompts:
+    a phrase pair; phrase: a prompt-only pair, or an older record that lacks it)."""
     image = record.get("image_path")
     if image is None and isinstance(record.get("image"), str):  # records before image_path
         image = record["image"]
-    return image, record.get("phrase")
+    return image, record.get("phrase"), record.get("prompts")
+
+
+def _same_request(phrase: str | None, prompts: Any, pair: dict[str, Any]) -> bool:
+    """Whether a record's phrase/prompts are what ``pair`` asks for (the image aside).
+
+    A prompt-only pair matches only a record of the same prompts (normalized by
+    :func:`pair_prompts`, so JSON's ``1`` and ``1.0`` are one number); a phrase pair matches a
+    record without prompts whose phrase is the same, or absent (records before phrases were kept).
+    """
+    if "prompts" in pair:
+        return phrase is None and prompts == pair["prompts"]
+    return prompts is None and (phrase is None or phrase == pair["phrase"])
+
+
+def _request_text(phrase: str | None, prompts: Any) -> str:
+    """A pair's phrase or prompts for a one-line message (empty prompt lists left out)."""
+    if prompts is None:
+        return repr(phrase)
+    if isinstance(prompts, dict):
+        prompts = {key: value for key, value in prompts.items() if value}
+    text = json.dumps(prompts, separators=(",", ":"))
+    return f"prompts {text if len(text) <= 100 else text[:97] + '...'}"
 
 
 class BatchRun:
@@ -263,13 +415,18 @@ class BatchRun:
                     f"{self.results} holds results of another pairs file (id {key!r} is not in "
                     "this one); use a new --out, or --fresh to start over"
                 )
-            image, phrase = _record_pair(record)
-            if (image is not None and image != pair["image"]) or (
-                phrase is not None and phrase != pair["phrase"]
+            image, phrase, prompts = _record_pair(record)
+            # A failed record binds nothing: it is dropped below and its pair tried again, as
+            # the file now says (a user fixing a point outside the image is not refused).
+            if "error" not in record and (
+                (image is not None and image != pair["image"])
+                or not _same_request(phrase, prompts, pair)
             ):
+                there = _request_text(phrase, prompts)
+                now = _request_text(pair.get("phrase"), pair.get("prompts"))
                 raise InputError(
-                    f"{self.results} holds a different pair under id {key!r} ({phrase!r} on "
-                    f"{image} there, {pair['phrase']!r} on {pair['image']} now); "
+                    f"{self.results} holds a different pair under id {key!r} ({there} on "
+                    f"{image} there, {now} on {pair['image']} now); "
                     "use a new --out, or --fresh to start over"
                 )
             stored = record.get("options", DEFAULT_OPTIONS)
@@ -301,14 +458,34 @@ class BatchRun:
     def skipped(self) -> int:
         return len(self.pairs) - len(self.todo_all)
 
-    def run(self, pipeline, *, think: bool, progress: bool = True) -> dict[str, Any]:
+    def run(
+        self,
+        pipeline: Pipeline | None,
+        *,
+        think: bool,
+        progress: bool = True,
+        segmenter: Segmenter | None = None,
+        refine: int | None = None,
+    ) -> dict[str, Any]:
         """Segment this rank's pairs to do; returns ``{"total", "skipped", "done", "errors",
-        "images", "seconds"}`` (``images``: distinct image files segmented).
+        "images", "seconds"}`` (``done``: records written, failed ones included; ``images``:
+        distinct image files segmented).
 
-        Images are decoded ahead of the model by :class:`_Prefetch` (a background thread, at
-        most :data:`PREFETCH_CHUNKS` chunks ahead), so decoding overlaps model work.
+        Phrase pairs go through ``pipeline``; prompt-only pairs straight to ``segmenter``
+        (default: the pipeline's) with ``refine`` (default: the pipeline's), so a file of
+        prompt-only pairs needs no pipeline, hence no grounder. Both kinds share one embedding
+        per image. Images are decoded ahead of the model by :class:`_Prefetch` (a background
+        thread, at most :data:`PREFETCH_CHUNKS` chunks ahead), so decoding overlaps model work.
         """
         from refseg.progress import new_progress
+
+        if pipeline is not None:
+            segmenter = pipeline.segmenter if segmenter is None else segmenter
+            refine = pipeline.refine if refine is None else refine
+        if pipeline is None and any("prompts" not in p for p in self.todo):
+            raise ValueError("phrase pairs need a pipeline (a grounder)")
+        if segmenter is None and any("prompts" in p for p in self.todo):
+            raise ValueError("prompt-only pairs need a segmenter")
 
         counts: dict[str, Any] = {
             "total": len(self.pairs),
@@ -329,16 +506,29 @@ class BatchRun:
                 if len(embeddings) > 4:  # keep only recent images' embeddings in memory
                     embeddings.clear()
                 counts["images"] += len({p["image"] for p in chunk})
-                try:
-                    outputs = pipeline.run(
-                        [(decoded.get(p["image"], p["image"]), p["phrase"]) for p in chunk],
-                        think=think,
-                        embeddings=embeddings,
-                    )
-                    records = [_success(p, r) for p, r in zip(chunk, outputs)]
-                except Exception:
-                    records = [_one(pipeline, p, think, embeddings) for p in chunk]
-                for record in records:
+                by_index: dict[int, dict[str, Any]] = {}
+                phrased = [(i, p) for i, p in enumerate(chunk) if "prompts" not in p]
+                if phrased:
+                    assert pipeline is not None  # checked above
+                    try:
+                        outputs = pipeline.run(
+                            [
+                                (decoded.get(p["image"], p["image"]), p["phrase"])
+                                for _, p in phrased
+                            ],
+                            think=think,
+                            embeddings=embeddings,
+                        )
+                        records = [_success(p, r) for (_, p), r in zip(phrased, outputs)]
+                    except Exception:
+                        records = [_one(pipeline, p, think, embeddings) for _, p in phrased]
+                    by_index.update((i, r) for (i, _), r in zip(phrased, records))
+                for i, pair in enumerate(chunk):
+                    if "prompts" in pair:
+                        assert segmenter is not None  # checked above
+                        image = decoded.get(pair["image"], pair["image"])
+                        by_index[i] = _prompted(segmenter, pair, image, embeddings, refine)
+                for record in (by_index[i] for i in range(len(chunk))):
                     record["options"] = self.options
                     counts["errors"] += "error" in record
                     sink.write(record)
@@ -447,9 +637,20 @@ def merge_results(out_dir: Path, pairs: list[dict[str, Any]]) -> None:
         path.unlink(missing_ok=True)
 
 
+def _request(pair: dict[str, Any]) -> dict[str, Any]:
+    """What a record keeps of the pair's request, for resuming: its prompts (a prompt-only
+    pair; a phrase pair's result carries its phrase)."""
+    return {"prompts": pair["prompts"]} if "prompts" in pair else {}
+
+
 def _success(pair: dict[str, Any], result) -> dict[str, Any]:
     # "image" of the result JSON is the image's size; the file is "image_path".
-    return {"id": pair["id"], "image_path": pair["image"], **result.to_dict(timings=True)}
+    return {
+        "id": pair["id"],
+        "image_path": pair["image"],
+        **_request(pair),
+        **result.to_dict(timings=True),
+    }
 
 
 def _failure(pair: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -458,7 +659,35 @@ def _failure(pair: dict[str, Any], exc: BaseException) -> dict[str, Any]:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if not isinstance(exc, RefsegError):  # a model's own exception (CUDA out of memory, ...)
         text = f"{type(exc).__name__}: {text}".rstrip(": ")
-    return {"id": pair["id"], "image_path": pair["image"], "phrase": pair["phrase"], "error": text}
+    request = _request(pair) or {"phrase": pair["phrase"]}
+    return {"id": pair["id"], "image_path": pair["image"], **request, "error": text}
+
+
+def _prompted(
+    segmenter: Segmenter, pair: dict[str, Any], image: Any, embeddings: dict, refine: int | None
+) -> dict[str, Any]:
+    """One prompt-only pair's record: its prompts built on the image (what needs the image size
+    is checked here, failing this pair only), segmented on the image's shared embedding."""
+    from refseg.image import image_digest, load_image
+    from refseg.pipeline import segment_prompts
+
+    try:
+        pixels = load_image(image)  # the decoded array as is, or the path the prefetch missed
+        height, width = pixels.shape[:2]
+        prompts = _build_prompts(pair, width, height)
+        key = image_digest(pixels)
+        timings: dict[str, float] = {}
+        if key not in embeddings:
+            start = time.perf_counter()
+            embeddings[key] = segmenter.embed(pixels)
+            timings["embed_s"] = time.perf_counter() - start
+        result = segment_prompts(
+            segmenter, pixels, prompts, embedding=embeddings[key], refine=refine
+        )
+        result.timings.update(timings)
+    except Exception as exc:
+        return _failure(pair, exc)
+    return _success(pair, result)
 
 
 def _one(pipeline, pair: dict[str, Any], think: bool, embeddings: dict) -> dict[str, Any]:
@@ -473,18 +702,23 @@ def _one(pipeline, pair: dict[str, Any], think: bool, embeddings: dict) -> dict[
 
 
 def run_pairs(
-    pipeline,
+    pipeline: Pipeline | None,
     pairs: list[dict[str, Any]],
     out_dir: Path,
     *,
     think: bool,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    segmenter: Segmenter | None = None,
+    refine: int | None = None,
 ) -> dict[str, int]:
     """Segment ``pairs`` with ``pipeline`` into ``out_dir/results.jsonl``: done pairs are
-    skipped, failed ones tried again (see :class:`BatchRun`; ``options`` as recorded there)."""
+    skipped, failed ones tried again (see :class:`BatchRun`; ``options`` as recorded there).
+    Prompt-only pairs need only ``segmenter`` (:meth:`BatchRun.run`)."""
     with BatchRun(pairs, out_dir, options=options) as batch:
-        return batch.run(pipeline, think=think, progress=progress)
+        return batch.run(
+            pipeline, think=think, progress=progress, segmenter=segmenter, refine=refine
+        )
 
 
 def run_batch(
@@ -506,7 +740,10 @@ def run_batch(
 
     ``batch`` is a pairs JSONL, or a folder of images segmented with every phrase of
     ``phrases`` (:func:`folder_pairs`). Under ``accelerate launch`` / ``torchrun`` each rank
-    takes every ``WORLD_SIZE``-th pair, as ``refseg eval`` does (see :class:`BatchRun`).
+    takes every ``WORLD_SIZE``-th pair, as ``refseg eval`` does (see :class:`BatchRun`). The
+    grounder is loaded only when a pair still to do has a phrase. Raises ``typer.Exit(1)`` after
+    the summary when any pair failed, so a script notices without parsing the summary; the
+    failed pairs' lines in ``results.jsonl`` say why, and the same command tries them again.
     """
     import typer
 
@@ -561,20 +798,39 @@ def run_batch(
             dist.barrier()
             if main:
                 merge_results(out, pairs)
+                records = read_records(results)
+                _exit_if_failed(sum("error" in r for r in records), len(records), results)
             return
         chosen_segmenter = load_segmenter(segmenter, device=device)
-        chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
-        set_answer(chosen_grounder, answer)
-        pipeline = Pipeline(
-            chosen_grounder,
-            chosen_segmenter,
-            refine=refine,
-            refiner=trained or load_refiner(refiner, chosen_segmenter),
-            refine_iters=refine_iters,
-        )
+        # Counted over every rank's pairs, so that all ranks refuse alike (none waits for one
+        # that stopped here).
+        prompted = sum("prompts" in p for p in run.todo_all)
+        if prompted and getattr(chosen_segmenter, "needs_vlm_features", False):
+            raise InputError(
+                f"{batch}: {_count(prompted, 'pair')} to do with box/point prompts, which "
+                f"segmenter {chosen_segmenter.name} cannot segment (it decodes from the "
+                "grounder's features): give them a phrase, or use another --segmenter"
+            )
+        pipeline = None
+        if any("prompts" not in p for p in run.todo):  # a phrase to ground: only then a grounder
+            chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
+            set_answer(chosen_grounder, answer)
+            pipeline = Pipeline(
+                chosen_grounder,
+                chosen_segmenter,
+                refine=refine,
+                refiner=trained or load_refiner(refiner, chosen_segmenter),
+                refine_iters=refine_iters,
+            )
         try:
             started = time.perf_counter()  # models loaded: as the one-process figure
-            counts = run.run(pipeline, think=think, progress=main)
+            counts = run.run(
+                pipeline,
+                think=think,
+                progress=main,
+                segmenter=chosen_segmenter,
+                refine=refine,
+            )
         except KeyboardInterrupt:
             typer.echo(
                 f"refseg: interrupted; finished pairs are kept in {run.sink}: "
@@ -602,9 +858,44 @@ def run_batch(
     else:
         elapsed, done, images = counts["seconds"], counts["done"], counts["images"]
         errors = counts["errors"]
-    typer.echo(
-        f"{done} pairs segmented ({counts['skipped']} already done{retried}, "
-        f"{errors} failed) -> {results}; {images / max(elapsed, 1e-9):.2f} images/s, "
-        f"{done / max(elapsed, 1e-9):.2f} pairs/s over {dist.world_size} process"
-        f"{'es' if dist.world_size > 1 else ''}"
+    rates = (
+        f"{images / max(elapsed, 1e-9):.2f} images/s, {done / max(elapsed, 1e-9):.2f} pairs/s "
+        f"over {dist.world_size} process{'es' if dist.world_size > 1 else ''}"
     )
+    segmented = _count(done - errors, "pair")
+    if not errors:
+        typer.echo(
+            f"{segmented} segmented ({counts['skipped']} already done{retried}, 0 failed) -> "
+            f"{results}; {rates}"
+        )
+        return
+    # Failed pairs are not segmented: counted apart, and the exit status says so.
+    typer.echo(
+        f"{segmented} segmented, {errors} failed: see {results} ({counts['skipped']} already "
+        f"done{retried}); {rates}"
+    )
+    _exit_if_failed(errors, done, results)
+
+
+def _exit_if_failed(errors: int, done: int, results: Path) -> None:
+    """Exit 1 with one line on stderr when ``errors`` of the ``done`` pairs failed.
+
+    1, not 2: the run finished and kept its successes, but not every pair has a result (2 stays
+    "bad input, nothing done"); ``refseg eval`` exits 0 instead because it scores failures.
+    """
+    import typer
+
+    if not errors:
+        return
+    its, it = ("its", "it") if errors == 1 else ("their", "them")
+    typer.echo(
+        f'refseg: {errors} of {_count(done, "pair")} failed ({its} "error" in {results} says '
+        f"why); rerun the same command to try {it} again",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 pair``, ``2 pairs``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -181,8 +181,9 @@ def register(app: typer.Typer) -> None:
         batch: Path | None = typer.Option(
             None,
             "--batch",
-            help="JSONL of {image, phrase[, id]} pairs, or a folder of images with --phrases "
-            "(resumable; data-parallel under accelerate launch).",
+            help="JSONL of {image, phrase | boxes/points/point_labels[, id]} pairs, or a folder "
+            "of images with --phrases (resumable; exits 1 if any pair failed; data-parallel "
+            "under accelerate launch).",
         ),
         phrases: Path | None = typer.Option(
             None, "--phrases", help="With a folder --batch: phrases, one a line, for each image."

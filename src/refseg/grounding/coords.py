@@ -179,6 +179,9 @@ def _check_size(width: int, height: int) -> None:
 
 # Points may sit on their box's border; allow for float noise in the conversion.
 _EPS = 1e-6
+#: How far past its box's edge a point may lie and still be kept (clamped onto the edge), as a
+#: fraction of the image side: 1% is 10 units of Qwen3-VL's 0-1000 grid.
+POINT_TOLERANCE = 0.01
 
 
 def _convert(
@@ -213,7 +216,10 @@ def _convert(
         if not (math.isfinite(px) and math.isfinite(py)):
             return "non-finite point"
         x, y = px * psx, py * psy
-        tol_x, tol_y = _EPS * max(1.0, abs(x)), _EPS * max(1.0, abs(y))
+        # A point on or just past its box edge is the model's rounding, not a wrong answer:
+        # within POINT_TOLERANCE of the image side it is clamped into the box.
+        tol_x = max(_EPS * max(1.0, abs(x)), POINT_TOLERANCE * width)
+        tol_y = max(_EPS * max(1.0, abs(y)), POINT_TOLERANCE * height)
         if not (bx1 - tol_x <= x <= bx2 + tol_x and by1 - tol_y <= y <= by2 + tol_y):
             return "point outside its box"
         points.append((min(max(x, bx1), bx2), min(max(y, by1), by2)))
@@ -228,7 +234,8 @@ def to_grounding(
     Boxes are clipped to the image. An instance is invalid (dropped and counted in
     ``Grounding.invalid``) when its box is non-finite, inverted (``x2 < x1`` or ``y2 < y1``; never
     silently swapped) or has no area inside the image, or when one of its points lies outside its
-    clipped box (so outside the image too). Instances without points are valid (box only).
+    clipped box by more than :data:`POINT_TOLERANCE` of the image side (a point just past the edge
+is clamped onto it). Instances without points are valid (box only).
 
     Outlines of path answers are scaled exactly like boxes and clipped to the image (a path
     partly outside keeps its inside part; one wholly outside makes the instance invalid, "path

@@ -163,6 +163,8 @@ class MoondreamGrounder:
     def parse(self, response: dict[str, Any]) -> ParsedAnswer:
         """A segment response as a parsed answer in the 0-1000 frame (never raises)."""
         raw = json.dumps(response)[:4000]
+        if "objects" in response and "path" not in response and "bbox" not in response:
+            return _detections(response["objects"], raw)
         try:
             instance = self._instance(response)
         except ValueError as exc:
@@ -236,6 +238,25 @@ class MoondreamGrounder:
             return [one(i) for i in range(len(arrays))]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(arrays))) as pool:
             return list(pool.map(one, range(len(arrays))))
+
+
+#: Most boxes read from one ``/detect``-shaped reply (far above any real scene).
+MAX_DETECTIONS = 1000
+
+
+def _detections(objects: Any, raw: str) -> ParsedAnswer:
+    """A ``/detect``-shaped reply (``{"objects": [{x_min, y_min, x_max, y_max}, ...]}``), as an
+    endpoint behind a proxy or an older server may answer: read as boxes (no outline), an empty
+    list as "no target", rather than silently as nothing."""
+    if not isinstance(objects, list):
+        return ParsedAnswer(error="objects is not a list of boxes", raw=raw)
+    if len(objects) > MAX_DETECTIONS:
+        return ParsedAnswer(error=f"{len(objects)} objects (at most {MAX_DETECTIONS})", raw=raw)
+    try:
+        instances = [ParsedInstance(box=_bbox(o)) for o in objects]
+    except ValueError as exc:
+        return ParsedAnswer(error=f"objects: {exc}", raw=raw)
+    return ParsedAnswer(instances=instances, no_target=not instances, raw=raw)
 
 
 def _bbox(value: Any) -> tuple[float, float, float, float]:

@@ -46,6 +46,8 @@ class ParsedAnswer:
         repairs: each deviation from the canonical form that was tolerated (e.g.
             ``"single_quotes"``, ``"trailing_comma"``, ``"dict_not_list"``, ``"key:points"``);
             empty for a canonical answer. Training format rewards read this.
+        truncated: the answer's list was cut off (the token limit); ``instances`` holds the
+            objects it completed. Also a repair (``"truncated"``), so never canonical.
     """
 
     instances: list[ParsedInstance] = field(default_factory=list)
@@ -57,6 +59,7 @@ class ParsedAnswer:
     has_answer_tags: bool = False
     answer_closed: bool = False
     repairs: list[str] = field(default_factory=list)
+    truncated: bool = False
 
     @property
     def ok(self) -> bool:

@@ -38,11 +38,17 @@ and tolerates: code fences, single-quoted (Python-literal) JSON, trailing commas
 it), numbers written as strings or floats, a bare object instead of a list, and several bare objects
 separated by commas or newlines. Other keys in an instance (``label``...) are ignored.
 
+When several answer-shaped values appear, the last one is the answer (the last fenced one, if
+any is in a code fence): models quote examples in prose before answering. A list cut off by the
+token limit keeps the objects it completed and is marked ``truncated`` (a repair, so never
+canonical: training's format reward scores it as a failure).
+
 Anything else is a structured failure: ``error`` holds a short reason, ``instances`` is empty and
 ``no_target`` is false. In particular it never reads coordinates out of prose, never completes a
-truncated JSON value, never reads an answer out of the ``<think>`` block, never accepts
-``box_2d`` (another vendor's key with y-first order), a point-only instance, several ``<answer>``
-blocks, or boxes/points with the wrong count of numbers. :func:`parse_answer` never raises.
+truncated JSON value (a cut-off object is dropped, never guessed), never reads an answer out of
+the ``<think>`` block, never accepts ``box_2d`` (another vendor's key with y-first order), a
+point-only instance, several ``<answer>`` blocks, or boxes/points with the wrong count of numbers.
+:func:`parse_answer` never raises.
 """
 
 from __future__ import annotations
@@ -121,6 +127,7 @@ def _parse_into(parsed: ParsedAnswer, text: str) -> None:
         items = value
     else:  # _find_json only returns lists and dicts
         raise _Reject("answer is not a JSON list")
+    parsed.truncated = "truncated" in parsed.repairs
     if not items:
         parsed.no_target = True
         return
@@ -176,19 +183,33 @@ def _split_tags(parsed: ParsedAnswer, text: str) -> str:
     return inner
 
 
+def _fences(region: str) -> list[tuple[int, int]]:
+    """Spans of the code-fenced blocks (between a pair of triple backticks)."""
+    marks = [m.start() for m in re.finditer("```", region)]
+    return list(zip(marks[::2], marks[1::2]))
+
+
 def _find_json(region: str, repairs: list[str]) -> tuple[Any, int, int]:
-    """The first answer-shaped JSON value in ``region`` and its span.
+    """The answer: the last answer-shaped JSON value in ``region`` (the last fenced one, if any
+    is fenced), and its span.
 
     Candidates start at each ``[`` or ``{`` not inside an earlier candidate. A candidate that
-    reads as a dict, an empty list or a list holding a dict is the answer (even if it then fails
-    validation: a second answer is never looked for). Candidates that read as something else
-    (``[1, 2]``, ``["a"]``) or do not read at all (``[the red car]``) are taken as prose and
-    skipped; if no answer is found, the first of those is reported. An object followed only by
-    commas/whitespace and more objects is read as the list of all of them.
+    reads as a dict, an empty list or a list holding a dict is answer-shaped. Models quote
+    example values in prose before the real answer ("not the empty list [] because a cat is
+    visible: ```json [...]```"), so the final value wins, and a fenced one wins over unfenced
+    prose; earlier answer-shaped values are taken as prose (``earlier_value_ignored``). The chosen
+    one is the answer even if it then fails validation. Candidates that read as something else
+    (``[1, 2]``, ``["a"]``) or do not read at all (``[the red car]``) are prose too; if no answer
+    is found, the first of those is reported. An object followed only by commas/whitespace and
+    more objects is read as the list of all of them.
+
+    A list cut off before its end (``max_new_tokens`` in a crowded scene) keeps the objects it
+    completed and is marked ``truncated``; a cut-off value with no complete object is refused.
     """
     first_problem: str | None = None
     skip_until = 0
     tried = 0
+    found: list[tuple[Any, int, int, list[str]]] = []
     for match in re.finditer(r"[\[{]", region):
         start = match.start()
         if start < skip_until:
@@ -200,9 +221,12 @@ def _find_json(region: str, repairs: list[str]) -> tuple[Any, int, int]:
         try:
             value, end = _read_value(region, start, local)
         except _Unterminated:
-            # Every later bracket lies inside this value: reading one of them would take a
-            # fragment of a truncated answer for the whole answer.
-            raise _Reject("unterminated JSON (truncated answer?)") from None
+            # Every later bracket lies inside this value: it is the last one.
+            salvaged = _complete_objects(region, start, local)
+            if not salvaged:
+                raise _Reject("unterminated JSON (truncated answer?)") from None
+            found.append((salvaged, start, len(region), [*local, "truncated"]))
+            break
         except _Invalid as exc:
             first_problem = first_problem or str(exc)
             skip_until = exc.end
@@ -212,18 +236,46 @@ def _find_json(region: str, repairs: list[str]) -> tuple[Any, int, int]:
             if more:
                 local.append("bare_dicts")
                 value = [value, *more]
+        skip_until = end
         if isinstance(value, dict) or (
             isinstance(value, list) and (not value or any(isinstance(v, dict) for v in value))
         ):
-            repairs.extend(local)
-            return value, start, end
-        if first_problem is None:
+            found.append((value, start, end, local))
+        elif first_problem is None:
             if isinstance(value, list) and all(map(_is_number, value)):
                 first_problem = "answer is a bare list of numbers, not objects with bbox_2d"
             else:
                 first_problem = "answer is not a list of objects"
-        skip_until = end
-    raise _Reject(first_problem or "no JSON found")
+    if not found:
+        raise _Reject(first_problem or "no JSON found")
+    fences = _fences(region)
+    fenced = [f for f in found if any(a < f[1] < b for a, b in fences)]
+    value, start, end, local = (fenced or found)[-1]
+    repairs.extend(local)
+    if len(found) > 1:
+        repairs.append("earlier_value_ignored")
+    return value, start, end
+
+
+def _complete_objects(region: str, start: int, repairs: list[str]) -> list[dict]:
+    """The objects a list cut off before its ``]`` completed (empty for anything else)."""
+    if region[start] != "[":
+        return []
+    out: list[dict] = []
+    pos = start + 1
+    while len(out) < _MAX_CANDIDATES * 64:
+        while pos < len(region) and region[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(region) or region[pos] != "{":
+            return out
+        try:
+            value, pos = _read_value(region, pos, repairs)
+        except _Reject:
+            return out
+        if not isinstance(value, dict):
+            return out
+        out.append(value)
+    return out
 
 
 def _collect_bare_dicts(region: str, end: int, repairs: list[str]) -> tuple[list[dict], int]:
