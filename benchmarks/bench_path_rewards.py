@@ -96,7 +96,7 @@ def main() -> None:
         for scale in args.scales:
             times, iou_err, biou_err = [], [], []
             for _ in range(args.repeats):
-                R._GT_CACHE._items.clear()  # each repeat decodes its GT like a new batch
+                R.DEFAULT_CACHE.gt.clear()  # each repeat decodes its GT like a new batch
                 start = time.perf_counter()
                 scored = [score_group(g, scale) for g in groups]
                 times.append(time.perf_counter() - start)

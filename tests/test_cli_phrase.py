@@ -222,7 +222,7 @@ def test_batch_refuses_another_pairs_file_in_the_same_out(flaky_server, tmp_path
     ],
 )  # fmt: skip
 def test_bad_batch_lines_name_file_and_line(tmp_path, capsys, content, message):
-    from refseg.cli.batch import read_pairs
+    from refseg.batch import read_pairs
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_bytes(content)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from refseg.cli.batch import finished_ids, read_pairs, run_pairs
+from refseg.batch import finished_ids, read_pairs, run_pairs
 from refseg.errors import InputError
 from refseg.grounding.coords import to_grounding
 from refseg.pipeline import MAX_PHRASE_CHARS, Pipeline, check_phrase, segment_prompts
@@ -236,3 +236,102 @@ def test_segment_prompts_takes_what_the_pipeline_takes(sam, astronaut, tmp_path)
             segment_prompts(counting, source, prompts)
         assert "\n" not in str(info.value)
     assert counting.embeds == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and the one assembly
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({}, None),
+        ({"answer": "path", "think": True, "refine": 2, "refiner": "none"}, None),
+        ({"answer": "outline"}, "unknown answer kind 'outline'"),
+        ({"refine": 9}, "refine must be an integer from 0 to 8"),
+        ({"refine_iters": -1}, "refine_iters must be an integer from 0 to 16"),
+        ({"refine_iters": True}, "refine_iters must be an integer"),
+        ({"refiner": " "}, "the refiner must be"),
+    ],
+)
+def test_pipeline_options_are_checked_when_made(fields, error) -> None:
+    from refseg.pipeline import PipelineOptions
+
+    if error is None:
+        assert PipelineOptions(**fields).refine_iters is None
+    else:
+        with pytest.raises(InputError, match=error):
+            PipelineOptions(**fields)
+
+
+def test_resolved_options_are_what_a_run_records(tmp_path) -> None:
+    from refseg.pipeline import PipelineOptions
+
+    plain = PipelineOptions().resolved("qwen3-vl:x")
+    assert plain.path_options() == {"answer": "box", "refiner": "sam", "refine_iters": 1}
+    assert PipelineOptions().resolved("moondream:http://h").answer == "path"
+    with pytest.raises(InputError, match="unknown refiner 'bogus'"):
+        PipelineOptions(refiner="bogus").resolved()
+    with pytest.raises(InputError, match="not a file"):
+        PipelineOptions(refiner=str(tmp_path / "missing.pt")).resolved()
+
+
+class AnswerRecordingGrounder(ScriptedGrounder):
+    """Records the answer kind of each call; answers an outline when asked for a path."""
+
+    def __init__(self):
+        super().__init__()
+        self.answers: list[str | None] = []
+
+    def ground(self, images, phrases, *, think=False, answer=None):
+        self.answers.append(answer)
+        if answer != "path":
+            return super().ground(images, phrases, think=think)
+        path = '<answer>[{"bbox_2d": [300, 60, 600, 380], "path": "M 300 60 L 600 60 L 450 380 Z"}]'
+        return [
+            to_grounding(parse_answer(path + "</answer>"), "norm1000", i.shape[1], i.shape[0])
+            for i in images
+        ]
+
+
+def test_the_answer_kind_is_an_argument_of_each_call(sam, astronaut) -> None:
+    from refseg.pipeline import PipelineOptions, load_pipeline
+
+    grounder = AnswerRecordingGrounder()
+    pipe = load_pipeline(grounder, sam, PipelineOptions(refiner="none"))
+    boxed = pipe(astronaut, "the face")
+    outlined = pipe(astronaut, "the face", answer="path")
+    assert grounder.answers == [None, "path"]  # nothing asked: the grounder's own default
+    assert outlined.instances[0].path and not boxed.instances[0].path
+    # a pipeline made for paths asks for them on every call, without touching the grounder
+    paths = load_pipeline(grounder, sam, PipelineOptions(answer="path", refiner="none"))
+    paths(astronaut, "the face")
+    assert grounder.answers[-1] == "path" and not hasattr(grounder, "answer")
+    with pytest.raises(InputError, match="unknown answer kind"):
+        pipe(astronaut, "the face", answer="outline")
+
+
+def test_a_fixed_answer_grounder_refuses_the_other_kind(sam) -> None:
+    from refseg.pipeline import PipelineOptions, load_pipeline
+
+    class PathsOnly(ScriptedGrounder):
+        fixed_answer = "path"
+
+    with pytest.raises(InputError, match="always answers with a path"):
+        load_pipeline(PathsOnly(), sam, PipelineOptions(answer="box"))
+
+
+def test_load_pipeline_checks_specs_before_loading_anything(monkeypatch) -> None:
+    import refseg.grounding
+    import refseg.segmentation
+    from refseg.pipeline import load_pipeline
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(refseg.segmentation, "load_segmenter", fail)
+    monkeypatch.setattr(refseg.grounding, "load_grounder", fail)
+    with pytest.raises(InputError):
+        load_pipeline("nope:xyz", "onnx-sam")
+    with pytest.raises(InputError):
+        load_pipeline("qwen3-vl:x", "nope:xyz")

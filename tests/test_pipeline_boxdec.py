@@ -193,8 +193,9 @@ def test_the_servers_grounder_wrapper_hands_features_on(taught, checkpoint, astr
     from refseg.serve.engine import _Serialized
 
     _, grounder = taught
-    wrapped = _Serialized(grounder, threading.Lock(), answer="box")
-    result = Pipeline(wrapped, load_segmenter(f"boxdec:{checkpoint}")).run([(astronaut, PHRASE)])
+    wrapped = _Serialized(grounder, threading.Lock())
+    pipe = Pipeline(wrapped, load_segmenter(f"boxdec:{checkpoint}"))
+    result = pipe.run([(astronaut, PHRASE)], answer="box")
     assert len(result[0].instances) == 1
 
 

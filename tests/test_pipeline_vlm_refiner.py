@@ -20,6 +20,7 @@ from refseg.grounding import load_grounder
 from refseg.paths import rasterize
 from refseg.pipeline import Pipeline
 from refseg.protocol import format_answer
+from refseg.segmentation.base import FeatureReader
 from refseg.segmentation.refiners import TorchRefiner, load_refiner, run_refiner
 from refseg.testing.tiny_vlm import build_tiny_vlm
 from refseg.train import refiner as T
@@ -95,7 +96,7 @@ def test_the_checkpoint_records_its_features_and_model(taught, checkpoint):
     _, grounder = taught
     refiner = load_refiner(str(checkpoint))
     assert isinstance(refiner, TorchRefiner)
-    assert refiner.needs_vlm_features and not refiner.needs_embedding
+    assert isinstance(refiner, FeatureReader) and not refiner.needs_embedding
     assert refiner.sources == ["final"]
     assert refiner.fingerprint == grounder.feature_fingerprint
     assert refiner.config["feature_dim"] == grounder.model.config.vision_config.out_hidden_size

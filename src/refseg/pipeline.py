@@ -1,9 +1,18 @@
-"""Text to masks: grounder -> prompts -> segmenter -> :class:`~refseg.types.Result`."""
+"""Text to masks: grounder -> prompts -> segmenter -> :class:`~refseg.types.Result`.
+
+:class:`PipelineOptions` holds what shapes the masks beyond the choice of models, and
+:func:`load_pipeline` is the one assembly of models + options that every entry point calls (the
+CLI's segment, batch, eval and demo, the server, the Python API): a new knob is a field here,
+its handling in :class:`Pipeline`, and one option declaration per front end.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +26,80 @@ if TYPE_CHECKING:
     from refseg.grounding.base import Grounder, Grounding
     from refseg.segmentation.base import Embedding, Segmenter
     from refseg.segmentation.refiners import Refiner
+
+#: Bounds of the numeric options (the CLI and the server declare the same).
+MAX_REFINE = 8
+MAX_REFINE_ITERS = 16
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What shapes a phrase's masks beyond the choice of models; checked when made.
+
+    Attributes:
+        answer: what the grounder is asked for: ``box`` (a box and interior points per
+            instance) or ``path`` (an outline); ``None`` asks the grounder's own default (box;
+            ``moondream:`` always answers paths). Per call, never grounder state.
+        think: let the grounder reason in ``<think>`` first.
+        refine: rounds of the promptable segmenter's own mask refinement (its low-res mask fed
+            back into its decoder); ``None`` is the segmenter's default (1 for the SAM family).
+        refiner: what refines the raster of a path answer: ``none``, ``sam`` (gated, the
+            default), ``sam-raw`` or a trained ``CHECKPOINT.pt``.
+        refine_iters: iterations of that refiner (``None``: 1).
+    """
+
+    answer: str | None = None
+    think: bool = False
+    refine: int | None = None
+    refiner: str = "sam"
+    refine_iters: int | None = None
+
+    def __post_init__(self) -> None:
+        from refseg.protocol import ANSWERS
+
+        if self.answer is not None and self.answer not in ANSWERS:
+            raise InputError(f"unknown answer kind {self.answer!r}; use {' or '.join(ANSWERS)}")
+        for name, value, top in (
+            ("refine", self.refine, MAX_REFINE),
+            ("refine_iters", self.refine_iters, MAX_REFINE_ITERS),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top
+            ):
+                raise InputError(f"{name} must be an integer from 0 to {top}, got {value!r}")
+        if not isinstance(self.refiner, str) or not self.refiner.strip():
+            raise InputError("the refiner must be none, sam, sam-raw or a CHECKPOINT.pt path")
+
+    def resolved(self, grounder: str | None = None) -> PipelineOptions:
+        """These options with their defaults made explicit, as a run records them: the answer
+        the grounder spec gives, the refiner iterations, a checkpoint refiner as an absolute
+        path (so a run resumed from another folder matches; the checkpoint is read here, so a
+        bad one fails before any other work)."""
+        from refseg.grounding import DEFAULT_GROUNDER, default_answer
+        from refseg.segmentation.refiners import DEFAULT_ITERATIONS, REFINER_NAMES, load_refiner
+
+        refiner = self.refiner.strip()
+        if refiner not in REFINER_NAMES:
+            load_refiner(refiner)  # an unknown name or a bad checkpoint: one line, now
+            refiner = os.path.abspath(refiner)
+        return dataclasses.replace(
+            self,
+            answer=self.answer or default_answer(grounder or DEFAULT_GROUNDER),
+            refiner=refiner,
+            refine_iters=DEFAULT_ITERATIONS if self.refine_iters is None else self.refine_iters,
+        )
+
+    def path_options(self) -> dict[str, Any]:
+        """What batch and eval records carry: the options that change path answers' masks."""
+        return {"answer": self.answer, "refiner": self.refiner, "refine_iters": self.refine_iters}
+
+
+def check_answer(grounder: Grounder, answer: str | None) -> None:
+    """Refuse, with one line, an answer kind the grounder cannot give (a fixed API)."""
+    fixed = getattr(grounder, "fixed_answer", None)
+    if answer is not None and fixed is not None and fixed != answer:
+        raise InputError(f"grounder {grounder.name} always answers with a {fixed}")
+
 
 #: Phrases longer than this (characters) are refused: longer inputs are almost always a mistake
 #: (a file pasted as text) and would blow the model's context.
@@ -88,7 +171,7 @@ class Pipeline:
     about them, so a batch of ten phrases on one photo costs one encoder pass.
 
     Path answers (an outline per instance, see :mod:`refseg.protocol`) are handled whatever the
-    grounder: the outline is rasterized (:mod:`refseg.segmentation.paths`) and refined by
+    grounder: the outline is rasterized (:mod:`refseg.paths`) and refined by
     ``refiner`` (:mod:`refseg.segmentation.refiners`; None is the default gated ``sam``
     refiner on ``segmenter``) ``refine_iters`` times, on the same shared embedding. Box
     answers go to the segmenter as before; one answer may mix both.
@@ -99,72 +182,121 @@ class Pipeline:
         grounder: Grounder,
         segmenter: Segmenter,
         *,
-        think: bool = False,
+        options: PipelineOptions | None = None,
+        think: bool | None = None,
         refine: int | None = None,
-        refiner: Refiner | None = None,
+        refiner: Refiner | str | None = None,
         refine_iters: int | None = None,
     ) -> None:
-        from refseg.segmentation.refiners import DEFAULT_ITERATIONS, load_refiner
+        """``options`` says how (:class:`PipelineOptions`); the keywords ``think``, ``refine``,
+        ``refine_iters`` and ``refiner`` (a spec or a ready :class:`Refiner`) override it."""
+        from refseg.segmentation.base import FeatureReader
+        from refseg.segmentation.refiners import load_refiner
 
+        options = options or PipelineOptions()
+        changes = {"think": think, "refine": refine, "refine_iters": refine_iters}
+        if isinstance(refiner, str):
+            changes["refiner"] = refiner
+        options = dataclasses.replace(
+            options, **{k: v for k, v in changes.items() if v is not None}
+        )
+        check_answer(grounder, options.answer)
         self.grounder = grounder
         self.segmenter = segmenter
-        self.think = think
-        self.refine = refine
+        self.options = options
         #: A box decoder (``boxdec:``) and a refiner trained on VLM features read the grounder's
         #: own features: asked for per call, turned into a per-pair input, dropped once used;
         #: SAM refiners do not apply to a box decoder.
         self.feature_sources: list[str] = []
-        if getattr(segmenter, "needs_vlm_features", False):
-            segmenter.check_grounder(grounder)  # type: ignore[attr-defined]
-            self.feature_sources = list(segmenter.sources)  # type: ignore[attr-defined]
-            if refiner is None or getattr(refiner, "needs_embedding", False):
-                refiner = load_refiner("none")
-        self.refiner = refiner if refiner is not None else load_refiner("sam", segmenter)
-        if getattr(self.refiner, "needs_vlm_features", False):
-            self.refiner.check_grounder(grounder)  # type: ignore[attr-defined]
-            for source in self.refiner.sources:  # type: ignore[attr-defined]
+        chosen = None if isinstance(refiner, str) else refiner
+        if isinstance(segmenter, FeatureReader):
+            segmenter.check_grounder(grounder)
+            self.feature_sources = list(segmenter.sources)
+            if chosen is None or chosen.needs_embedding:
+                chosen = load_refiner("none")
+        self.refiner: Refiner = (
+            chosen if chosen is not None else load_refiner(options.refiner, segmenter)
+        )
+        if isinstance(self.refiner, FeatureReader):
+            self.refiner.check_grounder(grounder)
+            for source in self.refiner.sources:
                 if source not in self.feature_sources:
                     self.feature_sources.append(source)
-        self.refine_iters = DEFAULT_ITERATIONS if refine_iters is None else refine_iters
 
-    def __call__(self, image: ImageLike, phrase: str, *, think: bool | None = None) -> Result:
-        return self.run([(image, phrase)], think=think)[0]
+    @property
+    def think(self) -> bool:
+        return self.options.think
+
+    @property
+    def refine(self) -> int | None:
+        return self.options.refine
+
+    @property
+    def refine_iters(self) -> int:
+        from refseg.segmentation.refiners import DEFAULT_ITERATIONS
+
+        iters = self.options.refine_iters
+        return DEFAULT_ITERATIONS if iters is None else iters
+
+    @property
+    def answer(self) -> str:
+        """The answer kind asked for when a call names none."""
+        return (
+            self.options.answer
+            or getattr(self.grounder, "fixed_answer", None)
+            or getattr(self.grounder, "answer", None)
+            or "box"
+        )
+
+    def __call__(
+        self, image: ImageLike, phrase: str, *, think: bool | None = None, answer: str | None = None
+    ) -> Result:
+        return self.run([(image, phrase)], think=think, answer=answer)[0]
 
     def run(
         self,
         pairs: Sequence[tuple[ImageLike, str]],
         *,
         think: bool | None = None,
+        answer: str | None = None,
         embeddings: dict[str, Embedding] | None = None,
     ) -> list[Result]:
         """Segment many (image, phrase) pairs: one grounder batch, one embedding per image.
 
+        ``think`` and ``answer`` override the options for this call (concurrent calls with
+        different answers do not interfere: the answer is an argument, not grounder state).
         ``embeddings`` may pass a cache (content hash -> embedding) that outlives the call.
         """
         think = self.think if think is None else think
+        if answer is not None:
+            PipelineOptions(answer=answer)  # a known kind
+            check_answer(self.grounder, answer)
+        answer = answer or self.options.answer
         images = [load_image(image) for image, _ in pairs]
         phrases = [check_phrase(phrase) for _, phrase in pairs]
         start = time.perf_counter()
+        extra: dict[str, Any] = {}
         if self.feature_sources:
-            groundings = self.grounder.ground(
-                images, phrases, think=think, features=self.feature_sources
-            )
-        else:
-            groundings = self.grounder.ground(images, phrases, think=think)
+            extra["features"] = self.feature_sources
+        if answer is not None:  # only when asked: grounders written before it still work
+            extra["answer"] = answer
+        groundings = self.grounder.ground(images, phrases, think=think, **extra)
         ground_s = (time.perf_counter() - start) / max(1, len(pairs))
+        from refseg.segmentation.base import FeatureReader
+
         cache = {} if embeddings is None else embeddings
         results = []
         for image, phrase, grounding in zip(images, phrases, groundings):
             refiner_input = None
             if self.feature_sources:  # per pair (the answer state is the phrase's), not cached
                 features, grounding.features = grounding.features, None
-                if getattr(self.segmenter, "needs_vlm_features", False):
-                    embedding = self.segmenter.embed_features(image, features)  # type: ignore[attr-defined]
+                if isinstance(self.segmenter, FeatureReader):
+                    embedding = self.segmenter.embed_features(image, features)
                     cache = {image_digest(image): embedding}
                     del embedding
                 outlines = any(g.polygons for g in grounding.instances)
-                if outlines and getattr(self.refiner, "needs_vlm_features", False):
-                    refiner_input = self.refiner.embed_features(image, features)  # type: ignore[attr-defined]
+                if outlines and isinstance(self.refiner, FeatureReader):
+                    refiner_input = self.refiner.embed_features(image, features)
                 del features
             result = self._segment(image, grounding, cache, refiner_input)
             result.phrase = phrase
@@ -227,7 +359,7 @@ class Pipeline:
         ``refiner_input`` is what a refiner on VLM features reads (from the grounding pass);
         other refiners read the segmenter's embedding of the image.
         """
-        from refseg.segmentation.paths import PathError, format_path, rasterize, trace
+        from refseg.paths import PathError, format_path, rasterize, trace
         from refseg.segmentation.refiners import run_refiner
         from refseg.types import Instance
 
@@ -282,3 +414,38 @@ class Pipeline:
         if dropped and not instances:
             result.parse_error = f"all {len(dropped)} instances invalid (first: {dropped[0]})"
         return result
+
+
+def load_pipeline(
+    grounder: str | Grounder | None = None,
+    segmenter: str | Segmenter = "onnx-sam",
+    options: PipelineOptions | None = None,
+    *,
+    device: str | None = None,
+    **grounder_options: Any,
+) -> Pipeline:
+    """The one assembly of a pipeline from specs (or ready models) and options.
+
+    ``grounder`` is a spec (``qwen3-vl:ID``, ``openai:URL#MODEL``, ``moondream:URL``; ``None`` is
+    the default grounder) or a ready grounder; ``segmenter`` likewise (``onnx-sam``,
+    ``boxdec:PATH``...). Everything that can be checked without models is checked first (the
+    options, the specs, a trained refiner's checkpoint), so a mistake costs no model load.
+    ``grounder_options`` go to :func:`refseg.grounding.load_grounder` (``max_new_tokens``...).
+    """
+    from refseg.grounding import DEFAULT_GROUNDER, load_grounder, parse_grounder_spec
+    from refseg.segmentation import check_segmenter_spec, load_segmenter
+    from refseg.segmentation.refiners import REFINER_NAMES, load_refiner
+
+    options = options or PipelineOptions()
+    if isinstance(grounder, str) or grounder is None:
+        parse_grounder_spec(grounder or DEFAULT_GROUNDER)
+    if isinstance(segmenter, str):
+        check_segmenter_spec(segmenter)
+    # A checkpoint refiner is read before any model loads (it needs no segmenter).
+    refiner = None if options.refiner in REFINER_NAMES else load_refiner(options.refiner)
+    if isinstance(segmenter, str):
+        segmenter = load_segmenter(segmenter, device=device)
+    if isinstance(grounder, str) or grounder is None:
+        grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device, **grounder_options)
+    refiner = refiner or load_refiner(options.refiner, segmenter)
+    return Pipeline(grounder, segmenter, options=options, refiner=refiner)

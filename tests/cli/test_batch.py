@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from refseg.cli.batch import (
+from refseg.batch import (
     RESULTS_FILE,
     BatchRun,
     _Prefetch,
     folder_pairs,
     merge_results,
-    rank_file,
 )
 from refseg.errors import InputError
+from refseg.jobs import Ranks, rank_file
 from refseg.protocol import format_answer
 from refseg.records import RecordWriter, read_records
 from tests.conftest import ASSETS
@@ -94,7 +94,7 @@ def test_ranks_take_every_nth_pair_and_merge_in_pairs_order(tmp_path: Path) -> N
     pairs = [{"id": str(i), "image": f"/x/{i}.jpg", "phrase": "p"} for i in range(7)]
     with contextlib.ExitStack() as stack:  # three ranks at once (rank 0 holds the folder)
         runs = [
-            stack.enter_context(BatchRun(pairs, tmp_path, rank=rank, world_size=3))
+            stack.enter_context(BatchRun(pairs, tmp_path, ranks=Ranks(rank, 3)))
             for rank in range(3)
         ]
         shards = [[p["id"] for p in run.todo] for run in runs]
@@ -104,7 +104,7 @@ def test_ranks_take_every_nth_pair_and_merge_in_pairs_order(tmp_path: Path) -> N
                 for pair in reversed(run.todo):  # written out of order on purpose
                     sink.write({"id": pair["id"], "options": run.options, "instances": []})
     assert shards == [["0", "3", "6"], ["1", "4"], ["2", "5"]]
-    assert (tmp_path / rank_file(2)).is_file()
+    assert (tmp_path / rank_file(RESULTS_FILE, 2)).is_file()
     with BatchRun(pairs, tmp_path) as run:  # a resumed single process sees every rank's work
         assert run.todo == [] and run.skipped == 7
     merge_results(tmp_path, pairs)
@@ -118,7 +118,7 @@ def test_prefetch_stays_bounded_and_leaves_bad_files_to_the_pipeline(
     import time
 
     import refseg.image
-    from refseg.cli.batch import PREFETCH_CHUNKS
+    from refseg.batch import PREFETCH_CHUNKS
 
     decoded = []
     real = refseg.image.load_image
@@ -401,7 +401,7 @@ def test_a_grounder_is_loaded_for_the_phrases_of_a_mixed_file(
 )  # fmt: skip
 def test_prompt_pairs_are_validated_first(tmp_path: Path, fields, message: str) -> None:
     """Every line is checked before any work; errors name the file and line, in one line."""
-    from refseg.cli.batch import read_pairs
+    from refseg.batch import read_pairs
 
     if isinstance(fields, str):  # JSON that json.dumps would not write
         line = '{"image": "a.jpg", ' + fields + "}"
@@ -431,7 +431,7 @@ def test_prompt_limits_follow_refseg_limits_and_bad_lines_exit_2(
 def test_a_record_of_a_phrase_is_not_the_result_of_prompts(tmp_path: Path) -> None:
     """Resume identity includes the prompts: a phrase record under the id of a prompt-only pair
     (or the other way round) is another pair, refused before any work."""
-    from refseg.cli.batch import read_pairs
+    from refseg.batch import read_pairs
 
     image = str(ASSETS / "astronaut.jpg")
     phrased = read_pairs(_write_lines(tmp_path / "a.jsonl", [{"image": image, "phrase": "x"}]))
@@ -460,9 +460,13 @@ def test_a_box_decoder_refuses_prompt_only_pairs(tmp_path: Path, capsys, monkeyp
     before any work, not failed one by one."""
     import refseg.segmentation
 
-    class FeatureDecoder:
+    class FeatureDecoder:  # a FeatureReader, as the real box decoder
         name = "boxdec:fake.pt"
-        needs_vlm_features = True
+        sources = ("final",)
+
+        def check_grounder(self, grounder) -> None: ...
+
+        def embed_features(self, image, features) -> None: ...
 
     monkeypatch.setattr(refseg.segmentation, "load_segmenter", lambda *a, **k: FeatureDecoder())
     pairs = _write_lines(tmp_path / "pairs.jsonl", [{"image": "a.jpg", "boxes": [FACE_BOX]}])

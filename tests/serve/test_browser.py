@@ -276,14 +276,15 @@ class OutlineGrounder:
         self.answer = "box"
         self.asked: list[str] = []
 
-    def ground(self, images, phrases, *, think=False):
+    def ground(self, images, phrases, *, think=False, answer=None):
         from refseg.grounding.base import GroundedInstance, Grounding
 
-        self.asked.append(self.answer)
+        answer = answer or self.answer  # a request's answer is an argument of the call
+        self.asked.append(answer)
         out = []
         for _ in phrases:
             triangle = np.array([[150.0, 50.0], [370.0, 60.0], [260.0, 260.0]])
-            polygons = [triangle] if self.answer == "path" else []
+            polygons = [triangle] if answer == "path" else []
             instance = GroundedInstance(box=(150.0, 50.0, 370.0, 260.0), polygons=polygons)
             out.append(Grounding(instances=[instance], raw_answer="[...]"))
         return out

@@ -146,3 +146,62 @@ def test_unreadable_configs_are_one_line_errors(tmp_path, content, problem):
     path.write_bytes(content)
     with pytest.raises(InputError, match=problem):
         load_config(path)
+
+
+# --- RunConfig: the run fields of the decoder and refiner trainers -------------------------
+
+RUN_FIELDS = {
+    "output_dir",
+    "max_steps",
+    "learning_rate",
+    "weight_decay",
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "seed",
+}
+#: The YAML keys of the two run files before RunConfig (they must not change).
+DECODER_KEYS = RUN_FIELDS | {
+    "model", "dataset", "family", "prompt_template", "max_pixels", "min_pixels", "max_samples",
+    "boxes", "jitter", "match_iou", "decoder", "loss", "lora", "warmup_steps", "num_train_epochs",
+    "per_device_train_batch_size", "device", "dtype",
+}  # fmt: skip
+REFINER_KEYS = RUN_FIELDS | {
+    "rollouts", "dataset", "max_samples", "features", "segmenter", "model", "family",
+    "embedding_cache", "net", "iterations", "batch_size", "loss", "synth",
+}  # fmt: skip
+
+
+def test_decoder_and_refiner_share_the_run_fields_and_keep_their_keys():
+    import dataclasses
+    import inspect
+
+    from refseg.train.config import RunConfig
+    from refseg.train.decoder import DecoderTrainConfig
+    from refseg.train.refiner import RefinerTrainConfig
+
+    assert {f.name for f in dataclasses.fields(RunConfig)} == RUN_FIELDS
+    base = {f.name: f for f in dataclasses.fields(RunConfig)}
+    for cls, keys in ((DecoderTrainConfig, DECODER_KEYS), (RefinerTrainConfig, REFINER_KEYS)):
+        assert issubclass(cls, RunConfig)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(fields) == keys
+        # declared once: only a default may differ (and then the help says so, or is the base's)
+        redeclared = RUN_FIELDS & set(inspect.get_annotations(cls))
+        for name in RUN_FIELDS - redeclared:
+            assert fields[name] is base[name] or fields[name].metadata == base[name].metadata
+
+
+def test_trainer_defaults_are_unchanged():
+    from refseg.train import decoder, refiner
+
+    d = decoder.config_from_dict({"model": "m", "dataset": "d", "output_dir": "o"})
+    assert (d.max_steps, d.learning_rate, d.weight_decay) == (-1, 1e-4, 0.01)
+    assert (d.save_steps, d.save_total_limit, d.logging_steps, d.seed) == (500, 3, 10, 0)
+    r = refiner.config_from_dict({"output_dir": "o", "dataset": "d"})
+    assert (r.max_steps, r.learning_rate, r.weight_decay) == (500, 1e-3, 0.0)
+    assert (r.save_steps, r.save_total_limit, r.logging_steps, r.seed) == (100, 2, 10, 0)
+    with pytest.raises(InputError, match="missing required key 'model'"):
+        decoder.config_from_dict({})  # the trainer's own keys are named first
+    with pytest.raises(InputError, match="save_steps must be at least 1"):
+        refiner.config_from_dict({"output_dir": "o", "dataset": "d", "save_steps": 0})

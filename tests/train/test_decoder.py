@@ -118,6 +118,23 @@ def test_two_steps_then_resume_gives_the_uninterrupted_run(tiny_vlm, tiny_refsha
     assert not any(p.requires_grad for p in resumed.grounder.model.parameters())
 
 
+def test_a_resume_after_a_save_logs_each_step_once(tiny_vlm, tiny_refshapes, tmp_path):
+    """Killed after checkpoint-2 with step 3 logged: the rerun redoes step 3, logs it once."""
+    from refseg.train.common import last_checkpoint
+
+    out = tmp_path / "run"
+    config = _config(tiny_vlm, tiny_refshapes, out, max_steps=3, save_steps=2)
+    DecoderTrainer(config).train()
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert Path(last_checkpoint(out) or "").name == "checkpoint-2"
+    resumed = DecoderTrainer(config).train()  # resumes from checkpoint-2
+    again = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert resumed.step == 3
+    assert [r["step"] for r in again] == [1, 2, 3]  # no duplicate step line
+    assert again[2]["loss"] == pytest.approx(log[2]["loss"], rel=1e-4)  # the same step, redone
+
+
 def test_the_trained_decoder_runs_as_a_segmenter(tiny_vlm, tiny_refshapes, tmp_path):
     from refseg.grounding import load_grounder
     from refseg.pipeline import Pipeline

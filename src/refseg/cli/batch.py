@@ -1,901 +1,108 @@
-"""`refseg segment --batch PAIRS.jsonl --out DIR`: many (image, phrase) pairs, resumable.
-
-Input: one JSON object a line, UTF-8: ``{"image": PATH, "phrase": TEXT[, "id": ID]}``, or a
-prompt-only pair ``{"image": PATH, "boxes": [[X1, Y1, X2, Y2], ...], "points": [[X, Y], ...],
-"point_labels": [1, 0, ...][, "id": ID]}`` (boxes and/or points, the rules of ``refseg segment
---box/--point``: :func:`refseg.types.build_prompts`; labels default to 1, foreground). A relative
-``image`` is relative to the JSONL file, and ``id`` defaults to the line number. The whole file
-is validated first (phrases through :func:`refseg.pipeline.check_phrase`, prompts through
-:func:`pair_prompts` and the bounds of :mod:`refseg.limits`), so a bad line 900 fails as
-``FILE: line 900: ...`` before any work; what needs the image (boxes clipped to it, points inside
-it, pixels x prompts) is checked per pair when it runs, and fails that pair only. Prompt-only
-pairs need no grounder: a file of them runs with the segmenter alone, without VLM weights; a
-grounder is loaded only when a pair still to do has a phrase.
-
-Output: ``DIR/results.jsonl``, one line per pair: the result JSON of ``refseg segment --json``
-plus ``"id"`` and ``"image_path"`` (the image file, absolute), and ``"prompts"`` (``boxes``,
-``points``, ``point_labels``) for a prompt-only pair; a pair that failed has ``"id"``,
-``"image_path"``, ``"phrase"`` or ``"prompts"``, and ``"error"`` instead of a result. ``refseg
-eval --predictions`` reads this file. The command exits 1 when any pair failed (0 when all were
-segmented, 2 for bad input before any work, 130 when interrupted). Lines go through
-:class:`refseg.records.RecordWriter` (flushed and fsynced as written), and the folder is held by
-:func:`refseg.records.run_lock`, so:
-
-* after a crash, ``kill -9`` or Ctrl-C the same command continues with the pairs not yet done
-  (a torn last line is discarded), and failed pairs are tried again (a grounder outage is
-  usually over by then); successes are kept;
-* the results are keyed by content: a pair is "done" only if its record has the same id, image
-  and phrase (or the same prompts), and a results file holding other pairs (another pairs file
-  into the same ``--out``) is refused, naming the way out (a new ``--out``, or ``--fresh``); a
-  failed pair's record is not a result, so its pair may change before it is tried again;
-* a second batch on the same folder is refused while the first runs, ``--fresh`` included;
-* every record carries ``"options"`` (``answer``, ``refiner``, ``refine_iters``: what changes
-  the masks of path answers); a rerun with other options is refused like another pairs file,
-  since one results file mixing two configurations would be scored as one. Records written
-  before options were recorded count as the defaults (:data:`DEFAULT_OPTIONS`).
-
-Folder input: ``--batch FOLDER --phrases PHRASES.txt`` segments every image file directly in the
-folder with every phrase of the list (:func:`folder_pairs`; ids ``NAME#K``).
-
-Scale: images are decoded in a background thread while the models work (:class:`_Prefetch`,
-bounded), and the summary reports images/s. Under ``accelerate launch`` / ``torchrun``
-(``RANK``/``WORLD_SIZE``) the run is data-parallel exactly as ``refseg eval``: rank R takes the
-pairs whose index i has ``i % WORLD_SIZE == R`` and appends to ``results.rank{R}.jsonl``; rank 0
-holds the folder's lock and, once every rank is done, merges all of them into ``results.jsonl``
-in the pairs file's order (:func:`merge_results`), so N processes write the records one would.
-A run stopped part-way resumes with any number of processes: done pairs are read from every
-file. Each local process gets its share of the CPU thread budget (:mod:`refseg.threads`).
-"""
+"""`refseg segment --batch`: the command's side of :mod:`refseg.batch` (it prints and exits;
+the engine runs the pairs)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
-import queue
-import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from refseg.errors import InputError
-from refseg.fileio import (
-    atomic_write_bytes,
-    check_writable,
-    ensure_dir,
-    refuse_overwriting_inputs,
-)
-from refseg.records import RecordWriter, drop_records, encode_record, read_records, run_lock
+import typer
 
-if TYPE_CHECKING:
-    from refseg.pipeline import Pipeline
-    from refseg.segmentation.base import Segmenter
-    from refseg.types import Prompt
+from refseg.batch import BatchSummary, run_batch
+from refseg.pipeline import PipelineOptions
 
-#: Pairs grounded together (one generate batch); consecutive pairs on the same image share
-#: one embedding.
-CHUNK = 8
-RESULTS_FILE = "results.jsonl"
-OWNER = "refseg segment --batch"
-#: The options of a run that recorded none (box answers, the gated sam refiner, 1 iteration).
-DEFAULT_OPTIONS: dict[str, Any] = {"answer": "box", "refiner": "sam", "refine_iters": 1}
 
-
-def batch_options(answer: str, refiner: str, refine_iters: int | None) -> dict[str, Any]:
-    """The options a batch records: ``refine_iters`` resolved to its default and a checkpoint
-    refiner made absolute, so the same run started from another folder still matches."""
-    from refseg.segmentation.refiners import DEFAULT_ITERATIONS, REFINER_NAMES
-
-    spec = refiner.strip() if isinstance(refiner, str) else refiner
-    if isinstance(spec, str) and spec and spec not in REFINER_NAMES:
-        spec = os.path.abspath(spec)
-    iters = DEFAULT_ITERATIONS if refine_iters is None else refine_iters
-    return {"answer": answer, "refiner": spec, "refine_iters": iters}
-
-
-def read_pairs(path: Path) -> list[dict[str, Any]]:
-    """Read and validate the whole input first, so a typo on line 900 fails before any work.
-
-    Errors are one line, ``FILE: line N: what is wrong``.
-    """
-    from refseg.pipeline import check_phrase
-
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
-    pairs, seen = [], set()
-    folder = Path(os.path.abspath(path.parent))
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        where = f"{path}: line {number}"
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{where}: not UTF-8 text (byte {exc.start + 1} of the line); save it as UTF-8"
-            ) from None
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not JSON ({exc.msg})") from None
-        except ValueError:  # an integer of more than 4300 digits
-            raise InputError(f"{where}: not JSON (a number too long to read)") from None
-        except RecursionError:
-            raise InputError(f"{where}: not JSON (nested too deeply)") from None
-        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-            raise InputError(f'{where}: needs an "image" path string')
-        if not item["image"].strip() or "\0" in item["image"]:
-            raise InputError(f'{where}: "image" is not a usable path')
-        prompted = [key for key in PROMPT_KEYS if item.get(key) is not None]
-        what: dict[str, Any]
-        if prompted and item.get("phrase") is not None:
-            raise InputError(
-                f'{where}: give either a "phrase" or "boxes"/"points" prompts, not both'
-            )
-        if prompted:
-            try:
-                what = {"prompts": pair_prompts(item)}
-            except InputError as exc:
-                raise InputError(f"{where}: {exc}") from None
-        else:
-            if not isinstance(item.get("phrase"), str):
-                raise InputError(f'{where}: needs a "phrase" string, or "boxes"/"points" prompts')
-            try:
-                what = {"phrase": check_phrase(item["phrase"])}
-            except InputError as exc:
-                raise InputError(f"{where}: {exc}") from None
-        raw_id = item.get("id", number)
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-            raise InputError(f'{where}: "id" must be a string or an integer')
-        pair_id = str(raw_id)
-        if pair_id in seen:
-            raise InputError(f"{where}: duplicate id {pair_id!r}")
-        seen.add(pair_id)
-        try:
-            image = str(folder / item["image"])  # an absolute "image" stays as it is
-            image.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InputError(f'{where}: "image" is not valid text (a lone surrogate)') from None
-        pairs.append({"id": pair_id, "image": image, **what})
-    return pairs
-
-
-#: The keys of a prompt-only pair (instead of ``"phrase"``).
-PROMPT_KEYS = ("boxes", "points", "point_labels")
-
-
-def _numbers(value: Any, size: int) -> list[float] | None:
-    """``value`` as ``size`` finite floats, or None when it is not that (bools are not numbers,
-    and JSON's ``NaN``/``Infinity`` that Python's reader accepts are not finite)."""
-    if not isinstance(value, list) or len(value) != size:
-        return None
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        return None
-    numbers = [float(v) for v in value]
-    return numbers if all(math.isfinite(v) for v in numbers) else None
-
-
-def _shown(value: Any) -> str:
-    """A bad value as the line had it, short enough for a one-line error."""
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def pair_prompts(item: dict[str, Any]) -> dict[str, list]:
-    """The ``boxes``/``points``/``point_labels`` of a prompt-only pair, normalized (floats, one
-    label per point) and checked as far as they can be without the image, so a bad line fails
-    before any work: the counts against :mod:`refseg.limits` (before the lists are walked),
-    number shapes, boxes with an area, points at non-negative coordinates, and the rules of
-    :func:`refseg.types.build_prompts` (points go with at most one box; points alone need a
-    foreground one). What needs the image size is checked when the pair runs
-    (:func:`_build_prompts`). Raises :class:`InputError` without the file and line.
-    """
-    from refseg.limits import check_prompt_counts
-
-    raw = {key: item.get(key) for key in PROMPT_KEYS}
-    shapes = {
-        "boxes": "[x1, y1, x2, y2] boxes",
-        "points": "[x, y] points",
-        "point_labels": "labels",
-    }
-    for key, value in raw.items():
-        if value is not None and not isinstance(value, list):
-            raise InputError(f'"{key}" must be a list of {shapes[key]}')
-    boxes_in, points_in = raw["boxes"] or [], raw["points"] or []
-    labels_in = raw["point_labels"]
-    if not boxes_in and not points_in:
-        raise InputError('no prompts: "boxes" and "points" are both empty')
-    # The counts first: a line of a million boxes is refused before any of them is read.
-    check_prompt_counts(len(boxes_in) if boxes_in else 1, [len(points_in)])
-    if labels_in is not None and len(labels_in) != len(points_in):
-        raise InputError(
-            f'"point_labels" needs one label per point ({len(labels_in)} labels, '
-            f"{len(points_in)} points)"
-        )
-    boxes = []
-    for number, value in enumerate(boxes_in, start=1):
-        box = _numbers(value, 4)
-        if box is None:
-            raise InputError(
-                f"box {number} ({_shown(value)}) must be 4 finite numbers x1, y1, x2, y2"
-            )
-        if not (box[0] < box[2] and box[1] < box[3]):
-            raise InputError(
-                f"box {number} ({_shown(value)}) has no area: need x1 < x2 and y1 < y2"
-            )
-        boxes.append(box)
-    points = []
-    for number, value in enumerate(points_in, start=1):
-        point = _numbers(value, 2)
-        if point is None:
-            raise InputError(f"point {number} ({_shown(value)}) must be 2 finite numbers x, y")
-        if point[0] < 0 or point[1] < 0:
-            raise InputError(f"point {number} ({_shown(value)}) is outside the image (x, y < 0)")
-        points.append(point)
-    labels = [1] * len(points) if labels_in is None else []
-    for number, value in enumerate(labels_in or [], start=1):
-        if isinstance(value, bool) or value not in (0, 1):
-            raise InputError(
-                f"point label {number} ({_shown(value)}) must be 1 (foreground) or 0 (background)"
-            )
-        labels.append(int(value))
-    if len(boxes) > 1 and points:
-        raise InputError("points with several boxes are ambiguous: give points with one box")
-    if not boxes and not any(labels):
-        raise InputError("points alone need at least one foreground point (label 1)")
-    return {"boxes": boxes, "points": points, "point_labels": labels}
-
-
-def _build_prompts(pair: dict[str, Any], width: int, height: int) -> list[Prompt]:
-    """A prompt-only pair's prompts on its image, by the rules of ``refseg segment --box/--point``
-    (:func:`refseg.types.build_prompts`: boxes clipped, points inside, pixels x prompts)."""
-    from refseg.types import build_prompts
-
-    spec = pair["prompts"]
-    points = [(x, y, label) for (x, y), label in zip(spec["points"], spec["point_labels"])]
-    return build_prompts(spec["boxes"], points, width, height)
-
-
-#: Image files a folder batch takes (by suffix, any case).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-#: Bounds on a folder batch: entries scanned in the folder, and phrases in the list.
-MAX_FOLDER_ENTRIES = 1_000_000
-MAX_PHRASES = 10_000
-
-
-def folder_pairs(folder: Path, phrases_file: Path) -> list[dict[str, Any]]:
-    """Every image file directly in ``folder`` (sorted by name) with every phrase of
-    ``phrases_file`` (one a line, UTF-8; blank lines skipped), as pairs with ids ``NAME#K``
-    (K: the phrase's 1-based place in the list), so a rerun resumes like a pairs file."""
-    from refseg.pipeline import check_phrase
-
-    if not phrases_file.is_file():
-        raise InputError(f"{phrases_file}: no such file")
-    try:
-        text = phrases_file.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{phrases_file}: not UTF-8 text (byte {exc.start + 1})") from None
-    except OSError as exc:
-        raise InputError(f"{phrases_file}: cannot read it ({exc.strerror})") from None
-    phrases = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if len(phrases) >= MAX_PHRASES:
-            raise InputError(f"{phrases_file}: more than {MAX_PHRASES} phrases")
-        try:
-            phrases.append(check_phrase(line))
-        except InputError as exc:
-            raise InputError(f"{phrases_file}: line {number}: {exc}") from None
-    if not phrases:
-        raise InputError(f"{phrases_file}: no phrases (one a line)")
-    names = []
-    try:
-        with os.scandir(folder) as entries:
-            for count, entry in enumerate(entries):
-                if count >= MAX_FOLDER_ENTRIES:
-                    raise InputError(f"{folder}: more than {MAX_FOLDER_ENTRIES} entries")
-                if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
-                    names.append(entry.name)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list it ({exc.strerror})") from None
-    if not names:
-        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    base = Path(os.path.abspath(folder))
-    return [
-        {"id": f"{name}#{k}", "image": str(base / name), "phrase": phrase}
-        for name in sorted(names)
-        for k, phrase in enumerate(phrases, start=1)
-    ]
-
-
-def finished_ids(results: Path) -> set[str]:
-    """Ids with a result (failed pairs are not finished: a rerun tries them again)."""
-    return {str(r["id"]) for r in read_records(results) if "error" not in r}
-
-
-def _record_pair(record: dict[str, Any]) -> tuple[str | None, str | None, Any]:
-    """(image path, phrase, prompts) a record was made for; None where it has none (prompts:
-    a phrase pair; phrase: a prompt-only pair, or an older record that lacks it)."""
-    image = record.get("image_path")
-    if image is None and isinstance(record.get("image"), str):  # records before image_path
-        image = record["image"]
-    return image, record.get("phrase"), record.get("prompts")
-
-
-def _same_request(phrase: str | None, prompts: Any, pair: dict[str, Any]) -> bool:
-    """Whether a record's phrase/prompts are what ``pair`` asks for (the image aside).
-
-    A prompt-only pair matches only a record of the same prompts (normalized by
-    :func:`pair_prompts`, so JSON's ``1`` and ``1.0`` are one number); a phrase pair matches a
-    record without prompts whose phrase is the same, or absent (records before phrases were kept).
-    """
-    if "prompts" in pair:
-        return phrase is None and prompts == pair["prompts"]
-    return prompts is None and (phrase is None or phrase == pair["phrase"])
-
-
-def _request_text(phrase: str | None, prompts: Any) -> str:
-    """A pair's phrase or prompts for a one-line message (empty prompt lists left out)."""
-    if prompts is None:
-        return repr(phrase)
-    if isinstance(prompts, dict):
-        prompts = {key: value for key, value in prompts.items() if value}
-    text = json.dumps(prompts, separators=(",", ":"))
-    return f"prompts {text if len(text) <= 100 else text[:97] + '...'}"
-
-
-class BatchRun:
-    """One batch run on an output folder: holds the folder's lock, sorts the pairs into done and
-    to do, drops failed records so they are tried again, and appends the new records.
-
-    Use it as a context manager; ``fresh`` deletes the folder's results first (under the lock).
-    """
-
-    def __init__(
-        self,
-        pairs: list[dict[str, Any]],
-        out_dir: Path,
-        *,
-        fresh: bool = False,
-        options: dict[str, Any] | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-        barrier: Callable[[], None] = lambda: None,
-    ):
-        self.pairs = pairs
-        self.options = dict(DEFAULT_OPTIONS if options is None else options)
-        self.out_dir = out_dir
-        self.results = out_dir / RESULTS_FILE
-        self.fresh = fresh
-        self.todo: list[dict[str, Any]] = []
-        #: Pairs to do in every shard (the same on every rank; ``todo`` is this rank's share).
-        self.todo_all: list[dict[str, Any]] = []
-        self.retried = 0
-        self.rank, self.world_size, self.barrier = rank, world_size, barrier
-        #: Where this process appends: ``results.jsonl``, or its own file in a data-parallel
-        #: run (merged into ``results.jsonl`` by rank 0 at the end, see :func:`merge_results`).
-        self.sink = self.results if world_size == 1 else out_dir / rank_file(rank)
-
-    def __enter__(self) -> BatchRun:
-        ensure_dir(self.out_dir)
-        check_writable(self.sink)  # before the models load
-        # Rank 0 holds the folder (as eval does); the other ranks wait for it at the barrier.
-        self._held = run_lock(self.out_dir, OWNER) if self.rank == 0 else contextlib.nullcontext()
-        self._held.__enter__()
-        try:
-            if self.fresh and self.rank == 0:
-                for path in run_files(self.out_dir):
-                    path.unlink(missing_ok=True)
-            self.barrier()
-            self._plan()
-        except BaseException:
-            self._held.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._held.__exit__(None, None, None)
-
-    def _plan(self) -> None:
-        by_id = {p["id"]: p for p in self.pairs}
-        files = run_files(self.out_dir)
-        records = [r for path in files for r in read_records(path)]
-        for record in records:
-            key = str(record["id"])
-            pair = by_id.get(key)
-            if pair is None:
-                raise InputError(
-                    f"{self.results} holds results of another pairs file (id {key!r} is not in "
-                    "this one); use a new --out, or --fresh to start over"
-                )
-            image, phrase, prompts = _record_pair(record)
-            # A failed record binds nothing: it is dropped below and its pair tried again, as
-            # the file now says (a user fixing a point outside the image is not refused).
-            if "error" not in record and (
-                (image is not None and image != pair["image"])
-                or not _same_request(phrase, prompts, pair)
-            ):
-                there = _request_text(phrase, prompts)
-                now = _request_text(pair.get("phrase"), pair.get("prompts"))
-                raise InputError(
-                    f"{self.results} holds a different pair under id {key!r} ({there} on "
-                    f"{image} there, {now} on {pair['image']} now); "
-                    "use a new --out, or --fresh to start over"
-                )
-            stored = record.get("options", DEFAULT_OPTIONS)
-            if stored != self.options:
-                stored = stored if isinstance(stored, dict) else {}
-                key = next(
-                    (k for k in sorted(self.options) if stored.get(k) != self.options[k]),
-                    "options",
-                )
-                raise InputError(
-                    f"{self.results} holds results made with other options ({key}: "
-                    f"{stored.get(key)!r} there, {self.options.get(key)!r} now); "
-                    "use a new --out, or --fresh to start over"
-                )
-        # Every rank checked the same files above (a bad folder fails on all of them alike);
-        # rank 0 alone rewrites them, and the others read them after the barrier.
-        if self.rank == 0:
-            self.retried = sum(drop_records(path, lambda r: "error" in r) for path in files)
-        self.barrier()
-        done = {i for path in run_files(self.out_dir) for i in finished_ids(path)}
-        self.todo_all = [p for p in self.pairs if p["id"] not in done]
-        self.todo = [
-            p
-            for index, p in enumerate(self.pairs)
-            if index % self.world_size == self.rank and p["id"] not in done
-        ]
-
-    @property
-    def skipped(self) -> int:
-        return len(self.pairs) - len(self.todo_all)
-
-    def run(
-        self,
-        pipeline: Pipeline | None,
-        *,
-        think: bool,
-        progress: bool = True,
-        segmenter: Segmenter | None = None,
-        refine: int | None = None,
-    ) -> dict[str, Any]:
-        """Segment this rank's pairs to do; returns ``{"total", "skipped", "done", "errors",
-        "images", "seconds"}`` (``done``: records written, failed ones included; ``images``:
-        distinct image files segmented).
-
-        Phrase pairs go through ``pipeline``; prompt-only pairs straight to ``segmenter``
-        (default: the pipeline's) with ``refine`` (default: the pipeline's), so a file of
-        prompt-only pairs needs no pipeline, hence no grounder. Both kinds share one embedding
-        per image. Images are decoded ahead of the model by :class:`_Prefetch` (a background
-        thread, at most :data:`PREFETCH_CHUNKS` chunks ahead), so decoding overlaps model work.
-        """
-        from refseg.progress import new_progress
-
-        if pipeline is not None:
-            segmenter = pipeline.segmenter if segmenter is None else segmenter
-            refine = pipeline.refine if refine is None else refine
-        if pipeline is None and any("prompts" not in p for p in self.todo):
-            raise ValueError("phrase pairs need a pipeline (a grounder)")
-        if segmenter is None and any("prompts" in p for p in self.todo):
-            raise ValueError("prompt-only pairs need a segmenter")
-
-        counts: dict[str, Any] = {
-            "total": len(self.pairs),
-            "skipped": self.skipped,
-            "done": 0,
-            "errors": 0,
-            "images": 0,
-        }
-        embeddings: dict = {}
-        start = time.perf_counter()
-        with (
-            RecordWriter(self.sink, owner=OWNER) as sink,
-            new_progress(enabled=progress) as bar,
-            _Prefetch(list(_chunks(self.todo, CHUNK))) as chunks,
-        ):
-            task = bar.add_task("segmenting", total=len(self.todo))
-            for chunk, decoded in chunks:
-                if len(embeddings) > 4:  # keep only recent images' embeddings in memory
-                    embeddings.clear()
-                counts["images"] += len({p["image"] for p in chunk})
-                by_index: dict[int, dict[str, Any]] = {}
-                phrased = [(i, p) for i, p in enumerate(chunk) if "prompts" not in p]
-                if phrased:
-                    assert pipeline is not None  # checked above
-                    try:
-                        outputs = pipeline.run(
-                            [
-                                (decoded.get(p["image"], p["image"]), p["phrase"])
-                                for _, p in phrased
-                            ],
-                            think=think,
-                            embeddings=embeddings,
-                        )
-                        records = [_success(p, r) for (_, p), r in zip(phrased, outputs)]
-                    except Exception:
-                        records = [_one(pipeline, p, think, embeddings) for _, p in phrased]
-                    by_index.update((i, r) for (i, _), r in zip(phrased, records))
-                for i, pair in enumerate(chunk):
-                    if "prompts" in pair:
-                        assert segmenter is not None  # checked above
-                        image = decoded.get(pair["image"], pair["image"])
-                        by_index[i] = _prompted(segmenter, pair, image, embeddings, refine)
-                for record in (by_index[i] for i in range(len(chunk))):
-                    record["options"] = self.options
-                    counts["errors"] += "error" in record
-                    sink.write(record)
-                    counts["done"] += 1
-                    bar.advance(task)
-        counts["seconds"] = time.perf_counter() - start
-        return counts
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-#: Chunks decoded ahead of the model: enough to hide decoding behind model work, few enough
-#: that the decoded images waiting in memory stay bounded (2 x CHUNK images at most).
-PREFETCH_CHUNKS = 2
-
-
-class _Prefetch:
-    """Iterate ``(chunk, {image path: decoded array})`` while a daemon thread decodes ahead.
-
-    A file that fails to decode is left out of the mapping: the pipeline is then given the path
-    and fails that pair with the usual one-line error. Leaving the ``with`` block early (an
-    error, Ctrl-C) stops the thread at its next step.
-    """
-
-    def __init__(self, chunks: list[list[dict[str, Any]]]) -> None:
-        self.chunks = chunks
-        self._queue: queue.Queue = queue.Queue(maxsize=PREFETCH_CHUNKS)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="refseg-decode", daemon=True)
-
-    def _work(self) -> None:
-        from refseg.image import load_image
-
-        for chunk in self.chunks:
-            decoded: dict[str, Any] = {}
-            for path in dict.fromkeys(p["image"] for p in chunk):
-                if self._stop.is_set():
-                    return
-                try:
-                    decoded[path] = load_image(path)
-                except Exception:  # the pipeline reports it for this pair
-                    pass
-            while not self._stop.is_set():
-                try:
-                    self._queue.put((chunk, decoded), timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-
-    def __enter__(self) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
-        self._thread.start()
-        return self._items()
-
-    def _items(self) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
-        for _ in self.chunks:
-            while True:
-                try:
-                    item = self._queue.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    if not self._thread.is_alive() and self._queue.empty():
-                        raise RuntimeError("the image decoding thread stopped") from None
-            yield item
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def rank_file(rank: int) -> str:
-    """The records file of one rank of a data-parallel batch."""
-    return f"results.rank{rank}.jsonl"
-
-
-def run_files(out_dir: Path) -> list[Path]:
-    """``results.jsonl`` and every rank's file present, in rank order."""
-    ranked = []
-    for path in out_dir.glob("results.rank*.jsonl"):
-        number = path.name[len("results.rank") : -len(".jsonl")]
-        if number.isdigit():
-            ranked.append((int(number), path))
-    return [out_dir / RESULTS_FILE, *(path for _, path in sorted(ranked))]
-
-
-def merge_results(out_dir: Path, pairs: list[dict[str, Any]]) -> None:
-    """Fold the rank files into ``results.jsonl``, in the order of the pairs file (rank 0,
-    after every rank finished; also after a resumed run left rank files of an earlier one).
-
-    ``results.jsonl`` is replaced atomically before the rank files are deleted, so a crash in
-    between leaves duplicates that the next merge drops (a pair keeps its first record).
-    """
-    files = run_files(out_dir)
-    if len(files) == 1:
-        return
-    by_id: dict[str, dict[str, Any]] = {}
-    for path in files:
-        for record in read_records(path):
-            by_id.setdefault(str(record["id"]), record)
-    order = {p["id"]: i for i, p in enumerate(pairs)}
-    records = sorted(by_id.values(), key=lambda r: order.get(str(r["id"]), len(order)))
-    atomic_write_bytes(out_dir / RESULTS_FILE, b"".join(encode_record(r) for r in records))
-    for path in files[1:]:
-        path.unlink(missing_ok=True)
-
-
-def _request(pair: dict[str, Any]) -> dict[str, Any]:
-    """What a record keeps of the pair's request, for resuming: its prompts (a prompt-only
-    pair; a phrase pair's result carries its phrase)."""
-    return {"prompts": pair["prompts"]} if "prompts" in pair else {}
-
-
-def _success(pair: dict[str, Any], result) -> dict[str, Any]:
-    # "image" of the result JSON is the image's size; the file is "image_path".
-    return {
-        "id": pair["id"],
-        "image_path": pair["image"],
-        **_request(pair),
-        **result.to_dict(timings=True),
-    }
-
-
-def _failure(pair: dict[str, Any], exc: BaseException) -> dict[str, Any]:
-    from refseg.errors import RefsegError
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if not isinstance(exc, RefsegError):  # a model's own exception (CUDA out of memory, ...)
-        text = f"{type(exc).__name__}: {text}".rstrip(": ")
-    request = _request(pair) or {"phrase": pair["phrase"]}
-    return {"id": pair["id"], "image_path": pair["image"], **request, "error": text}
-
-
-def _prompted(
-    segmenter: Segmenter, pair: dict[str, Any], image: Any, embeddings: dict, refine: int | None
-) -> dict[str, Any]:
-    """One prompt-only pair's record: its prompts built on the image (what needs the image size
-    is checked here, failing this pair only), segmented on the image's shared embedding."""
-    from refseg.image import image_digest, load_image
-    from refseg.pipeline import segment_prompts
-
-    try:
-        pixels = load_image(image)  # the decoded array as is, or the path the prefetch missed
-        height, width = pixels.shape[:2]
-        prompts = _build_prompts(pair, width, height)
-        key = image_digest(pixels)
-        timings: dict[str, float] = {}
-        if key not in embeddings:
-            start = time.perf_counter()
-            embeddings[key] = segmenter.embed(pixels)
-            timings["embed_s"] = time.perf_counter() - start
-        result = segment_prompts(
-            segmenter, pixels, prompts, embedding=embeddings[key], refine=refine
-        )
-        result.timings.update(timings)
-    except Exception as exc:
-        return _failure(pair, exc)
-    return _success(pair, result)
-
-
-def _one(pipeline, pair: dict[str, Any], think: bool, embeddings: dict) -> dict[str, Any]:
-    """Retry one pair alone so a bad image fails only its own line."""
-    try:
-        result = pipeline.run(
-            [(pair["image"], pair["phrase"])], think=think, embeddings=embeddings
-        )[0]
-    except Exception as exc:
-        return _failure(pair, exc)
-    return _success(pair, result)
-
-
-def run_pairs(
-    pipeline: Pipeline | None,
-    pairs: list[dict[str, Any]],
-    out_dir: Path,
-    *,
-    think: bool,
-    progress: bool = True,
-    options: dict[str, Any] | None = None,
-    segmenter: Segmenter | None = None,
-    refine: int | None = None,
-) -> dict[str, int]:
-    """Segment ``pairs`` with ``pipeline`` into ``out_dir/results.jsonl``: done pairs are
-    skipped, failed ones tried again (see :class:`BatchRun`; ``options`` as recorded there).
-    Prompt-only pairs need only ``segmenter`` (:meth:`BatchRun.run`)."""
-    with BatchRun(pairs, out_dir, options=options) as batch:
-        return batch.run(
-            pipeline, think=think, progress=progress, segmenter=segmenter, refine=refine
-        )
-
-
-def run_batch(
+def batch_command(
     batch: Path,
     out: Path,
     *,
     grounder: str | None,
     segmenter: str,
-    think: bool,
-    refine: int | None,
+    options: PipelineOptions,
     device: str | None,
-    fresh: bool = False,
-    answer: str | None = None,
-    refiner: str = "sam",
-    refine_iters: int | None = None,
-    phrases: Path | None = None,
+    fresh: bool,
+    phrases: Path | None,
 ) -> None:
-    """The CLI entry: validate input, load models once, run, print a one-line summary.
-
-    ``batch`` is a pairs JSONL, or a folder of images segmented with every phrase of
-    ``phrases`` (:func:`folder_pairs`). Under ``accelerate launch`` / ``torchrun`` each rank
-    takes every ``WORLD_SIZE``-th pair, as ``refseg eval`` does (see :class:`BatchRun`). The
-    grounder is loaded only when a pair still to do has a phrase. Raises ``typer.Exit(1)`` after
-    the summary when any pair failed, so a script notices without parsing the summary; the
-    failed pairs' lines in ``results.jsonl`` say why, and the same command tries them again.
-    """
-    import typer
-
-    from refseg.grounding import DEFAULT_GROUNDER, default_answer, load_grounder, set_answer
-    from refseg.pipeline import Pipeline
-    from refseg.protocol import ANSWERS
-    from refseg.segmentation import load_segmenter
-    from refseg.segmentation.refiners import REFINER_NAMES, load_refiner
-
-    answer = answer or default_answer(grounder or DEFAULT_GROUNDER)
-    if answer not in ANSWERS:  # before the folder is touched or a model loads
-        raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
-    # A bad refiner name or checkpoint fails here, before any model loads.
-    trained = None if refiner in REFINER_NAMES else load_refiner(refiner)
-    if batch.is_dir():
-        if phrases is None:
-            raise InputError(f"--batch {batch} is a folder: give its phrases with --phrases FILE")
-        pairs = folder_pairs(batch, phrases)
-        inputs = [phrases]
-    else:
-        if phrases is not None:
-            raise InputError("--phrases goes with a folder of images as --batch")
-        pairs = read_pairs(batch)
-        inputs = [batch]
-    results = out / RESULTS_FILE
-    refuse_overwriting_inputs({"--out": results}, inputs)
-    options = batch_options(answer, refiner, refine_iters)
-    from refseg.eval.runner import _distributed
-
-    dist = _distributed(None, None)  # RANK / WORLD_SIZE of accelerate launch or torchrun
-    if dist.world_size > 1 and device is None:
-        from refseg.cli.eval import _rank_device
-
-        device = _rank_device()  # each rank on its local GPU, not all on the first
-    main = dist.rank == 0
-    with BatchRun(
-        pairs,
-        out,
-        fresh=fresh,
-        options=options,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        barrier=dist.barrier,
-    ) as run:
-        retried = f", {run.retried} failed before and tried again" if run.retried else ""
-        if not run.todo_all:  # the same answer on every rank: all of them stop here
-            if main:
-                merge_results(out, pairs)
-                typer.echo(f"all {len(pairs)} pairs already done in {results}")
-            return
-        if not run.todo:  # this rank's share is done; wait for the others, then merge
-            dist.barrier()
-            if main:
-                merge_results(out, pairs)
-                records = read_records(results)
-                _exit_if_failed(sum("error" in r for r in records), len(records), results)
-            return
-        chosen_segmenter = load_segmenter(segmenter, device=device)
-        # Counted over every rank's pairs, so that all ranks refuse alike (none waits for one
-        # that stopped here).
-        prompted = sum("prompts" in p for p in run.todo_all)
-        if prompted and getattr(chosen_segmenter, "needs_vlm_features", False):
-            raise InputError(
-                f"{batch}: {_count(prompted, 'pair')} to do with box/point prompts, which "
-                f"segmenter {chosen_segmenter.name} cannot segment (it decodes from the "
-                "grounder's features): give them a phrase, or use another --segmenter"
-            )
-        pipeline = None
-        if any("prompts" not in p for p in run.todo):  # a phrase to ground: only then a grounder
-            chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
-            set_answer(chosen_grounder, answer)
-            pipeline = Pipeline(
-                chosen_grounder,
-                chosen_segmenter,
-                refine=refine,
-                refiner=trained or load_refiner(refiner, chosen_segmenter),
-                refine_iters=refine_iters,
-            )
-        try:
-            started = time.perf_counter()  # models loaded: as the one-process figure
-            counts = run.run(
-                pipeline,
-                think=think,
-                progress=main,
-                segmenter=chosen_segmenter,
-                refine=refine,
-            )
-        except KeyboardInterrupt:
-            typer.echo(
-                f"refseg: interrupted; finished pairs are kept in {run.sink}: "
-                "rerun the same command to resume",
-                err=True,
-            )
-            raise typer.Exit(130) from None
-        dist.barrier()  # every rank has written its share
-        if main:
-            merge_results(out, pairs)
-    if dist.world_size > 1:
+    """Run the batch and print a one-line summary (rank 0; each rank of a data-parallel run
+    says its own share on stderr). Exits 1 after the summary when any pair failed, so a script
+    notices without parsing it, and 130 when interrupted (finished pairs are kept)."""
+    try:
+        summary = run_batch(
+            batch,
+            out,
+            grounder=grounder,
+            segmenter=segmenter,
+            options=options,
+            device=device,
+            fresh=fresh,
+            phrases=phrases,
+        )
+    except KeyboardInterrupt:
         typer.echo(
-            f"rank {dist.rank}: {counts['done']} pairs, {counts['images']} images in "
-            f"{counts['seconds']:.1f} s ({counts['images'] / max(counts['seconds'], 1e-9):.2f} "
-            "images/s)",
+            f"refseg: interrupted; finished pairs are kept in {out}: "
+            "rerun the same command to resume",
             err=True,
         )
-        if not main:
-            return
-        # All ranks' pairs over rank 0's time from its models being ready to the last rank done.
-        elapsed = time.perf_counter() - started
-        done = len(run.todo_all)
-        images = len({p["image"] for p in run.todo_all})
-        errors = sum("error" in r for r in read_records(results))
-    else:
-        elapsed, done, images = counts["seconds"], counts["done"], counts["images"]
-        errors = counts["errors"]
-    rates = (
-        f"{images / max(elapsed, 1e-9):.2f} images/s, {done / max(elapsed, 1e-9):.2f} pairs/s "
-        f"over {dist.world_size} process{'es' if dist.world_size > 1 else ''}"
-    )
-    segmented = _count(done - errors, "pair")
-    if not errors:
+        raise typer.Exit(130) from None
+    report(summary)
+
+
+def report(summary: BatchSummary) -> None:
+    """The summary line(s) of a batch run, and exit 1 if any pair failed."""
+    if summary.nothing_to_do:
+        if summary.main:
+            typer.echo(f"all {summary.total} pairs already done in {summary.results}")
+        return
+    if summary.world_size > 1 and summary.own:
+        own = summary.own
         typer.echo(
-            f"{segmented} segmented ({counts['skipped']} already done{retried}, 0 failed) -> "
-            f"{results}; {rates}"
+            f"rank {summary.rank}: {own['done']} pairs, {own['images']} images in "
+            f"{own['seconds']:.1f} s ({own['images'] / max(own['seconds'], 1e-9):.2f} images/s)",
+            err=True,
+        )
+    if not summary.main:
+        return
+    if summary.waited:
+        _exit_if_failed(summary)
+        return
+    elapsed = max(summary.seconds, 1e-9)
+    rates = (
+        f"{summary.images / elapsed:.2f} images/s, {summary.done / elapsed:.2f} pairs/s over "
+        f"{_count(summary.world_size, 'process', 'es')}"
+    )
+    retried = f", {summary.retried} failed before and tried again" if summary.retried else ""
+    segmented = _count(summary.done - summary.errors, "pair")
+    if not summary.errors:
+        typer.echo(
+            f"{segmented} segmented ({summary.skipped} already done{retried}, 0 failed) -> "
+            f"{summary.results}; {rates}"
         )
         return
     # Failed pairs are not segmented: counted apart, and the exit status says so.
     typer.echo(
-        f"{segmented} segmented, {errors} failed: see {results} ({counts['skipped']} already "
-        f"done{retried}); {rates}"
+        f"{segmented} segmented, {summary.errors} failed: see {summary.results} "
+        f"({summary.skipped} already done{retried}); {rates}"
     )
-    _exit_if_failed(errors, done, results)
+    _exit_if_failed(summary)
 
 
-def _exit_if_failed(errors: int, done: int, results: Path) -> None:
-    """Exit 1 with one line on stderr when ``errors`` of the ``done`` pairs failed.
+def _exit_if_failed(summary: BatchSummary) -> None:
+    """Exit 1 with one line on stderr when pairs failed.
 
     1, not 2: the run finished and kept its successes, but not every pair has a result (2 stays
     "bad input, nothing done"); ``refseg eval`` exits 0 instead because it scores failures.
     """
-    import typer
-
+    errors = summary.errors
     if not errors:
         return
     its, it = ("its", "it") if errors == 1 else ("their", "them")
     typer.echo(
-        f'refseg: {errors} of {_count(done, "pair")} failed ({its} "error" in {results} says '
-        f"why); rerun the same command to try {it} again",
+        f'refseg: {errors} of {_count(summary.done, "pair")} failed ({its} "error" in '
+        f"{summary.results} says why); rerun the same command to try {it} again",
         err=True,
     )
     raise typer.Exit(1)
 
 
-def _count(number: int, noun: str) -> str:
+def _count(number: int, noun: str, plural: str = "s") -> str:
     """``1 pair``, ``2 pairs``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+    return f"{number} {noun}{'' if number == 1 else plural}"

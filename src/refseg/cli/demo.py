@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         from refseg.cli.segment import summary, write_outputs
         from refseg.grounding import DEFAULT_GROUNDER, load_grounder
         from refseg.image import load_image
-        from refseg.pipeline import Pipeline, segment_prompts
+        from refseg.pipeline import load_pipeline, segment_prompts
         from refseg.segmentation import load_segmenter
         from refseg.types import Prompt
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
             result = segment_prompts(seg, image, [Prompt(box=FALLBACK_BOX)])
         else:
             typer.echo(f"segmenting {ASSET.name} for {PHRASE!r} with {spec}")
-            result = Pipeline(ground, seg)(image, PHRASE)
+            result = load_pipeline(ground, seg)(image, PHRASE)
         write_outputs(
             result,
             image,

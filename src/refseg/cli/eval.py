@@ -37,22 +37,6 @@ def default_boundary_ratio(dataset: str) -> float:
     return REFCOCOM_BOUNDARY_RATIO if kind in ("refcocom", "refcoco-m") else DEFAULT_BOUNDARY_RATIO
 
 
-def _rank_device() -> str | None:
-    """Under a data-parallel launcher with GPUs, each process takes the GPU of its local rank
-    (otherwise every process would load its models on the first GPU)."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or "LOCAL_RANK" not in os.environ:
-        return None
-    try:
-        import torch
-    except ImportError:
-        return None
-    if not torch.cuda.is_available():
-        return None
-    return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
-
-
 def _print_summary(document: dict, out: Path, *, report: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -162,6 +146,8 @@ def register(app: typer.Typer) -> None:
         """Evaluate on a dataset; resumable, data-parallel under accelerate launch."""
         from refseg.data.base import open_dataset
         from refseg.eval.runner import evaluate
+        from refseg.jobs import rank_device
+        from refseg.pipeline import PipelineOptions
 
         if predictions is not None and (grounder or oracle_boxes or think):
             raise InputError("--predictions scores stored results: drop --grounder/--oracle-boxes")
@@ -185,7 +171,7 @@ def register(app: typer.Typer) -> None:
             boundary_ratio = default_boundary_ratio(dataset)
         if not 0 < boundary_ratio < 1:
             raise InputError(f"--boundary-ratio must be in (0, 1), got {boundary_ratio}")
-        device = device or _rank_device()
+        device = device or rank_device()
         _refuse_writing_inputs(out, dataset, predictions)
         if predictions is None:  # a typo in a spec is one line before the dataset is read
             from refseg.grounding import parse_grounder_spec
@@ -194,6 +180,15 @@ def register(app: typer.Typer) -> None:
             check_segmenter_spec(segmenter)
             if not oracle_boxes:
                 parse_grounder_spec(grounder or DEFAULT_GROUNDER)
+        options = None
+        if predictions is None and not oracle_boxes:  # the pipeline's options, checked early
+            options = PipelineOptions(
+                answer=answer,
+                think=think,
+                refine=refine,
+                refiner=refiner or "sam",
+                refine_iters=refine_iters,
+            ).resolved(grounder)
         samples = open_dataset(dataset, **({} if images is None else {"images_dir": images}))
         config: dict[str, Any] = {"dataset": _dataset_identity(dataset)}
         if max_new_tokens is not None:  # changes answers: part of what a resume must match
@@ -216,31 +211,10 @@ def register(app: typer.Typer) -> None:
                 seg = load_segmenter(segmenter, device=device)
                 document = evaluate(samples, segmenter=seg, refine=refine, **common)
             else:
-                from refseg.grounding import default_answer, load_grounder, set_answer
-                from refseg.pipeline import Pipeline
-                from refseg.protocol import ANSWERS
-                from refseg.segmentation import load_segmenter
-                from refseg.segmentation.refiners import REFINER_NAMES, load_refiner
+                from refseg.pipeline import load_pipeline
 
-                answer = answer or default_answer(grounder or DEFAULT_GROUNDER)
-                if answer not in ANSWERS:  # before any model loads
-                    raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
-                refiner = refiner or "sam"
-                if refiner not in REFINER_NAMES:  # a checkpoint: recorded by its absolute path
-                    refiner = os.path.abspath(refiner)
-                trained = None if refiner in REFINER_NAMES else load_refiner(refiner)
-                seg = load_segmenter(segmenter, device=device)
                 limits = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
-                chosen = load_grounder(grounder or DEFAULT_GROUNDER, device=device, **limits)
-                set_answer(chosen, answer)
-                pipe = Pipeline(
-                    chosen,
-                    seg,
-                    think=think,
-                    refine=refine,
-                    refiner=trained or load_refiner(refiner, seg),
-                    refine_iters=refine_iters,
-                )
+                pipe = load_pipeline(grounder, segmenter, options, device=device, **limits)
                 document = evaluate(samples, pipeline=pipe, batch_size=batch_size, **common)
         except KeyboardInterrupt:
             typer.echo(

@@ -196,25 +196,47 @@ def register(app: typer.Typer) -> None:
         """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
         from refseg.grounding import parse_grounder_spec
         from refseg.image import load_image
+        from refseg.pipeline import PipelineOptions
         from refseg.segmentation import check_segmenter_spec
 
         if batch is not None:
-            from refseg.cli.batch import run_batch
+            from refseg.cli.batch import batch_command
 
             if out is None:
                 raise InputError("--batch needs --out DIR")
-            run_batch(
+            single = [
+                name
+                for name, value in (
+                    ("IMAGE", image),
+                    ("--json", json_out),
+                    ("--mask-png", mask_png),
+                    ("--overlay", overlay_out),
+                    ("--svg", svg_out),
+                    ("--box", box),
+                    ("--point", point),
+                )
+                if value
+            ]
+            if single:  # one image's options: refused, not silently ignored
+                raise InputError(
+                    f"{' and '.join(single)} go{'es' if len(single) == 1 else ''} with one "
+                    "image, not --batch (a batch writes DIR/results.jsonl; prompts ride in "
+                    "the pairs file)"
+                )
+            batch_command(
                 batch,
                 out,
                 grounder=grounder,
                 segmenter=segmenter,
-                think=think,
-                refine=refine,
+                options=PipelineOptions(
+                    answer=answer,
+                    think=think,
+                    refine=refine,
+                    refiner=refiner or "sam",
+                    refine_iters=refine_iters,
+                ),
                 device=device,
                 fresh=fresh,
-                answer=answer,
-                refiner=refiner or "sam",
-                refine_iters=refine_iters,
                 phrases=phrases,
             )
             return
@@ -255,14 +277,18 @@ def register(app: typer.Typer) -> None:
             check_writable(path)
         check_output_names(outputs)
         check_segmenter_spec(segmenter)
+        options = PipelineOptions(
+            answer=answer,
+            think=think,
+            refine=refine,
+            refiner=refiner or "sam",
+            refine_iters=refine_iters,
+        )
         if phrase is not None:
             from refseg.pipeline import check_phrase
-            from refseg.protocol import ANSWERS
 
             check_phrase(phrase)
             parse_grounder_spec(grounder or DEFAULT_GROUNDER)
-            if answer is not None and answer not in ANSWERS:
-                raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
         pixels = load_image(image)
         height, width = pixels.shape[:2]
         if phrase is None:
@@ -274,22 +300,9 @@ def register(app: typer.Typer) -> None:
                 load_segmenter(segmenter, device=device), pixels, prompts, refine=refine
             )
         else:
-            from refseg.grounding import load_grounder, set_answer
-            from refseg.pipeline import Pipeline
-            from refseg.segmentation import load_segmenter
-            from refseg.segmentation.refiners import load_refiner
+            from refseg.pipeline import load_pipeline
 
-            chosen_segmenter = load_segmenter(segmenter, device=device)
-            chosen_grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device)
-            set_answer(chosen_grounder, answer)
-            pipe = Pipeline(
-                chosen_grounder,
-                chosen_segmenter,
-                think=think,
-                refine=refine,
-                refiner=load_refiner(refiner or "sam", chosen_segmenter),
-                refine_iters=refine_iters,
-            )
+            pipe = load_pipeline(grounder, segmenter, options, device=device)
             result = pipe(pixels, phrase)
         write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
         if svg_out is not None:

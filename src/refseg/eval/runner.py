@@ -47,8 +47,12 @@ from refseg import masks
 from refseg.errors import InputError, RefsegError
 from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, score_sample
 from refseg.fileio import atomic_write_text, ensure_dir
+from refseg.jobs import load_run_records as jobs_load_run_records
+from refseg.jobs import merge_rank_files, rank_file, ranks, run_files
 from refseg.progress import new_progress
 from refseg.records import RecordWriter, drop_records, read_records, run_lock
+
+__all__ = ["RECORDS_FILE", "RecordWriter", "evaluate", "load_run_records", "read_records"]
 from refseg.types import Result
 
 if TYPE_CHECKING:
@@ -79,25 +83,17 @@ MAX_RAW_ANSWER = 4000
 
 
 def rank_records_file(rank: int) -> str:
-    return f"records.rank{rank}.jsonl"
+    return rank_file(RECORDS_FILE, rank)
 
 
 def run_record_files(out_dir: Path) -> list[Path]:
     """``records.jsonl`` first, then every per-rank file, in rank order."""
-    ranked = sorted(
-        out_dir.glob("records.rank*.jsonl"),
-        key=lambda p: int(p.name[len("records.rank") : -len(".jsonl")] or 0),
-    )
-    return [out_dir / RECORDS_FILE, *ranked]
+    return run_files(out_dir, RECORDS_FILE)
 
 
 def load_run_records(out_dir: Path) -> dict[str, dict[str, Any]]:
     """Every record of a run folder by sample id (the first one wins if a sample has several)."""
-    records: dict[str, dict[str, Any]] = {}
-    for path in run_record_files(out_dir):
-        for record in read_records(path):
-            records.setdefault(str(record["id"]), record)
-    return records
+    return jobs_load_run_records(out_dir, RECORDS_FILE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,50 +431,6 @@ def _clip(text: str | None) -> str | None:
 # Distributed helpers
 
 
-@dataclass
-class _Dist:
-    rank: int
-    world_size: int
-    barrier: Callable[[], None]
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _distributed(rank: int | None, world_size: int | None) -> _Dist:
-    """Rank and world size from the arguments or the launcher's environment (``RANK``,
-    ``WORLD_SIZE``), with a barrier: torch.distributed's (gloo, initialised here unless the
-    caller already did) when there are several processes."""
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0") or 0)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise InputError(f"bad data-parallel setup: rank {rank} of world size {world_size}")
-    if world_size == 1:
-        return _Dist(0, 1, lambda: None)
-    import datetime
-
-    try:
-        import torch.distributed as dist
-    except ImportError as exc:
-        raise InputError("data-parallel evaluation needs torch (pip install refseg[vlm])") from exc
-
-    if not dist.is_initialized():
-        if "MASTER_ADDR" not in os.environ:
-            raise InputError(
-                "WORLD_SIZE > 1 but no MASTER_ADDR: start data-parallel runs with "
-                "accelerate launch or torchrun"
-            )
-        dist.init_process_group(
-            "gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(hours=72)
-        )
-    if dist.get_world_size() != world_size or dist.get_rank() != rank:
-        raise InputError("the process group disagrees with RANK / WORLD_SIZE")
-    return _Dist(rank, world_size, dist.barrier)
-
-
 # --------------------------------------------------------------------------------------------
 # The runner
 
@@ -602,7 +554,7 @@ def evaluate(
             predictions = load_predictions(path)
             identity["predictions_sha256"] = file_sha256(path)
     identity.update(config or {})
-    dist = _distributed(rank, world_size)
+    dist = ranks(rank, world_size)
     if dist.main and not resume:
         for path in run_record_files(out):
             path.unlink(missing_ok=True)
@@ -631,10 +583,9 @@ def evaluate(
         )
 
     done = load_run_records(out)
-    todo = [
-        s for i, s in enumerate(samples) if i % dist.world_size == dist.rank and s.id not in done
-    ]
-    shard_total = sum(1 for i in range(len(samples)) if i % dist.world_size == dist.rank)
+    shard = dist.share(samples)
+    todo = [s for s in shard if s.id not in done]
+    shard_total = len(shard)
     if identity["mode"] == "pipeline":
         assert pipeline is not None
         outcomes = _pipeline_outcomes(pipeline, todo, think, batch_size)
@@ -674,11 +625,11 @@ _OPTION_DEFAULTS = {"answer": "box", "refiner": "sam", "refine_iters": 1}
 
 def pipeline_options(pipeline: Any) -> dict[str, Any]:
     """The path-head options of a pipeline run (they change path answers' masks): the answer
-    kind the grounder asks for, the refiner and its iterations."""
+    kind the grounder is asked for, the refiner and its iterations."""
     refiner = getattr(pipeline, "refiner", None)
+    answer = getattr(pipeline, "answer", None) or getattr(pipeline.grounder, "answer", "box")
     return {
-        "answer": getattr(pipeline.grounder, "fixed_answer", None)
-        or getattr(pipeline.grounder, "answer", "box"),
+        "answer": getattr(pipeline.grounder, "fixed_answer", None) or answer,
         "refiner": "sam" if refiner is None else _name(refiner),
         "refine_iters": getattr(pipeline, "refine_iters", 1),
     }
@@ -702,13 +653,7 @@ def finalize(
     report: bool = True,
 ) -> dict[str, Any]:
     """Merge the run's records, check every sample has one, write metrics and reports."""
-    records = load_run_records(out_dir)
-    rank_files = [p for p in run_record_files(out_dir)[1:] if p.is_file()]
-    if rank_files:  # consolidate a data-parallel run into one records.jsonl
-        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records.values()]
-        atomic_write_text(out_dir / RECORDS_FILE, "".join(line + "\n" for line in lines))
-        for path in rank_files:
-            path.unlink()
+    records = merge_rank_files(out_dir, RECORDS_FILE)  # one records.jsonl, whatever the ranks
     missing = [s.id for s in samples if s.id not in records]
     if missing:
         raise RefsegError(

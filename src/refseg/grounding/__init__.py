@@ -36,8 +36,9 @@ def default_answer(spec: str | None) -> str:
 
 
 def set_answer(grounder: Grounder, answer: str | None) -> None:
-    """Make ``grounder`` ask for ``box`` or ``path`` answers (``--answer``; None keeps the
-    grounder's own default).
+    """Make ``box`` or ``path`` the answer ``grounder`` asks for when a call names none (None
+    keeps the grounder's own default). Entry points pass the answer per call instead
+    (:class:`refseg.pipeline.PipelineOptions`); this sets the default of a grounder used alone.
 
     Every grounder reads path answers whatever it asked for; this only changes the prompt.
     Grounders that always answer one way (a fixed API) refuse the other with one line.

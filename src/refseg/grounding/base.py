@@ -64,8 +64,14 @@ class Grounder(Protocol):
         phrases: Sequence[str],
         *,
         think: bool = False,
+        answer: str | None = None,
     ) -> list[Grounding]:
-        """Ground ``phrases[i]`` in ``images[i]`` (``uint8`` RGB), batched where possible."""
+        """Ground ``phrases[i]`` in ``images[i]`` (``uint8`` RGB), batched where possible.
+
+        ``answer`` asks for ``box`` or ``path`` answers in this call; ``None`` is the grounder's
+        own default. The pipeline passes it only when one was asked for, so a grounder written
+        without the argument keeps working for box answers.
+        """
         ...
 
 

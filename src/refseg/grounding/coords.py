@@ -232,10 +232,10 @@ def to_grounding(
     """Convert a parsed answer to pixels of the displayed ``width`` x ``height`` image.
 
     Boxes are clipped to the image. An instance is invalid (dropped and counted in
-    ``Grounding.invalid``) when its box is non-finite, inverted (``x2 < x1`` or ``y2 < y1``; never
-    silently swapped) or has no area inside the image, or when one of its points lies outside its
-    clipped box by more than :data:`POINT_TOLERANCE` of the image side (a point just past the edge
-is clamped onto it). Instances without points are valid (box only).
+    ``Grounding.invalid``) when its box is non-finite, inverted (``x2 < x1`` or ``y2 < y1``;
+    never silently swapped) or has no area inside the image, or when one of its points lies
+    outside its clipped box by more than :data:`POINT_TOLERANCE` of the image side (a point just
+    past the edge is clamped onto it). Instances without points are valid (box only).
 
     Outlines of path answers are scaled exactly like boxes and clipped to the image (a path
     partly outside keeps its inside part; one wholly outside makes the instance invalid, "path

@@ -85,7 +85,7 @@ class MoondreamGrounder:
     error. ``think`` is ignored (the endpoint has no reasoning mode).
     """
 
-    #: What this grounder always answers with (see :func:`refseg.grounding.set_answer`).
+    #: What this grounder always answers with (``answer="box"`` is refused in one line).
     fixed_answer = "path"
 
     def __init__(
@@ -214,13 +214,17 @@ class MoondreamGrounder:
         phrases: Sequence[str],
         *,
         think: bool = False,
+        answer: str | None = None,
     ) -> list[Grounding]:
         """One segment request per pair, up to ``concurrency`` at a time.
 
-        Bad inputs raise :class:`InputError` before any request; an endpoint that stays
+        ``answer`` may only be ``path`` (or None): the API answers outlines. Bad inputs raise
+        :class:`InputError` before any request; an endpoint that stays
         unreachable or answers garbage raises :class:`ModelError`; an answer that cannot be
         read (a malformed path or box) is that pair's ``parse_error``.
         """
+        if answer not in (None, self.fixed_answer):
+            raise InputError(f"grounder {self.name} always answers with a {self.fixed_answer}")
         if len(images) != len(phrases):
             raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
         arrays = [check_rgb(image, i) for i, image in enumerate(images)]

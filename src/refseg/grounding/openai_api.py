@@ -142,10 +142,13 @@ class OpenAIGrounder:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def messages(self, image: np.ndarray, phrase: str, *, think: bool = False) -> list[dict]:
-        """The chat messages for one pair: image part first, then the protocol's prompt."""
+    def messages(
+        self, image: np.ndarray, phrase: str, *, think: bool = False, answer: str | None = None
+    ) -> list[dict]:
+        """The chat messages for one pair: image part first, then the protocol's prompt
+        (asking for ``answer``, default :attr:`answer`)."""
         prompt = build_prompt(
-            phrase, think=think, coords=self.convention.prompt_coords, answer=self.answer
+            phrase, think=think, coords=self.convention.prompt_coords, answer=answer or self.answer
         )
         content = [
             {"type": "image_url", "image_url": {"url": image_data_url(image, self.image_format)}},
@@ -219,8 +222,10 @@ class OpenAIGrounder:
         phrases: Sequence[str],
         *,
         think: bool = False,
+        answer: str | None = None,
     ) -> list[Grounding]:
-        """Ground ``phrases[i]`` in ``images[i]``, up to ``concurrency`` requests at a time.
+        """Ground ``phrases[i]`` in ``images[i]``, up to ``concurrency`` requests at a time
+        (asking for ``answer``: ``box`` or ``path``, default :attr:`answer`).
 
         Bad inputs raise :class:`InputError` before any request; an endpoint that stays
         unreachable or answers garbage raises :class:`ModelError`; a model answer that cannot
@@ -239,9 +244,9 @@ class OpenAIGrounder:
 
         def one(index: int) -> Grounding:
             image = arrays[index]
-            answer = self.complete(self.messages(image, phrases[index], think=think))
+            text = self.complete(self.messages(image, phrases[index], think=think, answer=answer))
             height, width = image.shape[:2]
-            return to_grounding(parse_answer(answer), self.convention, width, height)
+            return to_grounding(parse_answer(text), self.convention, width, height)
 
         if len(arrays) == 1 or self.concurrency == 1:
             return [one(i) for i in range(len(arrays))]

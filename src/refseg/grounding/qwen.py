@@ -409,15 +409,18 @@ class QwenGrounder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def build_messages(self, image: Any, phrase: str, *, think: bool = False) -> list[dict]:
-        """This model's chat messages for one pair (see :func:`build_messages`)."""
+    def build_messages(
+        self, image: Any, phrase: str, *, think: bool = False, answer: str | None = None
+    ) -> list[dict]:
+        """This model's chat messages for one pair (see :func:`build_messages`); ``answer``
+        (``box``/``path``) defaults to the grounder's :attr:`answer`."""
         return build_messages(
             image,
             phrase,
             think=think,
             coords=self.convention.prompt_coords,
             template=self.prompt_template,
-            answer=self.answer,
+            answer=answer or self.answer,
         )
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
@@ -425,7 +428,14 @@ class QwenGrounder:
         h, w = smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
         return w, h
 
-    def prepare(self, images: Sequence[Any], phrases: Sequence[str], *, think: bool = False) -> Any:
+    def prepare(
+        self,
+        images: Sequence[Any],
+        phrases: Sequence[str],
+        *,
+        think: bool = False,
+        answer: str | None = None,
+    ) -> Any:
         """The processor batch (left-padded, on the model's device) for (image, phrase) pairs."""
         if len(images) != len(phrases):
             raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
@@ -436,7 +446,7 @@ class QwenGrounder:
                 raise InputError(f"phrase {i} is empty")
         texts = [
             self.processor.apply_chat_template(
-                self.build_messages(None, phrase, think=think),
+                self.build_messages(None, phrase, think=think, answer=answer),
                 tokenize=False,
                 add_generation_prompt=True,
             )
@@ -480,10 +490,15 @@ class QwenGrounder:
 
     @torch.inference_mode()
     def generate(
-        self, images: Sequence[Any], phrases: Sequence[str], *, think: bool = False
+        self,
+        images: Sequence[Any],
+        phrases: Sequence[str],
+        *,
+        think: bool = False,
+        answer: str | None = None,
     ) -> list[str]:
         """The raw answers (new tokens only, special tokens dropped) for one batch of pairs."""
-        return self._generate(images, phrases, think=think)[0]
+        return self._generate(images, phrases, think=think, answer=answer)[0]
 
     #: This grounder can hand its own features to the box decoder (``ground(features=...)``).
     supports_features = True
@@ -502,6 +517,7 @@ class QwenGrounder:
         phrases: Sequence[str],
         *,
         think: bool = False,
+        answer: str | None = None,
         sources: Sequence[str] = (),
     ) -> tuple[list[str], list[Any] | None]:
         """Answers, and with ``sources`` the :class:`VLMFeatures` of each pair from the same
@@ -510,7 +526,7 @@ class QwenGrounder:
 
         from refseg.grounding.features import FeatureCapture
 
-        batch = self.prepare(images, phrases, think=think)
+        batch = self.prepare(images, phrases, think=think, answer=answer)
         capture = FeatureCapture(self.model, list(sources)) if sources else None
         try:
             with capture if capture is not None else contextlib.nullcontext():
@@ -546,15 +562,18 @@ class QwenGrounder:
         phrases: Sequence[str],
         *,
         think: bool = False,
+        answer: str | None = None,
         features: Sequence[str] = (),
     ) -> list[Grounding]:
         """Ground ``phrases[i]`` in ``images[i]``; batches of ``batch_size`` pairs.
 
         Unreadable answers become ``parse_error`` (never an exception); bad inputs (length
-        mismatch, non-RGB arrays, empty phrases) raise :class:`InputError`. ``features`` names
-        vision sources (:func:`refseg.segmentation.boxdec.vision_sources`) to return, with the
+        mismatch, non-RGB arrays, empty phrases) raise :class:`InputError`. ``answer`` asks for
+        ``box`` or ``path`` answers in this call (default: :attr:`answer`). ``features`` names
+        vision sources (:func:`refseg.vlm_features.vision_sources`) to return, with the
         answer state, in each grounding's ``features`` (for the box decoder).
         """
+        asked = {"answer": answer} if answer is not None else {}
         if len(images) != len(phrases):
             raise InputError(f"got {len(images)} images but {len(phrases)} phrases")
         results: list[Grounding] = []
@@ -563,10 +582,11 @@ class QwenGrounder:
             chunk_phrases = list(phrases[start : start + self.batch_size])
             if features:
                 answers, feats = self._generate(
-                    chunk_images, chunk_phrases, think=think, sources=features
+                    chunk_images, chunk_phrases, think=think, sources=features, **asked
                 )
             else:  # through generate(), which subclasses may override
-                answers, feats = self.generate(chunk_images, chunk_phrases, think=think), None
+                answers = self.generate(chunk_images, chunk_phrases, think=think, **asked)
+                feats = None
             for i, (image, answer) in enumerate(zip(chunk_images, answers)):
                 width, height = _size(image)
                 grounding = to_grounding(parse_answer(answer), self.convention, width, height)

@@ -78,6 +78,25 @@ class Segmenter(Protocol):
         ...
 
 
+@runtime_checkable
+class FeatureReader(Protocol):
+    """A mask head that reads the grounding VLM's own features (:mod:`refseg.vlm_features`)
+    instead of, or besides, an image embedding: the box decoder (``boxdec:``) and a refiner
+    trained on ``vlm:SOURCE`` features. The pipeline asks the grounder for ``sources`` during
+    the grounding pass and hands each pair's features to :meth:`embed_features`."""
+
+    #: The vision sources to capture (:func:`refseg.vlm_features.vision_sources` names).
+    sources: list[str]
+
+    def check_grounder(self, grounder: Any) -> None:
+        """Refuse, with one line, a grounder whose features this head cannot read."""
+        ...
+
+    def embed_features(self, image: np.ndarray, features: Any) -> Any:
+        """This head's input for one pair, from the grounding pass's ``VLMFeatures``."""
+        ...
+
+
 def segment(
     segmenter: Segmenter,
     image: np.ndarray,

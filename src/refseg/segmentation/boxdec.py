@@ -529,7 +529,6 @@ class BoxDecSegmenter:
     """
 
     #: Tells the pipeline to ask the grounder for features and to build embeddings from them.
-    needs_vlm_features = True
 
     def __init__(
         self, decoder: BoxDecoder, fingerprint: str, *, name: str = "boxdec", device: str = "cpu"

@@ -382,8 +382,8 @@ class TorchRefiner:
     the current mask as low-res logits and takes the refined logits' sign, upsampled like SAM's.
     Features (``config["features"]``) come from an ONNX-SAM embedding (``Embedding.data``,
     ``1x256x64x64``, the default) or, for ``vlm:SOURCE``, from the grounder's vision features
-    of the same pass (:meth:`embed_features`; the checkpoint records the VLM's fingerprint and
-    :meth:`check_grounder` refuses another model).
+    of the same pass (:class:`VLMFeatureRefiner`, which :meth:`load` returns for such a
+    checkpoint; it records the VLM's fingerprint and refuses another model).
     """
 
     def __init__(self, net: Any, config: dict[str, Any], name: str) -> None:
@@ -393,29 +393,7 @@ class TorchRefiner:
         self.features = check_features(config.get("features", "onnx-sam"))
         #: SAM features are the segmenter's embedding; VLM ones come from the grounding pass.
         self.needs_embedding = self.features == "onnx-sam"
-        self.needs_vlm_features = not self.needs_embedding
-        self.sources = [] if self.needs_embedding else [self.features[4:]]
         self.fingerprint = str(config.get("vlm_fingerprint", ""))
-
-    def check_grounder(self, grounder: Any) -> None:
-        """Refuse, with one line, a grounder whose features this refiner cannot read."""
-        from refseg.vlm_features import check_feature_grounder
-
-        vision = self.config.get("vision_digest")
-        check_feature_grounder(f"refiner {self.name}", self.fingerprint, grounder, vision=vision)
-
-    def embed_features(self, image: np.ndarray, features: Any) -> Any:
-        """The refiner's input for one image from the grounding pass's ``VLMFeatures``."""
-        from refseg.segmentation.base import Embedding
-
-        if features is None or self.sources[0] not in features.sources:
-            raise ModelError(f"refiner {self.name}: the grounder returned no {self.features}")
-        if features.fingerprint and features.fingerprint != self.fingerprint:
-            raise InputError(f"refiner {self.name}: features of another VLM config")
-        height, width = image.shape[:2]
-        feature_map = features.maps[features.sources.index(self.sources[0])]
-        data = vlm_feature_grid(feature_map, height, width)
-        return Embedding(height=height, width=width, data=data, backend=self.name)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TorchRefiner:
@@ -444,7 +422,8 @@ class TorchRefiner:
         except (RuntimeError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0][:200]
             raise InputError(f"refiner {path}: weights do not fit the network: {first}") from None
-        return cls(net, config, name=str(file))
+        chosen = cls if config.get("features", "onnx-sam") == "onnx-sam" else VLMFeatureRefiner
+        return chosen(net, config, name=str(file))
 
     @staticmethod
     def save(net: Any, config: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -485,6 +464,36 @@ class TorchRefiner:
         full = cv2.resize(low_out, (SAM_INPUT, SAM_INPUT), interpolation=cv2.INTER_LINEAR)
         full = cv2.resize(full[:new_h, :new_w], (width, height), interpolation=cv2.INTER_LINEAR)
         return RefineOutput(mask=full > 0, score=float(iou[0]))
+
+
+class VLMFeatureRefiner(TorchRefiner):
+    """A trained refiner on the grounding VLM's own vision features (``vlm:SOURCE``): a
+    :class:`~refseg.segmentation.base.FeatureReader`, so the pipeline hands it the grounding
+    pass's maps and no image encoder runs for path answers."""
+
+    def __init__(self, net: Any, config: dict[str, Any], name: str) -> None:
+        super().__init__(net, config, name)
+        self.sources = [self.features[4:]]
+
+    def check_grounder(self, grounder: Any) -> None:
+        """Refuse, with one line, a grounder whose features this refiner cannot read."""
+        from refseg.vlm_features import check_feature_grounder
+
+        vision = self.config.get("vision_digest")
+        check_feature_grounder(f"refiner {self.name}", self.fingerprint, grounder, vision=vision)
+
+    def embed_features(self, image: np.ndarray, features: Any) -> Any:
+        """The refiner's input for one image from the grounding pass's ``VLMFeatures``."""
+        from refseg.segmentation.base import Embedding
+
+        if features is None or self.sources[0] not in features.sources:
+            raise ModelError(f"refiner {self.name}: the grounder returned no {self.features}")
+        if features.fingerprint and features.fingerprint != self.fingerprint:
+            raise InputError(f"refiner {self.name}: features of another VLM config")
+        height, width = image.shape[:2]
+        feature_map = features.maps[features.sources.index(self.sources[0])]
+        data = vlm_feature_grid(feature_map, height, width)
+        return Embedding(height=height, width=width, data=data, backend=self.name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from refseg.errors import InputError
 from refseg.image import image_digest, max_pixels
 from refseg.limits import check_prompt_pixels
-from refseg.pipeline import Pipeline, segment_prompts
+from refseg.pipeline import Pipeline, PipelineOptions, segment_prompts
 from refseg.serve.cache import EmbeddingCache, RequestEmbeddings
 from refseg.serve.inputs import HTTPError, Job, decode_image, probe_size
 from refseg.types import build_prompts
@@ -179,18 +179,17 @@ class Engine:
             if job.phrase is not None:
                 if self.grounder is None:
                     raise HTTPError(422, "this server has no grounder: send boxes or points")
-                from refseg.segmentation.refiners import load_refiner
-
                 view = RequestEmbeddings(self.cache)
-                grounder = _Serialized(self.grounder, self._ground_lock, answer=job.answer)
-                pipeline = Pipeline(
-                    grounder,
-                    segmenter,
+                options = PipelineOptions(
+                    answer=job.answer,
+                    think=job.think,
                     refine=job.refine,
-                    refiner=load_refiner(job.refiner or "sam", segmenter),
+                    refiner=job.refiner or "sam",
                     refine_iters=job.refine_iters,
                 )
-                result = pipeline.run([(image, job.phrase)], think=job.think, embeddings=view)[0]
+                grounder = _Serialized(self.grounder, self._ground_lock)
+                pipeline = Pipeline(grounder, segmenter, options=options)
+                result = pipeline.run([(image, job.phrase)], embeddings=view)[0]
                 cached = bool(result.instances) and view.computed == 0
             else:
                 prompts = build_prompts(job.boxes, job.points, width, height)
@@ -225,21 +224,15 @@ class Engine:
 
 
 class _Serialized:
-    """A grounder whose ``ground`` calls hold ``lock`` (see ``Engine._ground_lock``).
+    """A grounder whose ``ground`` calls hold ``lock`` (see ``Engine._ground_lock``). A request's
+    answer kind is an argument of the call (:class:`~refseg.pipeline.PipelineOptions`), so
+    concurrent requests asking for different answers share the grounder without racing."""
 
-    ``answer`` (a request's ``box``/``path``) is set on the shared grounder under that lock and
-    put back afterwards, so concurrent requests asking for different answers do not race; a
-    grounder that always answers one way refuses the other here, before any model work (422).
-    """
-
-    def __init__(self, grounder: Grounder, lock: threading.Lock, answer: str | None = None):
+    def __init__(self, grounder: Grounder, lock: threading.Lock):
         self.grounder = grounder
         self.name = grounder.name
         self.lock = lock
-        self.answer = answer
-        fixed = getattr(grounder, "fixed_answer", None)
-        if answer is not None and fixed is not None and fixed != answer:
-            raise HTTPError(422, f"answer: this server's grounder always answers with a {fixed}")
+        self.fixed_answer = getattr(grounder, "fixed_answer", None)
 
     @property
     def supports_features(self) -> bool:
@@ -251,17 +244,8 @@ class _Serialized:
         return self.grounder.feature_fingerprint  # type: ignore[attr-defined]
 
     def ground(self, images: Any, phrases: Any, *, think: bool = False, **options: Any) -> Any:
-        from refseg.grounding import set_answer
-
         with self.lock:
-            if self.answer is None or not hasattr(self.grounder, "answer"):
-                return self.grounder.ground(images, phrases, think=think, **options)
-            previous = self.grounder.answer
-            set_answer(self.grounder, self.answer)
-            try:
-                return self.grounder.ground(images, phrases, think=think, **options)
-            finally:
-                self.grounder.answer = previous
+            return self.grounder.ground(images, phrases, think=think, **options)
 
 
 def _default_max_pixels() -> int:

@@ -21,6 +21,7 @@ nothing TRL offers is out of reach without a new config key here.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +305,55 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# Runs of refseg's own trainers (box decoder, refiner)
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """The run fields of refseg's own trainers (``refseg train decoder`` / ``refiner``), declared
+    once: where the run lives, how long it is, its optimizer and its save/log cadence. The shared
+    loop (:mod:`refseg.train.loop`) reads them.
+
+    A trainer's config subclasses this and adds its own fields; where a trainer wants another
+    default it re-declares the field with :func:`run_default` (the help text stays this one
+    unless given). The fields are keyword-only, so a subclass may still declare required fields.
+    """
+
+    output_dir: str = field(
+        metadata={
+            "help": "Checkpoints (checkpoint-N), log.jsonl and the final model go here; a rerun "
+            "resumes from the newest checkpoint."
+        }
+    )
+    max_steps: int = field(default=500, metadata={"help": "Optimizer steps."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    save_steps: int = field(default=500, metadata={"help": "Checkpoint interval in steps."})
+    save_total_limit: int | None = field(
+        default=3, metadata={"help": "Keep at most this many checkpoints (None: all)."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log every this many steps."})
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seed of data order, perturbations and initialisation (exact resume)."},
+    )
+
+    def check_run(self, where: str, *, at_least_one: tuple[str, ...] = ()) -> None:
+        """One-line errors: ``at_least_one`` (the trainer's own fields, e.g. its batch size),
+        then ``save_steps`` and ``logging_steps``, must be at least 1."""
+        for name in (*at_least_one, "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{where}: {name} must be at least 1")
+
+
+def run_default(name: str, default: Any, help_text: str | None = None) -> Any:
+    """A :class:`RunConfig` field re-declared with a trainer's own default (and help)."""
+    base = RunConfig.__dataclass_fields__[name]
+    text = base.metadata["help"] if help_text is None else help_text
+    return field(default=default, kw_only=True, metadata={"help": text})
+
+
+# --------------------------------------------------------------------------------------------
 # Loading
 
 
@@ -346,6 +396,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
         and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
+        # A class's own keys before inherited ones (a decoder run names ``model`` before the
+        # RunConfig's ``output_dir``).
+        own = inspect.get_annotations(cls)
+        missing.sort(key=lambda name: name not in own)
         raise InputError(f"{where}: missing required key {missing[0]!r}")
     return cls(**kwargs)
 

@@ -17,10 +17,12 @@ Loss: BCE + Dice on the mask logits (the ground-truth mask averaged down to the 
 resolution) + MSE of the IoU head against the IoU the mask really has. No-target samples have
 no box to decode and are skipped.
 
-The loop is a plain PyTorch one (the decoder is small and its inputs are not a language
-model's, so TRL/transformers trainers would add nothing): ``checkpoint-N/`` folders (decoder,
-optimizer, step) every ``save_steps``, resumed from the newest complete one on rerun; one JSON
-line per logged step in ``log.jsonl``; the final decoder in ``output_dir`` (``boxdec:DIR``).
+The loop is the plain PyTorch one refseg's own trainers share (:mod:`refseg.train.loop`; the
+decoder is small and its inputs are not a language model's, so TRL/transformers trainers would
+add nothing): ``checkpoint-N/`` folders (decoder, optimizer, step) every ``save_steps``, resumed
+from the newest complete one on rerun; one JSON line per logged step in ``log.jsonl`` (lines
+past the resumed step dropped, so a redone step is logged once); the final decoder in
+``output_dir`` (``boxdec:DIR``).
 The data order is a seeded permutation per epoch and jitter is seeded per step, so a resumed
 run takes exactly the steps an uninterrupted one would have.
 """
@@ -30,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from refseg.errors import InputError
-from refseg.train.config import LoraSection, _build
+from refseg.train.config import LoraSection, RunConfig, _build, run_default
 
 BOX_SOURCES = ("gt", "jitter", "predicted")
 
@@ -74,12 +75,16 @@ class LossSection:
 
 
 @dataclass
-class DecoderTrainConfig:
-    """One box decoder training run (``refseg train decoder --config FILE.yaml``)."""
+class DecoderTrainConfig(RunConfig):
+    """One box decoder training run (``refseg train decoder --config FILE.yaml``).
+
+    The run fields (``output_dir``, ``max_steps``, ``learning_rate``, ``weight_decay``,
+    ``save_steps``, ``save_total_limit``, ``logging_steps``, ``seed``) are
+    :class:`~refseg.train.config.RunConfig`'s, with its defaults but ``max_steps``.
+    """
 
     model: str = field(metadata={"help": "Hub id or folder of the (frozen) Qwen-VL model."})
     dataset: str | list[str] = field(metadata={"help": "Dataset spec(s) KIND:PATH[:SPLIT]."})
-    output_dir: str = field(metadata={"help": "Checkpoints, log.jsonl and the final decoder."})
     family: str | None = field(
         default=None, metadata={"help": "qwen3-vl or qwen2.5-vl (None = from the model)."}
     )
@@ -103,16 +108,10 @@ class DecoderTrainConfig:
     lora: LoraSection | None = field(
         default=None, metadata={"help": "LoRA on the VLM trained with the decoder (None: frozen)."}
     )
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_steps: int = run_default("max_steps", -1, "Steps (-1 = num_train_epochs).")
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
-    max_steps: int = field(default=-1, metadata={"help": "Steps (-1 = num_train_epochs)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps < 0."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Samples per step."})
-    save_steps: int = field(default=500, metadata={"help": "Checkpoint interval in steps."})
-    save_total_limit: int | None = field(default=3, metadata={"help": "Checkpoints kept."})
-    logging_steps: int = field(default=10, metadata={"help": "Log every this many steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of data order, jitter and init."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda (None = auto)."})
     dtype: str | None = field(
         default=None, metadata={"help": "VLM dtype (None = bfloat16 on GPU, float32 on CPU)."}
@@ -131,9 +130,7 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> DecoderTrai
         raise InputError(f"{where}: family must be qwen3-vl or qwen2.5-vl")
     if not 0.0 <= config.jitter <= 1.0:
         raise InputError(f"{where}: jitter must be between 0 and 1, got {config.jitter}")
-    for name in ("per_device_train_batch_size", "save_steps", "logging_steps"):
-        if getattr(config, name) < 1:
-            raise InputError(f"{where}: {name} must be at least 1")
+    config.check_run(where, at_least_one=("per_device_train_batch_size",))
     if config.max_steps == 0 or config.max_steps < -1:
         raise InputError(f"{where}: max_steps must be -1 or at least 1")
     return config
@@ -456,26 +453,11 @@ class DecoderTrainer:
         self.step = int(state["global_step"])
 
     def train(self) -> DecoderTrainer:
-        """Run to ``total_steps`` from the newest checkpoint (if any); save the decoder."""
-        from refseg.train.common import last_checkpoint, prune_checkpoints
+        """Run to ``total_steps`` from the newest checkpoint (if any); save the decoder
+        (:func:`refseg.train.loop.run_loop`)."""
+        from refseg.train.loop import run_loop
 
-        output = Path(self.config.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        previous = last_checkpoint(output)
-        if previous is not None:
-            self.resume(previous)
-        start = time.time()
-        log_path = output / "log.jsonl"
-        while self.step < self.total_steps:
-            record = self.train_step()
-            if self.step % self.config.logging_steps == 0 or self.step == self.total_steps:
-                record["time_s"] = round(time.time() - start, 3)
-                with open(log_path, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-            if self.step % self.config.save_steps == 0:
-                self.save(output / f"checkpoint-{self.step}")
-                prune_checkpoints(output, self.config.save_total_limit)
-        self.save(output, final=True)
+        output = run_loop(self, self.total_steps)
         if self.lora:  # the grounder to pair with this decoder: the adapted VLM, merged
             merged = self.grounder.model.merge_and_unload()
             merged.save_pretrained(output / "vlm")

@@ -23,8 +23,9 @@ Training pairs (coarse mask, GT mask) come from two sources, mixable:
 
 Loss: BCE + Dice on the low-res logits against the GT's low-res coverage, plus the MSE of the
 quality head against the pass's actual IoU (``loss`` weights). Checkpoints (``checkpoint-N``
-with the optimizer and data order), exact resume and ``log.jsonl`` work like the other trainers;
-the final ``refiner.pt`` in ``output_dir`` is what ``--refiner`` loads.
+with the optimizer and data order), exact resume and ``log.jsonl`` are the box decoder's too
+(:mod:`refseg.train.loop`); the final ``refiner.pt`` in ``output_dir`` is what ``--refiner``
+loads.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import numpy as np
 
 from refseg import masks
 from refseg.errors import InputError
-from refseg.train.config import _build
+from refseg.train.config import RunConfig, _build, run_default
 
 #: Perturbations that turn a GT mask into a synthetic coarse mask.
 SYNTH_KINDS = ("simplify", "jitter", "dilate", "erode", "shift", "box")
@@ -83,12 +84,15 @@ class RefinerLoss:
 
 
 @dataclass
-class RefinerTrainConfig:
-    """One refiner training run (``refseg train refiner --config FILE.yaml``)."""
+class RefinerTrainConfig(RunConfig):
+    """One refiner training run (``refseg train refiner --config FILE.yaml``).
 
-    output_dir: str = field(
-        metadata={"help": "Checkpoints, log.jsonl and the final refiner.pt go here; reruns resume."}
-    )
+    The run fields (``output_dir``, ``max_steps``, ``learning_rate``, ``weight_decay``,
+    ``save_steps``, ``save_total_limit``, ``logging_steps``, ``seed``) are
+    :class:`~refseg.train.config.RunConfig`'s; a refiner is small and learns fast, so it takes a
+    higher learning rate, no weight decay and more frequent checkpoints by default.
+    """
+
     rollouts: str | list[str] | None = field(
         default=None,
         metadata={"help": "Recorded GRPO rollouts: folders (rollouts*.jsonl) or JSONL files."},
@@ -128,16 +132,11 @@ class RefinerTrainConfig:
     iterations: int = field(
         default=2, metadata={"help": "Refinement passes unrolled per training example."}
     )
-    max_steps: int = field(default=500, metadata={"help": "Optimizer steps."})
+    learning_rate: float = run_default("learning_rate", 1e-3)
+    weight_decay: float = run_default("weight_decay", 0.0)
+    save_steps: int = run_default("save_steps", 100)
+    save_total_limit: int | None = run_default("save_total_limit", 2)
     batch_size: int = field(default=8, metadata={"help": "Instances per step."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    save_steps: int = field(default=100, metadata={"help": "Checkpoint interval in steps."})
-    save_total_limit: int | None = field(
-        default=2, metadata={"help": "Keep at most this many checkpoints."}
-    )
-    logging_steps: int = field(default=10, metadata={"help": "Log every this many steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of perturbations and data order."})
     loss: RefinerLoss = field(default_factory=RefinerLoss, metadata={"help": "Loss weights."})
     synth: SynthSection = field(
         default_factory=SynthSection, metadata={"help": "Synthetic coarse masks."}
@@ -165,9 +164,7 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> RefinerTrai
         raise InputError(f"{where}: features {config.features} need model (the grounding VLM)")
     if not config.segmenter.startswith("onnx-sam"):
         raise InputError(f"{where}: segmenter must be an onnx-sam spec (its embedding is read)")
-    for name in ("max_steps", "batch_size", "save_steps", "logging_steps"):
-        if getattr(config, name) < 1:
-            raise InputError(f"{where}: {name} must be at least 1")
+    config.check_run(where, at_least_one=("max_steps", "batch_size"))
     if not 1 <= config.iterations <= 8:
         raise InputError(f"{where}: iterations must be 1 to 8")
     unknown = sorted(set(config.synth.kinds) - set(SYNTH_KINDS))
@@ -593,43 +590,15 @@ class RefinerTrainer:
         )
         self.step = int(state["global_step"])
 
-    def _trim_log(self, log_path: Path) -> None:
-        """Drop log lines past the resumed step (the killed run's steps are redone)."""
-        if not log_path.is_file():
-            return
-        kept = []
-        for line in log_path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and int(record.get("step", 0)) <= self.step:
-                kept.append(line)
-        log_path.write_text("".join(line + "\n" for line in kept))
+    def _log_fields(self) -> dict[str, Any]:
+        return {"ms_per_step": round(1000 * float(np.median(self.step_seconds)), 2)}
 
     def train(self) -> RefinerTrainer:
-        """Run to ``max_steps`` from the newest checkpoint (if any); save ``refiner.pt``."""
-        from refseg.train.common import last_checkpoint, prune_checkpoints
+        """Run to ``max_steps`` from the newest checkpoint (if any); save ``refiner.pt``
+        (:func:`refseg.train.loop.run_loop`)."""
+        from refseg.train.loop import run_loop
 
-        output = Path(self.config.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        previous = last_checkpoint(output)
-        if previous is not None:
-            self.resume(previous)
-        log_path = output / "log.jsonl"
-        self._trim_log(log_path)
-        start = time.time()
-        while self.step < self.config.max_steps:
-            record = self.train_step()
-            if self.step % self.config.logging_steps == 0 or self.step == self.config.max_steps:
-                record["time_s"] = round(time.time() - start, 3)
-                record["ms_per_step"] = round(1000 * float(np.median(self.step_seconds)), 2)
-                with open(log_path, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-            if self.step % self.config.save_steps == 0:
-                self.save(output / f"checkpoint-{self.step}")
-                prune_checkpoints(output, self.config.save_total_limit)
-        self.save(output, final=True)
+        output = run_loop(self, self.config.max_steps, log_fields=self._log_fields)
         (output / "refiner_train_config.json").write_text(
             json.dumps(dataclasses.asdict(self.config), indent=1)
         )

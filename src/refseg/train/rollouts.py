@@ -133,7 +133,8 @@ class RolloutRecorder:
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float]:
         from refseg.paths import format_path
-        from refseg.train.rewards import _columns, instance_mask, read_answer
+        from refseg.train.rewards.common import _columns, read_answer
+        from refseg.train.rewards.masks import instance_mask
 
         n = len(completions)
         state = kwargs.get("trainer_state")
