@@ -136,181 +136,184 @@ def summary(result) -> str:
     return "\n".join(lines)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("segment")
-    def segment(
-        image: Path | None = typer.Argument(None, help="Image file (omit with --batch)."),
-        phrase: str | None = typer.Argument(None, help="What to segment, in words."),
-        box: list[str] = typer.Option([], "--box", help="Box prompt X1,Y1,X2,Y2 (repeatable)."),
-        point: list[str] = typer.Option(
-            [], "--point", help="Point prompt X,Y[,LABEL]; LABEL 1 fg (default), 0 bg."
-        ),
-        segmenter: str = typer.Option("onnx-sam", help=SEGMENTER_SPECS),
-        grounder: str | None = typer.Option(
-            None, help=f"Grounder spec: {GROUNDER_SPECS} (default {DEFAULT_GROUNDER})."
-        ),
-        think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
-        refine: int | None = typer.Option(
-            None,
-            min=0,
-            max=8,
-            help="Decoder refinement rounds (default: the segmenter's own; 1 for onnx-sam, "
-            "sam and sam2).",
-        ),
-        device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
-        json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON."),
-        mask_png: Path | None = typer.Option(None, "--mask-png", help="Write the union mask."),
-        overlay_out: Path | None = typer.Option(None, "--overlay", help="Write an overlay PNG."),
-        answer: str | None = typer.Option(
-            None,
-            "--answer",
-            help="What the grounder is asked for: box (+point) or path (default: box; "
-            "moondream: answers paths).",
-        ),
-        refiner: str | None = typer.Option(
-            None,
-            "--refiner",
-            help="Refines path answers: none | sam (gated; default) | sam-raw | CHECKPOINT.pt.",
-        ),
-        refine_iters: int | None = typer.Option(
-            None, "--refine-iters", min=0, max=16, help="Refiner iterations (default 1)."
-        ),
-        svg_out: Path | None = typer.Option(
-            None, "--svg", help="Write the outlines as SVG (one <path> per instance)."
-        ),
-        batch: Path | None = typer.Option(
-            None,
-            "--batch",
-            help="JSONL of {image, phrase | boxes/points/point_labels[, id]} pairs, or a folder "
-            "of images with --phrases (resumable; exits 1 if any pair failed; data-parallel "
-            "under accelerate launch).",
-        ),
-        phrases: Path | None = typer.Option(
-            None, "--phrases", help="With a folder --batch: phrases, one a line, for each image."
-        ),
-        out: Path | None = typer.Option(None, "--out", help="Output folder for --batch."),
-        fresh: bool = typer.Option(
-            False, "--fresh", help="With --batch: discard the results in --out, start over."
-        ),
-    ) -> None:
-        """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
-        from refseg.grounding import parse_grounder_spec
-        from refseg.image import load_image
-        from refseg.pipeline import PipelineOptions
-        from refseg.segmentation import check_segmenter_spec
+def segment(
+    image: Path | None = typer.Argument(None, help="Image file (omit with --batch)."),
+    phrase: str | None = typer.Argument(None, help="What to segment, in words."),
+    box: list[str] = typer.Option([], "--box", help="Box prompt X1,Y1,X2,Y2 (repeatable)."),
+    point: list[str] = typer.Option(
+        [], "--point", help="Point prompt X,Y[,LABEL]; LABEL 1 fg (default), 0 bg."
+    ),
+    segmenter: str = typer.Option("onnx-sam", help=SEGMENTER_SPECS),
+    grounder: str | None = typer.Option(
+        None, help=f"Grounder spec: {GROUNDER_SPECS} (default {DEFAULT_GROUNDER})."
+    ),
+    think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
+    refine: int | None = typer.Option(
+        None,
+        min=0,
+        max=8,
+        help="Decoder refinement rounds (default: the segmenter's own; 1 for onnx-sam, "
+        "sam and sam2).",
+    ),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: auto)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result JSON."),
+    mask_png: Path | None = typer.Option(None, "--mask-png", help="Write the union mask."),
+    overlay_out: Path | None = typer.Option(None, "--overlay", help="Write an overlay PNG."),
+    answer: str | None = typer.Option(
+        None,
+        "--answer",
+        help="What the grounder is asked for: box (+point) or path (default: box; "
+        "moondream: answers paths).",
+    ),
+    refiner: str | None = typer.Option(
+        None,
+        "--refiner",
+        help="Refines path answers: none | sam (gated; default) | sam-raw | CHECKPOINT.pt.",
+    ),
+    refine_iters: int | None = typer.Option(
+        None, "--refine-iters", min=0, max=16, help="Refiner iterations (default 1)."
+    ),
+    svg_out: Path | None = typer.Option(
+        None, "--svg", help="Write the outlines as SVG (one <path> per instance)."
+    ),
+    batch: Path | None = typer.Option(
+        None,
+        "--batch",
+        help="JSONL of {image, phrase | boxes/points/point_labels[, id]} pairs, or a folder "
+        "of images with --phrases (resumable; exits 1 if any pair failed; data-parallel "
+        "under accelerate launch).",
+    ),
+    phrases: Path | None = typer.Option(
+        None, "--phrases", help="With a folder --batch: phrases, one a line, for each image."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Output folder for --batch."),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="With --batch: discard the results in --out, start over."
+    ),
+) -> None:
+    """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
+    from refseg.grounding import parse_grounder_spec
+    from refseg.image import load_image
+    from refseg.pipeline import PipelineOptions
+    from refseg.segmentation import check_segmenter_spec
 
-        if batch is not None:
-            from refseg.cli.batch import batch_command
+    if batch is not None:
+        from refseg.cli.batch import batch_command
 
-            if out is None:
-                raise InputError("--batch needs --out DIR")
-            single = [
-                name
-                for name, value in (
-                    ("IMAGE", image),
-                    ("--json", json_out),
-                    ("--mask-png", mask_png),
-                    ("--overlay", overlay_out),
-                    ("--svg", svg_out),
-                    ("--box", box),
-                    ("--point", point),
-                )
-                if value
-            ]
-            if single:  # one image's options: refused, not silently ignored
-                raise InputError(
-                    f"{' and '.join(single)} go{'es' if len(single) == 1 else ''} with one "
-                    "image, not --batch (a batch writes DIR/results.jsonl; prompts ride in "
-                    "the pairs file)"
-                )
-            batch_command(
-                batch,
-                out,
-                grounder=grounder,
-                segmenter=segmenter,
-                options=PipelineOptions(
-                    answer=answer,
-                    think=think,
-                    refine=refine,
-                    refiner=refiner or "sam",
-                    refine_iters=refine_iters,
-                ),
-                device=device,
-                fresh=fresh,
-                phrases=phrases,
+        if out is None:
+            raise InputError("--batch needs --out DIR")
+        single = [
+            name
+            for name, value in (
+                ("IMAGE", image),
+                ("--json", json_out),
+                ("--mask-png", mask_png),
+                ("--overlay", overlay_out),
+                ("--svg", svg_out),
+                ("--box", box),
+                ("--point", point),
             )
-            return
-        if phrases is not None:
-            raise InputError("--phrases goes with --batch FOLDER")
-        if fresh:
-            raise InputError("--fresh goes with --batch")
-        if image is None:
-            raise InputError("give an IMAGE (or --batch PAIRS.jsonl --out DIR)")
-        if phrase is not None and (box or point):
-            raise InputError("give either a PHRASE or --box/--point prompts, not both")
-        if phrase is None and not box and not point:
-            raise InputError("give a PHRASE, or --box/--point prompts")
-        if phrase is None:
-            refuse_phrase_options(
-                [
-                    name
-                    for name, given in (
-                        ("--grounder", grounder is not None),
-                        ("--think", think),
-                        ("--answer", answer is not None),
-                        ("--refiner", refiner is not None),
-                        ("--refine-iters", refine_iters is not None),
-                    )
-                    if given
-                ]
+            if value
+        ]
+        if single:  # one image's options: refused, not silently ignored
+            raise InputError(
+                f"{' and '.join(single)} go{'es' if len(single) == 1 else ''} with one "
+                "image, not --batch (a batch writes DIR/results.jsonl; prompts ride in "
+                "the pairs file)"
             )
-        from refseg.fileio import check_writable, is_stdout, refuse_overwriting_inputs
-
-        outputs = {
-            "--json": json_out,
-            "--mask-png": mask_png,
-            "--overlay": overlay_out,
-            "--svg": svg_out,
-        }
-        refuse_overwriting_inputs(outputs, [image])  # first: the worst of the mistakes
-        for path in outputs.values():  # before the models run, not after
-            check_writable(path)
-        check_output_names(outputs)
-        check_segmenter_spec(segmenter)
-        options = PipelineOptions(
-            answer=answer,
-            think=think,
-            refine=refine,
-            refiner=refiner or "sam",
-            refine_iters=refine_iters,
+        batch_command(
+            batch,
+            out,
+            grounder=grounder,
+            segmenter=segmenter,
+            options=PipelineOptions(
+                answer=answer,
+                think=think,
+                refine=refine,
+                refiner=refiner or "sam",
+                refine_iters=refine_iters,
+            ),
+            device=device,
+            fresh=fresh,
+            phrases=phrases,
         )
-        if phrase is not None:
-            from refseg.pipeline import check_phrase
+        return
+    if phrases is not None:
+        raise InputError("--phrases goes with --batch FOLDER")
+    if fresh:
+        raise InputError("--fresh goes with --batch")
+    if image is None:
+        raise InputError("give an IMAGE (or --batch PAIRS.jsonl --out DIR)")
+    if phrase is not None and (box or point):
+        raise InputError("give either a PHRASE or --box/--point prompts, not both")
+    if phrase is None and not box and not point:
+        raise InputError("give a PHRASE, or --box/--point prompts")
+    if phrase is None:
+        refuse_phrase_options(
+            [
+                name
+                for name, given in (
+                    ("--grounder", grounder is not None),
+                    ("--think", think),
+                    ("--answer", answer is not None),
+                    ("--refiner", refiner is not None),
+                    ("--refine-iters", refine_iters is not None),
+                )
+                if given
+            ]
+        )
+    from refseg.fileio import check_writable, is_stdout, refuse_overwriting_inputs
 
-            check_phrase(phrase)
-            parse_grounder_spec(grounder or DEFAULT_GROUNDER)
-        pixels = load_image(image)
-        height, width = pixels.shape[:2]
-        if phrase is None:
-            from refseg.pipeline import segment_prompts
-            from refseg.segmentation import load_segmenter
+    outputs = {
+        "--json": json_out,
+        "--mask-png": mask_png,
+        "--overlay": overlay_out,
+        "--svg": svg_out,
+    }
+    refuse_overwriting_inputs(outputs, [image])  # first: the worst of the mistakes
+    for path in outputs.values():  # before the models run, not after
+        check_writable(path)
+    check_output_names(outputs)
+    check_segmenter_spec(segmenter)
+    options = PipelineOptions(
+        answer=answer,
+        think=think,
+        refine=refine,
+        refiner=refiner or "sam",
+        refine_iters=refine_iters,
+    )
+    if phrase is not None:
+        from refseg.pipeline import check_phrase
 
-            prompts = build_prompts(box, point, width, height)
-            result = segment_prompts(
-                load_segmenter(segmenter, device=device), pixels, prompts, refine=refine
-            )
-        else:
-            from refseg.pipeline import load_pipeline
+        check_phrase(phrase)
+        parse_grounder_spec(grounder or DEFAULT_GROUNDER)
+    pixels = load_image(image)
+    height, width = pixels.shape[:2]
+    if phrase is None:
+        from refseg.pipeline import segment_prompts
+        from refseg.segmentation import load_segmenter
 
-            pipe = load_pipeline(grounder, segmenter, options, device=device)
-            result = pipe(pixels, phrase)
-        write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
-        if svg_out is not None:
-            from refseg.fileio import atomic_write_text
+        prompts = build_prompts(box, point, width, height)
+        result = segment_prompts(
+            load_segmenter(segmenter, device=device), pixels, prompts, refine=refine
+        )
+    else:
+        from refseg.pipeline import load_pipeline
 
-            atomic_write_text(svg_out, result_svg(result))
-        for path in (json_out, mask_png, overlay_out, svg_out):  # on stderr: stdout may carry -
-            if path is not None and str(path) != "-":
-                typer.echo(f"wrote {path}", err=True)
-        # With an output on standard output the summary goes to stderr, keeping stdout parseable.
-        typer.echo(summary(result), err=any(is_stdout(p) for p in outputs.values()))
+        pipe = load_pipeline(grounder, segmenter, options, device=device)
+        result = pipe(pixels, phrase)
+    write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
+    if svg_out is not None:
+        from refseg.fileio import atomic_write_text
+
+        atomic_write_text(svg_out, result_svg(result))
+    for path in (json_out, mask_png, overlay_out, svg_out):  # on stderr: stdout may carry -
+        if path is not None and str(path) != "-":
+            typer.echo(f"wrote {path}", err=True)
+    # With an output on standard output the summary goes to stderr, keeping stdout parseable.
+    typer.echo(summary(result), err=any(is_stdout(p) for p in outputs.values()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``refseg segment`` to the app (the command is a plain function: importable, testable)."""
+    app.command("segment")(segment)

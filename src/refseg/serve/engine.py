@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from refseg.errors import InputError
 from refseg.image import image_digest, max_pixels
 from refseg.limits import check_prompt_pixels
-from refseg.pipeline import Pipeline, PipelineOptions, segment_prompts
+from refseg.pipeline import Pipeline, segment_prompts
 from refseg.serve.cache import EmbeddingCache, RequestEmbeddings
 from refseg.serve.inputs import HTTPError, Job, decode_image, probe_size
 from refseg.types import build_prompts
@@ -180,15 +180,8 @@ class Engine:
                 if self.grounder is None:
                     raise HTTPError(422, "this server has no grounder: send boxes or points")
                 view = RequestEmbeddings(self.cache)
-                options = PipelineOptions(
-                    answer=job.answer,
-                    think=job.think,
-                    refine=job.refine,
-                    refiner=job.refiner or "sam",
-                    refine_iters=job.refine_iters,
-                )
                 grounder = _Serialized(self.grounder, self._ground_lock)
-                pipeline = Pipeline(grounder, segmenter, options=options)
+                pipeline = Pipeline(grounder, segmenter, options=job.pipeline_options())
                 result = pipeline.run([(image, job.phrase)], embeddings=view)[0]
                 cached = bool(result.instances) and view.computed == 0
             else:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from refseg.errors import InputError
 from refseg.image import ImageTooLarge, image_size, load_image
 from refseg.limits import check_prompt_counts
-from refseg.pipeline import check_phrase
+from refseg.pipeline import PipelineOptions, check_phrase
 
 
 class HTTPError(Exception):
@@ -114,6 +114,16 @@ class Job:
     answer: str | None = None
     refiner: str | None = None
     refine_iters: int | None = None
+
+    def pipeline_options(self) -> PipelineOptions:
+        """The request's pipeline options (the engine passes them on without reading them)."""
+        return PipelineOptions(
+            answer=self.answer,
+            think=self.think,
+            refine=self.refine,
+            refiner=self.refiner or "sam",
+            refine_iters=self.refine_iters,
+        )
 
     def check(self, *, have_grounder: bool) -> Job:
         """Refuse a job that asks for both or neither of phrase and prompts, or for more
