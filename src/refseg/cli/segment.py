@@ -197,6 +197,14 @@ def segment(
     from refseg.pipeline import PipelineOptions
     from refseg.segmentation import check_segmenter_spec
 
+    # Every front end's pipeline options in one place (also what a batch records).
+    options = PipelineOptions(
+        answer=answer,
+        think=think,
+        refine=refine,
+        refiner=refiner or "sam",
+        refine_iters=refine_iters,
+    )
     if batch is not None:
         from refseg.cli.batch import batch_command
 
@@ -226,13 +234,7 @@ def segment(
             out,
             grounder=grounder,
             segmenter=segmenter,
-            options=PipelineOptions(
-                answer=answer,
-                think=think,
-                refine=refine,
-                refiner=refiner or "sam",
-                refine_iters=refine_iters,
-            ),
+            options=options,
             device=device,
             fresh=fresh,
             phrases=phrases,
@@ -275,13 +277,6 @@ def segment(
         check_writable(path)
     check_output_names(outputs)
     check_segmenter_spec(segmenter)
-    options = PipelineOptions(
-        answer=answer,
-        think=think,
-        refine=refine,
-        refiner=refiner or "sam",
-        refine_iters=refine_iters,
-    )
     if phrase is not None:
         from refseg.pipeline import check_phrase
 
