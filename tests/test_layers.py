@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     "refseg.limits": 1,
     "refseg.threads": 1,
     "refseg.hub": 1,
+    "refseg.npm": 1,
     "refseg.fileio": 1,
     # geometry and images
     "refseg.paths": 2,

@@ -258,7 +258,7 @@ def test_the_environment_is_the_locked_one() -> None:
         for line in LOCK.read_text().splitlines()
         if line and not line.startswith("#")
     }
-    needed = _required_closure("refseg", {"vlm", "train", "serve", "dev"})
+    needed = _required_closure("refseg", {"vlm", "train", "serve", "dev", "openvino"})
     off = []
     for dist in metadata.distributions():
         name = dist.metadata["Name"].lower().replace("_", "-")

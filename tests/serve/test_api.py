@@ -523,7 +523,7 @@ def test_path_answers_through_json_and_multipart(make_client, path_model, astron
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [
-        ({"answer": "outline"}, "answer: expected box or path"),
+        ({"answer": "contour"}, "answer: expected box or path or outline"),
         ({"refiner": "/etc/refiner.pt"}, "refiner: expected none or sam or sam-raw"),
         ({"refine_iters": "17"}, "refine_iters: must be between 0 and 16"),
         ({"refine_iters": "x"}, "refine_iters: expected an integer"),

@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
             "reports it; 0.02 otherwise).",
         ),
         answer: str | None = typer.Option(
-            None, "--answer", help="What the grounder is asked for: box (default) or path."
+            None, "--answer", help="What the grounder is asked for: box (default), path or outline."
         ),
         refiner: str | None = typer.Option(
             None,

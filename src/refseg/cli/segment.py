@@ -162,7 +162,8 @@ def segment(
     answer: str | None = typer.Option(
         None,
         "--answer",
-        help="What the grounder is asked for: box (+point) or path (default: box; "
+        help="What the grounder is asked for: box (+point), path or outline (the compact "
+        "path; default: box; "
         "moondream: answers paths).",
     ),
     refiner: str | None = typer.Option(

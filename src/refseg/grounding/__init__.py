@@ -12,7 +12,10 @@ DEFAULT_GROUNDER = "qwen3-vl:Qwen/Qwen3-VL-2B-Instruct"
 #: The grounder spec forms, in the words every command's help and the unknown-grounder error
 #: use: one constant, so that no command's help forgets a kind (``serve --help`` once left
 #: out ``moondream:``).
-GROUNDER_SPECS = "qwen3-vl:ID, qwen2.5-vl:ID, openai:URL#MODEL or moondream:URL"
+GROUNDER_SPECS = (
+    "qwen3-vl:ID[;engine=openvino;weights=int8|int4], qwen2.5-vl:ID[;...], openai:URL#MODEL "
+    "or moondream:URL"
+)
 
 __all__ = [
     "DEFAULT_GROUNDER",
@@ -105,7 +108,25 @@ def parse_grounder_spec(spec: str) -> GrounderSpec:
         raise InputError(f"a grounder spec is a string, got {type(spec).__name__}")
     kind, _, rest = spec.partition(":")
     if kind in ("qwen3-vl", "qwen2.5-vl") and rest:
-        return GrounderSpec(kind, rest)
+        target, *pairs = rest.split(";")
+        if not target:
+            raise InputError(f"grounder spec {spec!r}: expected {kind}:ID")
+        options = _spec_options(spec, pairs, {k: (k, str) for k in _QWEN_OPTIONS})
+        engine = options.get("engine", "transformers")
+        if engine not in _QWEN_OPTIONS["engine"]:
+            raise InputError(
+                f"grounder spec {spec!r}: engine must be "
+                f"{' or '.join(_QWEN_OPTIONS['engine'])}, got {engine!r}"
+            )
+        if "weights" in options:
+            if engine != "openvino":
+                raise InputError(f"grounder spec {spec!r}: weights= goes with engine=openvino")
+            if options["weights"] not in _QWEN_OPTIONS["weights"]:
+                raise InputError(
+                    f"grounder spec {spec!r}: weights must be "
+                    f"{' or '.join(_QWEN_OPTIONS['weights'])}, got {options['weights']!r}"
+                )
+        return GrounderSpec(kind, target, None, options)
     if kind == "openai" and rest:
         url, _, fragment = rest.partition("#")
         model, *pairs = fragment.split(";")
@@ -164,10 +185,12 @@ def _spec_options(spec: str, pairs: list[str], known: dict[str, tuple[str, type]
 def load_grounder(spec: str = DEFAULT_GROUNDER, **options: Any) -> Grounder:
     """Build a grounder from a spec string.
 
-    Specs: ``qwen3-vl:ID``, ``qwen2.5-vl:ID`` (transformers; ``ID`` is a hub id or a local
-    folder), ``openai:URL#MODEL[;coords=CONVENTION][;timeout=S][;retries=N]`` (an
-    OpenAI-compatible chat-completions endpoint; ``coords`` is ``norm1000`` (default),
-    ``pixels`` or ``resized[:min_pixels=N,max_pixels=N]`` for Qwen2.5-VL servers) and
+    Specs: ``qwen3-vl:ID``, ``qwen2.5-vl:ID`` (``ID`` is a hub id or a local folder; on
+    transformers, or with ``;engine=openvino[;weights=int8|int4|fp16|fp32]`` exported once to
+    OpenVINO and run by its GenAI pipeline, :mod:`refseg.grounding.openvino`),
+    ``openai:URL#MODEL[;coords=CONVENTION][;timeout=S][;retries=N]`` (an OpenAI-compatible
+    chat-completions endpoint; ``coords`` is ``norm1000`` (default), ``pixels`` or
+    ``resized[:min_pixels=N,max_pixels=N]`` for Qwen2.5-VL servers) and
     ``moondream:URL[;frame=box|image][;timeout=S][;retries=N]`` (Moondream's segment API,
     :mod:`refseg.grounding.moondream`; it takes none of ``options``).
     ``options`` go to the backend (``device``, ``dtype``, ``max_new_tokens``, ...).
@@ -175,6 +198,13 @@ def load_grounder(spec: str = DEFAULT_GROUNDER, **options: Any) -> Grounder:
     """
     parsed = parse_grounder_spec(spec)
     if parsed.kind in ("qwen3-vl", "qwen2.5-vl"):
+        if parsed.options.get("engine") == "openvino":
+            from refseg.grounding.openvino import OpenVINOGrounder
+
+            weights = parsed.options.get("weights", "int8")
+            return OpenVINOGrounder.from_pretrained(
+                parsed.target, family=parsed.kind, weights=weights, **options
+            )
         from refseg.grounding.qwen import QwenGrounder
 
         return QwenGrounder.from_pretrained(parsed.target, family=parsed.kind, **options)
@@ -188,6 +218,13 @@ def load_grounder(spec: str = DEFAULT_GROUNDER, **options: Any) -> Grounder:
 
     return MoondreamGrounder(parsed.target, **parsed.options)
 
+
+#: Options of ``qwen3-vl:ID;engine=openvino;weights=int4`` and their values (the export formats
+#: of :data:`refseg.grounding.ov_export.WEIGHT_FORMATS`).
+_QWEN_OPTIONS = {
+    "engine": ("transformers", "openvino"),
+    "weights": ("fp32", "fp16", "int8", "int4"),
+}
 
 #: Options of ``moondream:URL;frame=box;timeout=30;retries=3;concurrency=4;model=NAME``; the
 #: in-process options callers pass (device, dtype, ...) mean nothing to the API and are dropped.

@@ -47,6 +47,7 @@ def format_answer(
     instances: Sequence[tuple],
     *,
     reasoning: str | None = None,
+    outline: bool = False,
 ) -> str:
     """The canonical answer string for ``instances`` (an SFT target).
 
@@ -56,7 +57,9 @@ def format_answer(
     because every supported convention is integral. One point is written as
     ``"point_2d": [x, y]``, several as a list of points, none leaves ``point_2d`` out. ``path``
     is SVG path data (kept as given) or a list of rings of ``[x, y]`` vertices (written as
-    ``"M x y L x y ... Z"``, one subpath per ring); None leaves ``path`` out. An empty
+    ``"M x y L x y ... Z"``, one subpath per ring); None leaves ``path`` out. With ``outline``
+    the rings are written as the compact ``outline`` key instead
+    (:func:`refseg.protocol.outline.outline_value`). An empty
     ``instances`` writes ``[]``. ``reasoning`` (when not None) becomes the ``<think>`` block.
     """
     items = []
@@ -79,7 +82,11 @@ def format_answer(
             item["point_2d"] = pts[0]
         elif pts:
             item["point_2d"] = pts
-        if path is not None:
+        if path is not None and outline:
+            from refseg.protocol.outline import outline_value
+
+            item["outline"] = outline_value(box, [np.asarray(r, dtype=float) for r in path])
+        elif path is not None:
             item["path"] = _path_text(path, n)
         items.append(item)
     answer = f"<answer>{json.dumps(items)}</answer>"

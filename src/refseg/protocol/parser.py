@@ -27,7 +27,9 @@ deliberately strict about structure. It reads, in order of preference:
   arcs flattened, each subpath one ring: an object in several parts, or a hole); or
   ``"polygon": [[x, y], ...]`` (one ring) or ``[[[x, y], ...], ...]`` (several); or
   ``"box_path": "M u v ..."``, Moondream's box-relative form: path data on a 0-960 square that
-  spans ``bbox_2d`` (which it then needs). ``bbox_2d`` may be left out next to ``path`` or
+  spans ``bbox_2d`` (which it then needs); or ``"outline": "0512 3499 ..."``, the compact
+  encoding of :mod:`refseg.protocol.outline` (box-relative vertices on a 0-99 grid, four digits
+  each; needs ``bbox_2d`` too). ``bbox_2d`` may be left out next to ``path`` or
   ``polygon``: the outline's bounding box is used (``box_derived``). Each instance has at most
   one of the three; a path that is malformed, encloses no area, holds a non-finite or huge
   number, or has more than 100,000 vertices (across the whole answer) is a structured failure
@@ -87,7 +89,7 @@ _MAX_REPAIR_CHARS = 20_000
 _MAX_CANDIDATES = 64
 _BOX_KEYS = ("bbox_2d", "bbox")
 _POINT_KEYS = ("point_2d", "points", "points_1", "points_2")
-_PATH_KEYS = ("path", "polygon", "box_path")
+_PATH_KEYS = ("path", "polygon", "box_path", "outline")
 #: Most outline vertices one answer may hold, all instances together.
 MAX_ANSWER_VERTICES = 100_000
 
@@ -447,7 +449,7 @@ def _read_instance(n: int, item: Any, repairs: list[str], budget: list[int]) -> 
     if not box_keys:
         if "box_2d" in item:
             raise _Reject(f"{where}: box_2d is not supported (use bbox_2d, x1,y1,x2,y2)")
-        if not path_keys or path_keys[0] == "box_path":
+        if not path_keys or path_keys[0] in ("box_path", "outline"):
             raise _Reject(f"{where}: no bbox_2d")
     elif len(box_keys) > 1:
         raise _Reject(f"{where}: both bbox_2d and bbox")
@@ -493,7 +495,8 @@ def _read_outline(
     repairs: list[str],
     budget: list[int],
 ) -> list[list[tuple[float, float]]]:
-    """The rings of a ``path``, ``polygon`` or ``box_path`` value, in model coordinates.
+    """The rings of a ``path``, ``polygon``, ``box_path`` or ``outline`` value, in model
+    coordinates.
 
     ``budget`` is the answer's remaining vertex allowance (one list shared by all instances),
     so a long answer of many paths is bounded as a whole.
@@ -517,6 +520,15 @@ def _read_outline(
                 raise _Reject(f"{where}: polygon has a number out of range")
             if len(set(pts)) >= 3:
                 rings.append(pts)
+    elif key == "outline":
+        from refseg.protocol.outline import read_outline
+
+        assert box is not None  # checked by the caller
+        try:
+            rings = read_outline(value, box, max(0, budget[0]))
+        except ValueError as exc:
+            raise _Reject(f"{where}: bad outline: {exc}") from None
+        budget[0] -= sum(len(r) for r in rings)
     else:
         if not isinstance(value, str):
             raise _Reject(f"{where}: {key} is not text (SVG path data)")

@@ -1,10 +1,12 @@
 """Prompt templates: the user-turn text that asks a grounding model for boxes or outlines.
 
-Two answer kinds share one wording for the coordinate convention and the empty answer:
+Three answer kinds share one wording for the coordinate convention and the empty answer:
 
 * ``box`` (the default): a box and one interior point per object, for a promptable segmenter;
 * ``path``: a box and the object's outline as SVG path data in the same coordinates (the path
-  mask head, after Moondream Segmentation), rasterized and optionally refined into the mask.
+  mask head, after Moondream Segmentation), rasterized and optionally refined into the mask;
+* ``outline``: a box and the outline in the compact box-relative encoding of
+  :mod:`refseg.protocol.outline` (the same mask head; about half the tokens of a path).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ SYSTEM_PROMPT: str | None = None
 COORDS = ("norm1000", "pixels")
 
 #: The answer kinds :func:`build_prompt` can ask for.
-ANSWERS = ("box", "path")
+ANSWERS = ("box", "path", "outline")
 
 _COORD_TEXT = {
     "norm1000": (
@@ -35,6 +37,8 @@ _COORD_TEXT = {
 
 _FORMAT_EXAMPLE = '[{"bbox_2d": [x1, y1, x2, y2], "point_2d": [x, y]}]'
 PATH_FORMAT_EXAMPLE = '[{"bbox_2d": [x1, y1, x2, y2], "path": "M x y L x y L x y ... Z"}]'
+OUTLINE_FORMAT_EXAMPLE = '[{"bbox_2d": [x1, y1, x2, y2], "outline": "xxyy xxyy xxyy ..."}]'
+_EXAMPLES = {"box": _FORMAT_EXAMPLE, "path": PATH_FORMAT_EXAMPLE, "outline": OUTLINE_FORMAT_EXAMPLE}
 
 _ASK = {
     "box": (
@@ -48,6 +52,14 @@ _ASK = {
         '("M x y L x y ... Z", absolute coordinates in the same system as the box), following '
         "the object's visible edge closely; an object seen in several separate parts gets one "
         '"M ... Z" subpath per part.'
+    ),
+    "outline": (
+        "Several objects may match: list each of them. For each object give its bounding box "
+        "[x1, y1, x2, y2] (top-left and bottom-right corners) and its outline as vertices "
+        "relative to that box: each vertex is four digits, two for x and two for y, from 00 "
+        "(the box's left or top edge) to 99 (its right or bottom edge), vertices separated by "
+        "spaces, following the object's visible edge; an object seen in several separate parts "
+        'gets one outline per part, separated by ";".'
     ),
 }
 
@@ -75,7 +87,9 @@ def build_prompt(
     :class:`~refseg.grounding.coords.Convention` works too): the prompt states it because
     Qwen models follow either convention when told, and a mismatch silently misplaces boxes.
 
-    ``answer`` is ``box`` (box + point per object) or ``path`` (box + outline as SVG path data).
+    ``answer`` is ``box`` (box + point per object), ``path`` (box + outline as SVG path data) or
+    ``outline`` (box + the compact box-relative outline of :mod:`refseg.protocol.outline`, about
+    half the tokens of a path).
 
     ``template`` (with a ``{phrase}`` field) replaces the whole text: for models trained with a
     custom prompt (``prompt_template`` in a training config), which must be asked the same way.
@@ -92,7 +106,7 @@ def build_prompt(
                 f"prompt template {template!r}: only {{phrase}} may be filled in"
             ) from exc
     wording = _COORD_TEXT[_coords_key(str(coords))]
-    example = PATH_FORMAT_EXAMPLE if answer == "path" else _FORMAT_EXAMPLE
+    example = _EXAMPLES[answer]
     lines = [
         f'Find every object in the image that matches this description: "{phrase.strip()}".',
         _ASK[answer],

@@ -24,6 +24,7 @@ from refseg.errors import InputError
 from refseg.image import ImageTooLarge, image_size, load_image
 from refseg.limits import check_prompt_counts
 from refseg.pipeline import PipelineOptions, check_phrase
+from refseg.protocol import ANSWERS
 
 
 class HTTPError(Exception):
@@ -38,7 +39,7 @@ class HTTPError(Exception):
 
 #: Request options of the path mask head (``answer``, ``refiner``): the values a client may
 #: choose. Trained refiner checkpoints are files on the server, so a client cannot name one.
-ANSWER_KINDS = ("box", "path")
+ANSWER_KINDS = ANSWERS
 SERVER_REFINERS = ("none", "sam", "sam-raw")
 MAX_REFINE_ITERS = 16
 
@@ -64,7 +65,7 @@ class SegmentRequest(BaseModel):
     )
     think: bool = Field(False, description="Let the grounder reason before answering.")
     refine: int | None = Field(None, ge=0, le=8, description="Decoder refinement rounds.")
-    answer: Literal["box", "path"] | None = Field(
+    answer: Literal["box", "path", "outline"] | None = Field(
         None,
         description="What the grounder is asked for: box (+point) or path (an outline per "
         "instance; each result instance then carries 'path', SVG path data in image pixels). "
@@ -91,7 +92,7 @@ MULTIPART_FIELDS = {
     "points": "JSON [[x,y(,label)], ...]",
     "think": "true/false",
     "refine": "0-8",
-    "answer": "box or path (path answers carry an outline per instance)",
+    "answer": "box, path or outline (path and outline answers carry an outline per instance)",
     "refiner": "none, sam (gated, default) or sam-raw: refines path answers",
     "refine_iters": f"0-{MAX_REFINE_ITERS}: refiner iterations (default 1)",
     "overlay": "true/false",

@@ -487,7 +487,7 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
         and isinstance(data["grpo"].get("rewards"), dict)
         and "weights" in data["grpo"]["rewards"]
     )
-    if config.answer == "path" and not weights_given:
+    if config.answer in ("path", "outline") and not weights_given:
         # The box rewards score points a path answer does not write: use the path set.
         config.grpo.rewards.weights = dict(PATH_REWARD_WEIGHTS)
     validate(config, where)
@@ -511,8 +511,10 @@ def validate(config: TrainConfig, where: str = "config") -> None:
 
     if config.coords is not None:
         Convention.parse(config.coords)  # one-line error for an unknown convention
-    if config.answer not in ("box", "path"):
-        raise InputError(f"{where}: answer must be box or path, got {config.answer!r}")
+    from refseg.protocol import ANSWERS
+
+    if config.answer not in ANSWERS:
+        raise InputError(f"{where}: answer must be {' or '.join(ANSWERS)}, got {config.answer!r}")
     if not 3 <= config.path_vertices <= 10_000:
         raise InputError(f"{where}: path_vertices must be 3 to 10000, got {config.path_vertices}")
     budget = config.grpo.rewards.max_path_vertices

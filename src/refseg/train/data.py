@@ -136,13 +136,14 @@ def target_text(
 
     ``answer="box"``: GT boxes and interior points. ``answer="path"``: GT boxes and outlines
     (:func:`path_target`, at most ``path_vertices`` per object), the form the path head's
-    prompt asks for (no points: a path answer's mask comes from its outline).
+    prompt asks for (no points: a path answer's mask comes from its outline); ``"outline"``:
+    the same outlines in the compact box-relative encoding (:mod:`refseg.protocol.outline`).
     """
     from refseg.grounding.coords import from_pixels
     from refseg.protocol import format_answer
 
     instances: list[tuple] = []
-    if answer == "path":
+    if answer in ("path", "outline"):
         for rle, box in zip(sample.masks, sample.gt_boxes()):
             model_box, rings = path_target(
                 masks.decode(rle),
@@ -153,7 +154,7 @@ def target_text(
                 max_vertices=path_vertices,
             )
             instances.append((model_box, [], rings))
-        return format_answer(instances, reasoning=reasoning)
+        return format_answer(instances, reasoning=reasoning, outline=answer == "outline")
     for box, points in pixel_targets(sample):
         instances.append(from_pixels(box, points, convention, sample.width, sample.height))
     return format_answer(instances, reasoning=reasoning)
