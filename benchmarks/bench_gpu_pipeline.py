@@ -34,34 +34,6 @@ import statistics
 import sys
 import time
 
-#: Qwen3-VL-2B-Instruct's published architecture (text and vision towers).
-QWEN3_VL_2B = {
-    "text_config": {
-        "hidden_size": 2048,
-        "intermediate_size": 6144,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "vocab_size": 151936,
-        "max_position_embeddings": 262144,
-        "rope_theta": 5_000_000,
-        "tie_word_embeddings": True,
-    },
-    "vision_config": {
-        "depth": 24,
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_heads": 16,
-        "out_hidden_size": 2048,
-        "patch_size": 16,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "num_position_embeddings": 2304,
-        "deepstack_visual_indexes": [5, 11, 17],
-    },
-    "tie_word_embeddings": True,
-}
 #: SAM 2 (2.1) hiera-small's image encoder; prompt encoder and mask decoder are the defaults.
 SAM2_HIERA_SMALL = {
     "hidden_size": 96,
@@ -89,7 +61,14 @@ def skip_line() -> str | None:
 def qwen_model(device: str, dtype, tiny: bool):
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    settings = json.loads(json.dumps(QWEN3_VL_2B))
+    from refseg.testing.real_size import MODELS  # Qwen3-VL-2B-Instruct's published sizes
+
+    published = MODELS["qwen3-vl-2b"]
+    settings = {
+        "text_config": {**published["text"], "vocab_size": 151936},
+        "vision_config": dict(published["vision"]),
+        "tie_word_embeddings": True,
+    }
     if tiny:  # a smoke-test size for checking this script on a CPU
         settings["text_config"].update(
             hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -64,3 +64,16 @@ def test_heads_that_read_vlm_features_are_refused(taught_models) -> None:
         check_feature_grounder("box decoder x", "fingerprint", engine)
     with pytest.raises(InputError, match="engine=openvino"):
         engine.ground([load_image(ASTRONAUT)], [PHRASE], features=["final"])
+
+
+def test_qwen25_frames_follow_openvinos_rounding(taught_models) -> None:
+    """294 px is 10.5 patches of 28: transformers rounds to even (280), OpenVINO up (308). The
+    engine's pixel answers must be read in OpenVINO's frame (its token count is checked)."""
+    import numpy as np
+
+    folder = taught_models["qwen2.5-vl"]
+    engine = load_grounder(f"qwen2.5-vl:{folder};engine=openvino;weights=fp32")
+    image = np.full((140, 294, 3), 128, np.uint8)
+    assert engine.resized_size(294, 140) == (308, 140)
+    engine.ground([image], [PHRASE])  # raises if the frame were not OpenVINO's
+    assert engine.last_metrics["input_tokens"] > 0

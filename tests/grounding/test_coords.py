@@ -311,3 +311,19 @@ def test_model_to_pixels_to_model_round_trip(spec: str, width: int, height: int,
     grounding = to_grounding(answer((box, [])), conv, width, height)
     back, _ = from_pixels(grounding.instances[0].box, [], conv, width, height)
     assert back == box
+
+
+@pytest.mark.parametrize(
+    ("size", "even", "up"),
+    [
+        ((140, 294), (140, 280), (140, 308)),
+        ((140, 266), (140, 280), (140, 280)),
+        ((42, 42), (56, 56), (56, 56)),
+    ],
+)
+def test_smart_resize_rounding_modes(size, even, up) -> None:
+    from refseg.grounding.coords import smart_resize
+
+    h, w = size
+    assert smart_resize(h, w, 28, 4 * 28 * 28, 64 * 28 * 28) == even
+    assert smart_resize(h, w, 28, 4 * 28 * 28, 64 * 28 * 28, half_up=True) == up

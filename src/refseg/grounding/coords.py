@@ -63,6 +63,8 @@ def smart_resize(
     factor: int = DEFAULT_FACTOR,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    half_up: bool = False,
 ) -> tuple[int, int]:
     """The ``(height, width)`` a Qwen2.5-VL processor resizes an image to.
 
@@ -73,7 +75,9 @@ def smart_resize(
     ``factor``. Python's ``round`` (half to even) matches the reference processors. This is the
     transformers processor's rule (what our Qwen grounder and most servers run); some client-side
     helpers also clamp the first rounding to ``factor``, which differs only for images with a side
-    under 14 pixels.
+    under 14 pixels. ``half_up`` rounds a side exactly halfway between two multiples up, as
+    OpenVINO GenAI's preprocessor does (C++ ``std::round``): a 294-pixel side is 280 for
+    transformers and 308 for OpenVINO at factor 28.
     """
     if height <= 0 or width <= 0:
         raise InputError(f"image size {width}x{height} must be positive")
@@ -82,8 +86,9 @@ def smart_resize(
             f"image {width}x{height} is too elongated for the model: "
             f"the aspect ratio must stay under {MAX_ASPECT_RATIO}"
         )
-    h_bar = round(height / factor) * factor  # a side under factor/2 rounds to 0: the area is
-    w_bar = round(width / factor) * factor  # then below min_pixels and is scaled up below
+    nearest = (lambda v: math.floor(v + 0.5)) if half_up else round
+    h_bar = nearest(height / factor) * factor  # a side under factor/2 rounds to 0: the area is
+    w_bar = nearest(width / factor) * factor  # then below min_pixels and is scaled up below
     if h_bar * w_bar > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)
@@ -103,6 +108,8 @@ class Convention:
     min_pixels: int = DEFAULT_MIN_PIXELS
     max_pixels: int = DEFAULT_MAX_PIXELS
     factor: int = DEFAULT_FACTOR
+    #: Round sides halfway between multiples up (OpenVINO's preprocessor), not to even.
+    half_up: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -151,7 +158,7 @@ class Convention:
             return self.kind
         return (
             f"resized:min_pixels={self.min_pixels},max_pixels={self.max_pixels},"
-            f"factor={self.factor}"
+            f"factor={self.factor}" + (",half_up" if self.half_up else "")
         )
 
     @property
@@ -165,7 +172,14 @@ class Convention:
         if self.kind == "norm1000":
             return 1000, 1000
         if self.kind == "resized":
-            h, w = smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+            h, w = smart_resize(
+                height,
+                width,
+                self.factor,
+                self.min_pixels,
+                self.max_pixels,
+                half_up=self.half_up,
+            )
             return w, h
         return width, height
 

@@ -21,6 +21,7 @@ user's answer from paying OpenVINO's lazy compilation.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -30,18 +31,17 @@ from typing import Any
 import numpy as np
 
 from refseg.errors import InputError, ModelError
+from refseg.grounding.coords import smart_resize
 from refseg.grounding.ov_export import WEIGHT_FORMATS, export_model
 from refseg.grounding.qwen import (
-    _HUB_PATTERNS,
     DEFAULT_MAX_NEW_TOKENS,
     QwenGrounder,
     _as_pil,
     _check_family,
-    _check_model_type,
+    checkpoint_folder,
     load_processor,
-    read_model_card,
 )
-from refseg.hub import first_line, resolve_source
+from refseg.hub import first_line
 
 __all__ = ["ENGINES", "OpenVINOGrounder", "ov_device"]
 
@@ -96,6 +96,9 @@ class OpenVINOGrounder(QwenGrounder):
             prompt_template=prompt_template,
             batch_size=1,
         )
+        # OpenVINO's preprocessor rounds halfway sides up (transformers: to even); Qwen2.5-VL's
+        # pixel answers are in that frame.
+        self.convention = dataclasses.replace(self.convention, half_up=True)
         self.pipeline = pipeline
         self.export = export
         self.weights = weights
@@ -140,16 +143,9 @@ class OpenVINOGrounder(QwenGrounder):
             raise ModelError(
                 "engine=openvino needs openvino-genai: pip install 'refseg[openvino]'"
             ) from exc
-        folder = resolve_source(
-            model_id_or_folder,
-            family,
-            patterns=_HUB_PATTERNS,
-            local_files_only=local_files_only,
-            revision=revision,
+        folder, prompt_template = checkpoint_folder(
+            model_id_or_folder, family, local_files_only, revision, prompt_template
         )
-        _check_model_type(folder, family, model_id_or_folder)
-        if prompt_template is None:
-            prompt_template = read_model_card(folder).get("prompt_template")
         export = export_model(folder, weights)
         processor = load_processor(folder, family=family)
         from refseg.threads import thread_budget
@@ -176,6 +172,13 @@ class OpenVINOGrounder(QwenGrounder):
         if warmup:
             grounder.generate([np.zeros((*_WARMUP_SIZE, 3), np.uint8)], ["object"], tokens=1)
         return grounder
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` of the image as OpenVINO's preprocessor resizes it."""
+        h, w = smart_resize(
+            height, width, self.factor, self.min_pixels, self.max_pixels, half_up=True
+        )
+        return w, h
 
     @property
     def device(self) -> str:  # type: ignore[override]

@@ -360,16 +360,9 @@ class QwenGrounder:
         _check_family(family)
         target = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, target)
-        folder = resolve_source(
-            model_id_or_folder,
-            family,
-            patterns=_HUB_PATTERNS,
-            local_files_only=local_files_only,
-            revision=revision,
+        folder, prompt_template = checkpoint_folder(
+            model_id_or_folder, family, local_files_only, revision, prompt_template
         )
-        _check_model_type(folder, family, model_id_or_folder)
-        if prompt_template is None:
-            prompt_template = read_model_card(folder).get("prompt_template")
         processor = load_processor(
             folder, family=family, min_pixels=min_pixels, max_pixels=max_pixels
         )
@@ -601,6 +594,28 @@ def _size(image: Any) -> tuple[int, int]:
         return image.size
     height, width = np.asarray(image).shape[:2]
     return int(width), int(height)
+
+
+def checkpoint_folder(
+    source: str | Path,
+    family: str,
+    local_files_only: bool | None = None,
+    revision: str | None = None,
+    prompt_template: str | None = None,
+) -> tuple[Path, str | None]:
+    """The local folder of a hub id or folder (checked to hold ``family``), and the prompt
+    template to ask it with: ``prompt_template``, else its model card's (refseg-trained)."""
+    folder = resolve_source(
+        source,
+        family,
+        patterns=_HUB_PATTERNS,
+        local_files_only=local_files_only,
+        revision=revision,
+    )
+    _check_model_type(folder, family, source)
+    if prompt_template is None:
+        prompt_template = read_model_card(folder).get("prompt_template")
+    return folder, prompt_template
 
 
 def _check_model_type(folder: Path, family: str, source: Any) -> None:
