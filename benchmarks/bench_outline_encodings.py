@@ -30,7 +30,8 @@ import numpy as np
 from refseg.grounding.coords import Convention, from_pixels, to_grounding
 from refseg.paths import rasterize, trace
 from refseg.protocol import format_answer, parse_answer
-from refseg.protocol.outline import ENCODINGS, encode_outline, read_outline
+from refseg.protocol.formatting import ENCODINGS, encode_outline
+from refseg.protocol.outline import read_outline
 from refseg.testing.coco_sample import load_objects
 from refseg.testing.real_size import real_tokenizer
 

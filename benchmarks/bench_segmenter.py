@@ -25,9 +25,7 @@ from refseg.segmentation import load_segmenter
 from refseg.segmentation.onnx_sam import preprocess
 from refseg.types import Prompt
 
-DEFAULT_IMAGE = (
-    Path(__file__).resolve().parents[1] / "data/coco-sample/images/000000142238.jpg"
-)
+DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / "data/coco-sample/images/000000142238.jpg"
 
 
 def boxes_for(width: int, height: int, n: int = 8) -> list[Prompt]:

@@ -247,7 +247,7 @@ def test_segment_prompts_takes_what_the_pipeline_takes(sam, astronaut, tmp_path)
     [
         ({}, None),
         ({"answer": "path", "think": True, "refine": 2, "refiner": "none"}, None),
-        ({"answer": "outline"}, "unknown answer kind 'outline'"),
+        ({"answer": "contour"}, "unknown answer kind 'contour'"),
         ({"refine": 9}, "refine must be an integer from 0 to 8"),
         ({"refine_iters": -1}, "refine_iters must be an integer from 0 to 16"),
         ({"refine_iters": True}, "refine_iters must be an integer"),
@@ -308,7 +308,7 @@ def test_the_answer_kind_is_an_argument_of_each_call(sam, astronaut) -> None:
     paths(astronaut, "the face")
     assert grounder.answers[-1] == "path" and not hasattr(grounder, "answer")
     with pytest.raises(InputError, match="unknown answer kind"):
-        pipe(astronaut, "the face", answer="outline")
+        pipe(astronaut, "the face", answer="contour")
 
 
 def test_a_fixed_answer_grounder_refuses_the_other_kind(sam) -> None:

@@ -21,10 +21,10 @@ from PIL import Image, ImageOps
 from refseg.batch import (
     RESULTS_FILE,
     BatchRun,
-    _Prefetch,
     folder_pairs,
     merge_results,
 )
+from refseg.batch.run import _Prefetch
 from refseg.errors import InputError
 from refseg.jobs import Ranks, rank_file
 from refseg.protocol import format_answer

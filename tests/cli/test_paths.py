@@ -125,7 +125,7 @@ def test_box_answers_are_unchanged_and_svg_traces_their_masks(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--answer", "outline"], "unknown answer kind"),
+        (["--answer", "contour"], "unknown answer kind"),
         (["--refiner", "bogus"], "unknown refiner"),
         (["--refiner", "/nonexistent/refiner.pt"], "not a file"),
     ],

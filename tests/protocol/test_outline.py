@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from refseg.protocol import parse_answer
-from refseg.protocol.outline import ENCODINGS, encode_outline, read_outline
+from refseg.protocol.formatting import ENCODINGS, encode_outline
+from refseg.protocol.outline import read_outline
 
 BOX = (100.0, 200.0, 298.0, 398.0)  # 198 wide: one grid cell is 2 units
 

@@ -51,6 +51,7 @@ def test_bundled_coco_sample_is_complete_and_attributed() -> None:
         name = licences[image["license"]].removesuffix(" License")
         assert f"Creative Commons {name} 2.0" in rows[f"images/{image['file_name']}"]
 
+
 def test_coco_sample_stays_out_of_the_wheel() -> None:
     """The photos are non-commercial test data: the package (``src/``) holds no copy."""
     assert not list((ROOT / "src").rglob("000000142238.jpg"))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from refseg.errors import InputError
+from refseg.protocol.answers import BOX_PATH_VIEWBOX
 
 
 def _int_coord(value: Any, what: str) -> int:
@@ -95,3 +96,36 @@ def format_answer(
     if "</think>" in reasoning or "<answer>" in reasoning:
         raise InputError("the reasoning must not contain </think> or <answer> tags")
     return f"<think>{reasoning}</think>{answer}"
+
+
+#: Outline encodings :func:`encode_outline` writes (``benchmarks/bench_outline_encodings.py``
+#: measures them; the parser reads all but ``grid10_packed``, which is measured only).
+ENCODINGS = ("path", "box_path", "grid100", "grid100_packed", "grid10_packed")
+
+
+def encode_outline(box: Sequence[float], rings: Sequence[np.ndarray], encoding: str) -> str:
+    """A whole answer (box + outline) in ``encoding``; ``box`` and ``rings`` in the model's
+    coordinates (e.g. Qwen3-VL's 0-1000 frame)."""
+    from refseg.protocol.outline import grid_values, outline_value
+
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown outline encoding {encoding!r}; use {', '.join(ENCODINGS)}")
+    box = [round(float(v)) for v in box]
+    if encoding == "path":
+        return format_answer([(box, [], [np.asarray(r) for r in rings])])
+    item: dict[str, object] = {"bbox_2d": box}
+    if encoding == "box_path":
+        x1, y1, x2, y2 = box
+        scale = np.array([BOX_PATH_VIEWBOX / max(x2 - x1, 1), BOX_PATH_VIEWBOX / max(y2 - y1, 1)])
+        parts = []
+        for ring in rings:
+            uv = np.rint((np.asarray(ring) - (x1, y1)) * scale).astype(int)
+            parts.append("M " + " L ".join(f"{u} {v}" for u, v in uv) + " Z")
+        item["box_path"] = " ".join(parts)
+    elif encoding == "grid10_packed":
+        item["outline10"] = ";".join(
+            "".join(f"{x}{y}" for x, y in cells) for cells in grid_values(rings, box, 10)
+        )
+    else:
+        item["outline"] = outline_value(box, rings, packed=encoding == "grid100_packed")
+    return f"<answer>{json.dumps([item])}</answer>"

@@ -10,27 +10,22 @@ digits a vertex, a space between vertices, ``;`` between rings (an object in par
 IoU on the COCO sample); the README has the table.
 
 :func:`read_outline` is the parser's half (:func:`refseg.protocol.parse_answer` reads an
-``outline`` key with it); :func:`encode_outline` writes whole answers in any measured encoding
-(SFT targets, the benchmark).
+``outline`` key with it), :func:`outline_value` the writer's
+(:func:`refseg.protocol.format_answer` with ``outline=True``; whole answers in every measured
+encoding: :func:`refseg.protocol.formatting.encode_outline`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 
 import numpy as np
 
-from refseg.protocol.answers import BOX_PATH_VIEWBOX
-
-__all__ = ["ENCODINGS", "GRID", "encode_outline", "grid_values", "outline_value", "read_outline"]
+__all__ = ["GRID", "grid_values", "outline_value", "read_outline"]
 
 #: Cells per box side of the ``outline`` key (values 0 to GRID - 1).
 GRID = 100
-#: Encodings :func:`encode_outline` writes (the parser reads all of them but ``grid10_packed``,
-#: which is measured only).
-ENCODINGS = ("path", "box_path", "grid100", "grid100_packed", "grid10_packed")
 
 
 def grid_values(rings: Sequence[np.ndarray], box: Sequence[float], grid: int) -> list[np.ndarray]:
@@ -98,31 +93,3 @@ def outline_value(
     return ";".join(
         joiner.join(f"{x:02d}{y:02d}" for x, y in cells) for cells in grid_values(rings, box, GRID)
     )
-
-
-def encode_outline(box: Sequence[float], rings: Sequence[np.ndarray], encoding: str) -> str:
-    """A whole answer (box + outline) in ``encoding``; ``box`` and ``rings`` in the model's
-    coordinates (e.g. Qwen3-VL's 0-1000 frame)."""
-    from refseg.protocol.formatting import format_answer
-
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown outline encoding {encoding!r}; use {', '.join(ENCODINGS)}")
-    box = [round(float(v)) for v in box]
-    if encoding == "path":
-        return format_answer([(box, [], [np.asarray(r) for r in rings])])
-    item: dict[str, object] = {"bbox_2d": box}
-    if encoding == "box_path":
-        x1, y1, x2, y2 = box
-        scale = np.array([BOX_PATH_VIEWBOX / max(x2 - x1, 1), BOX_PATH_VIEWBOX / max(y2 - y1, 1)])
-        parts = []
-        for ring in rings:
-            uv = np.rint((np.asarray(ring) - (x1, y1)) * scale).astype(int)
-            parts.append("M " + " L ".join(f"{u} {v}" for u, v in uv) + " Z")
-        item["box_path"] = " ".join(parts)
-    elif encoding == "grid10_packed":
-        item["outline10"] = ";".join(
-            "".join(f"{x}{y}" for x, y in cells) for cells in grid_values(rings, box, 10)
-        )
-    else:
-        item["outline"] = outline_value(box, rings, packed=encoding == "grid100_packed")
-    return f"<answer>{json.dumps([item])}</answer>"

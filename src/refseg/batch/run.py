@@ -1,58 +1,10 @@
-"""The batch engine behind `refseg segment --batch PAIRS.jsonl --out DIR`: many pairs, resumable.
-
-Input: one JSON object a line, UTF-8: ``{"image": PATH, "phrase": TEXT[, "id": ID]}``, or a
-prompt-only pair ``{"image": PATH, "boxes": [[X1, Y1, X2, Y2], ...], "points": [[X, Y], ...],
-"point_labels": [1, 0, ...][, "id": ID]}`` (boxes and/or points, the rules of ``refseg segment
---box/--point``: :func:`refseg.types.build_prompts`; labels default to 1, foreground). A relative
-``image`` is relative to the JSONL file, and ``id`` defaults to the line number. The whole file
-is validated first (phrases through :func:`refseg.pipeline.check_phrase`, prompts through
-:func:`pair_prompts` and the bounds of :mod:`refseg.limits`), so a bad line 900 fails as
-``FILE: line 900: ...`` before any work; what needs the image (boxes clipped to it, points inside
-it, pixels x prompts) is checked per pair when it runs, and fails that pair only. Prompt-only
-pairs need no grounder: a file of them runs with the segmenter alone, without VLM weights; a
-grounder is loaded only when a pair still to do has a phrase.
-
-Output: ``DIR/results.jsonl``, one line per pair: the result JSON of ``refseg segment --json``
-plus ``"id"`` and ``"image_path"`` (the image file, absolute), and ``"prompts"`` (``boxes``,
-``points``, ``point_labels``) for a prompt-only pair; a pair that failed has ``"id"``,
-``"image_path"``, ``"phrase"`` or ``"prompts"``, and ``"error"`` instead of a result. ``refseg
-eval --predictions`` reads this file. The command exits 1 when any pair failed (0 when all were
-segmented, 2 for bad input before any work, 130 when interrupted). Lines go through
-:class:`refseg.records.RecordWriter` (flushed and fsynced as written), and the folder is held by
-:func:`refseg.records.run_lock`, so:
-
-* after a crash, ``kill -9`` or Ctrl-C the same command continues with the pairs not yet done
-  (a torn last line is discarded), and failed pairs are tried again (a grounder outage is
-  usually over by then); successes are kept;
-* the results are keyed by content: a pair is "done" only if its record has the same id, image
-  and phrase (or the same prompts), and a results file holding other pairs (another pairs file
-  into the same ``--out``) is refused, naming the way out (a new ``--out``, or ``--fresh``); a
-  failed pair's record is not a result, so its pair may change before it is tried again;
-* a second batch on the same folder is refused while the first runs, ``--fresh`` included;
-* every record carries ``"options"`` (``answer``, ``refiner``, ``refine_iters``: what changes
-  the masks of path answers); a rerun with other options is refused like another pairs file,
-  since one results file mixing two configurations would be scored as one. Records written
-  before options were recorded count as the defaults (:data:`DEFAULT_OPTIONS`).
-
-Folder input: ``--batch FOLDER --phrases PHRASES.txt`` segments every image file directly in the
-folder with every phrase of the list (:func:`folder_pairs`; ids ``NAME#K``).
-
-Scale: images are decoded in a background thread while the models work (:class:`_Prefetch`,
-bounded), and the summary reports images/s. Under ``accelerate launch`` / ``torchrun``
-(``RANK``/``WORLD_SIZE``) the run is data-parallel exactly as ``refseg eval``: rank R takes the
-pairs whose index i has ``i % WORLD_SIZE == R`` and appends to ``results.rank{R}.jsonl``; rank 0
-holds the folder's lock and, once every rank is done, merges all of them into ``results.jsonl``
-in the pairs file's order (:func:`merge_results`), so N processes write the records one would.
-A run stopped part-way resumes with any number of processes: done pairs are read from every
-file. Each local process gets its share of the CPU thread budget (:mod:`refseg.threads`).
-"""
+"""The batch engine: one run on an output folder (resume, ranks, records), the models' loop
+with images decoded ahead, and the whole run with its summary; see :mod:`refseg.batch`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 import queue
 import threading
 import time
@@ -61,12 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refseg.batch.pairs import _build_prompts, folder_pairs, read_pairs
 from refseg.errors import InputError
-from refseg.fileio import (
-    check_writable,
-    ensure_dir,
-    refuse_overwriting_inputs,
-)
+from refseg.fileio import check_writable, ensure_dir, refuse_overwriting_inputs
 from refseg.jobs import Ranks, merge_rank_files, rank_device, rank_file, ranks, run_files
 from refseg.pipeline import Pipeline
 from refseg.records import RecordWriter, drop_records, read_records, run_lock
@@ -74,7 +23,6 @@ from refseg.records import RecordWriter, drop_records, read_records, run_lock
 if TYPE_CHECKING:
     from refseg.pipeline import PipelineOptions
     from refseg.segmentation.base import Segmenter
-    from refseg.types import Prompt
 
 #: Pairs grounded together (one generate batch); consecutive pairs on the same image share
 #: one embedding.
@@ -83,226 +31,6 @@ RESULTS_FILE = "results.jsonl"
 OWNER = "refseg segment --batch"
 #: The options of a run that recorded none (box answers, the gated sam refiner, 1 iteration).
 DEFAULT_OPTIONS: dict[str, Any] = {"answer": "box", "refiner": "sam", "refine_iters": 1}
-
-
-def read_pairs(path: Path) -> list[dict[str, Any]]:
-    """Read and validate the whole input first, so a typo on line 900 fails before any work.
-
-    Errors are one line, ``FILE: line N: what is wrong``.
-    """
-    from refseg.pipeline import check_phrase
-
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
-    pairs, seen = [], set()
-    folder = Path(os.path.abspath(path.parent))
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        where = f"{path}: line {number}"
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{where}: not UTF-8 text (byte {exc.start + 1} of the line); save it as UTF-8"
-            ) from None
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not JSON ({exc.msg})") from None
-        except ValueError:  # an integer of more than 4300 digits
-            raise InputError(f"{where}: not JSON (a number too long to read)") from None
-        except RecursionError:
-            raise InputError(f"{where}: not JSON (nested too deeply)") from None
-        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-            raise InputError(f'{where}: needs an "image" path string')
-        if not item["image"].strip() or "\0" in item["image"]:
-            raise InputError(f'{where}: "image" is not a usable path')
-        prompted = [key for key in PROMPT_KEYS if item.get(key) is not None]
-        what: dict[str, Any]
-        if prompted and item.get("phrase") is not None:
-            raise InputError(
-                f'{where}: give either a "phrase" or "boxes"/"points" prompts, not both'
-            )
-        if prompted:
-            try:
-                what = {"prompts": pair_prompts(item)}
-            except InputError as exc:
-                raise InputError(f"{where}: {exc}") from None
-        else:
-            if not isinstance(item.get("phrase"), str):
-                raise InputError(f'{where}: needs a "phrase" string, or "boxes"/"points" prompts')
-            try:
-                what = {"phrase": check_phrase(item["phrase"])}
-            except InputError as exc:
-                raise InputError(f"{where}: {exc}") from None
-        raw_id = item.get("id", number)
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-            raise InputError(f'{where}: "id" must be a string or an integer')
-        pair_id = str(raw_id)
-        if pair_id in seen:
-            raise InputError(f"{where}: duplicate id {pair_id!r}")
-        seen.add(pair_id)
-        try:
-            image = str(folder / item["image"])  # an absolute "image" stays as it is
-            image.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InputError(f'{where}: "image" is not valid text (a lone surrogate)') from None
-        pairs.append({"id": pair_id, "image": image, **what})
-    return pairs
-
-
-#: The keys of a prompt-only pair (instead of ``"phrase"``).
-PROMPT_KEYS = ("boxes", "points", "point_labels")
-
-
-def _numbers(value: Any, size: int) -> list[float] | None:
-    """``value`` as ``size`` finite floats, or None when it is not that (bools are not numbers,
-    and JSON's ``NaN``/``Infinity`` that Python's reader accepts are not finite)."""
-    if not isinstance(value, list) or len(value) != size:
-        return None
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        return None
-    numbers = [float(v) for v in value]
-    return numbers if all(math.isfinite(v) for v in numbers) else None
-
-
-def _shown(value: Any) -> str:
-    """A bad value as the line had it, short enough for a one-line error."""
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def pair_prompts(item: dict[str, Any]) -> dict[str, list]:
-    """The ``boxes``/``points``/``point_labels`` of a prompt-only pair, normalized (floats, one
-    label per point) and checked as far as they can be without the image, so a bad line fails
-    before any work: the counts against :mod:`refseg.limits` (before the lists are walked),
-    number shapes, boxes with an area, points at non-negative coordinates, and the rules of
-    :func:`refseg.types.build_prompts` (points go with at most one box; points alone need a
-    foreground one). What needs the image size is checked when the pair runs
-    (:func:`_build_prompts`). Raises :class:`InputError` without the file and line.
-    """
-    from refseg.limits import check_prompt_counts
-
-    raw = {key: item.get(key) for key in PROMPT_KEYS}
-    shapes = {
-        "boxes": "[x1, y1, x2, y2] boxes",
-        "points": "[x, y] points",
-        "point_labels": "labels",
-    }
-    for key, value in raw.items():
-        if value is not None and not isinstance(value, list):
-            raise InputError(f'"{key}" must be a list of {shapes[key]}')
-    boxes_in, points_in = raw["boxes"] or [], raw["points"] or []
-    labels_in = raw["point_labels"]
-    if not boxes_in and not points_in:
-        raise InputError('no prompts: "boxes" and "points" are both empty')
-    # The counts first: a line of a million boxes is refused before any of them is read.
-    check_prompt_counts(len(boxes_in) if boxes_in else 1, [len(points_in)])
-    if labels_in is not None and len(labels_in) != len(points_in):
-        raise InputError(
-            f'"point_labels" needs one label per point ({len(labels_in)} labels, '
-            f"{len(points_in)} points)"
-        )
-    boxes = []
-    for number, value in enumerate(boxes_in, start=1):
-        box = _numbers(value, 4)
-        if box is None:
-            raise InputError(
-                f"box {number} ({_shown(value)}) must be 4 finite numbers x1, y1, x2, y2"
-            )
-        if not (box[0] < box[2] and box[1] < box[3]):
-            raise InputError(
-                f"box {number} ({_shown(value)}) has no area: need x1 < x2 and y1 < y2"
-            )
-        boxes.append(box)
-    points = []
-    for number, value in enumerate(points_in, start=1):
-        point = _numbers(value, 2)
-        if point is None:
-            raise InputError(f"point {number} ({_shown(value)}) must be 2 finite numbers x, y")
-        if point[0] < 0 or point[1] < 0:
-            raise InputError(f"point {number} ({_shown(value)}) is outside the image (x, y < 0)")
-        points.append(point)
-    labels = [1] * len(points) if labels_in is None else []
-    for number, value in enumerate(labels_in or [], start=1):
-        if isinstance(value, bool) or value not in (0, 1):
-            raise InputError(
-                f"point label {number} ({_shown(value)}) must be 1 (foreground) or 0 (background)"
-            )
-        labels.append(int(value))
-    if len(boxes) > 1 and points:
-        raise InputError("points with several boxes are ambiguous: give points with one box")
-    if not boxes and not any(labels):
-        raise InputError("points alone need at least one foreground point (label 1)")
-    return {"boxes": boxes, "points": points, "point_labels": labels}
-
-
-def _build_prompts(pair: dict[str, Any], width: int, height: int) -> list[Prompt]:
-    """A prompt-only pair's prompts on its image, by the rules of ``refseg segment --box/--point``
-    (:func:`refseg.types.build_prompts`: boxes clipped, points inside, pixels x prompts)."""
-    from refseg.types import build_prompts
-
-    spec = pair["prompts"]
-    points = [(x, y, label) for (x, y), label in zip(spec["points"], spec["point_labels"])]
-    return build_prompts(spec["boxes"], points, width, height)
-
-
-#: Image files a folder batch takes (by suffix, any case).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-#: Bounds on a folder batch: entries scanned in the folder, and phrases in the list.
-MAX_FOLDER_ENTRIES = 1_000_000
-MAX_PHRASES = 10_000
-
-
-def folder_pairs(folder: Path, phrases_file: Path) -> list[dict[str, Any]]:
-    """Every image file directly in ``folder`` (sorted by name) with every phrase of
-    ``phrases_file`` (one a line, UTF-8; blank lines skipped), as pairs with ids ``NAME#K``
-    (K: the phrase's 1-based place in the list), so a rerun resumes like a pairs file."""
-    from refseg.pipeline import check_phrase
-
-    if not phrases_file.is_file():
-        raise InputError(f"{phrases_file}: no such file")
-    try:
-        text = phrases_file.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{phrases_file}: not UTF-8 text (byte {exc.start + 1})") from None
-    except OSError as exc:
-        raise InputError(f"{phrases_file}: cannot read it ({exc.strerror})") from None
-    phrases = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if len(phrases) >= MAX_PHRASES:
-            raise InputError(f"{phrases_file}: more than {MAX_PHRASES} phrases")
-        try:
-            phrases.append(check_phrase(line))
-        except InputError as exc:
-            raise InputError(f"{phrases_file}: line {number}: {exc}") from None
-    if not phrases:
-        raise InputError(f"{phrases_file}: no phrases (one a line)")
-    names = []
-    try:
-        with os.scandir(folder) as entries:
-            for count, entry in enumerate(entries):
-                if count >= MAX_FOLDER_ENTRIES:
-                    raise InputError(f"{folder}: more than {MAX_FOLDER_ENTRIES} entries")
-                if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
-                    names.append(entry.name)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list it ({exc.strerror})") from None
-    if not names:
-        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    base = Path(os.path.abspath(folder))
-    return [
-        {"id": f"{name}#{k}", "image": str(base / name), "phrase": phrase}
-        for name in sorted(names)
-        for k, phrase in enumerate(phrases, start=1)
-    ]
 
 
 def finished_ids(results: Path) -> set[str]:
