@@ -6,7 +6,7 @@
 source "$(dirname "$0")/env.sh"
 install_refseg "vlm,train,serve,dev,openvino"
 export REFSEG_LOCKED=1
-stage "running the engine and real-size tests (first run on a machine: about 10 min; then ~4 min)"
+stage "running the engine and real-size tests (about 3 min; the first run on a machine first makes the export environment: minutes, ~1.6 GB)"
 set +e
 REFSEG_ENGINE_TESTS=1 python -m pytest -q -p no:cacheprovider tests/engines "$@"
 status=$?

@@ -59,3 +59,24 @@ def test_feature_heads_get_the_real_widths(qwen3_vl_2b, image) -> None:
     assert logits.shape[0] == 1 and iou.shape == (1,)
     grid = vlm_feature_grid(features.maps[-1], 480, 640)
     assert grid.shape == (1, 2048, 64, 64) and grid[:, :, 48:].max() == 0  # padding rows
+
+
+def test_qwen25_vl_3b_at_real_size(tmp_path) -> None:
+    """Qwen2.5-VL-3B (bf16, random weights): its 28-pixel grid, pixel-frame answers and the
+    windowed tower's full-attention blocks as the box decoder's sources."""
+    from refseg.grounding.features import vision_features
+
+    folder = build_real_size(tmp_path / "qwen2.5-vl-3b", "qwen2.5-vl-3b")
+    grounder = load_grounder(f"qwen2.5-vl:{folder}", dtype="bfloat16", max_new_tokens=4)
+    image = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert grounder.convention.kind == "resized" and grounder.factor == 28
+    assert grounder.resized_size(640, 480) == (644, 476)
+    batch = grounder.prepare([image], [PHRASE])
+    assert int((batch["input_ids"] == 151655).sum()) == 23 * 17
+    (grounding,) = grounder.ground([image], [PHRASE])
+    assert grounding.parse_error is not None or grounding.no_target or grounding.instances
+    sources = [name for name, _ in vision_sources(grounder.model.config)]
+    assert sources == ["block7", "block15", "block23", "final"]
+    (features,) = vision_features(grounder, [image], sources)
+    widths = [m.shape[0] for m in features.maps]
+    assert widths == [5120, 5120, 5120, 2048] and features.maps[0].shape[1:] == (17, 23)
