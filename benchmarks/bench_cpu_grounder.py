@@ -89,7 +89,9 @@ def child(engine: str, folder: str, tokens: int, repeats: int) -> dict:
         if kind == "openvino":
             config = grounder._generation_config(length)
             config.ignore_eos = True
-            pixels = grounder._ov.Tensor(np.ascontiguousarray(image[None]))
+            from refseg.grounding.openvino import image_tensor
+
+            pixels = image_tensor(image[None])
             result = grounder.pipeline.generate(
                 grounder.prompt(PHRASE), images=[pixels], generation_config=config
             )

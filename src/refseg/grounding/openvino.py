@@ -43,10 +43,8 @@ from refseg.grounding.qwen import (
 )
 from refseg.hub import first_line
 
-__all__ = ["ENGINES", "OpenVINOGrounder", "ov_device"]
+__all__ = ["OpenVINOGrounder", "image_tensor", "ov_device"]
 
-#: ``engine=`` values of the Qwen grounder specs.
-ENGINES = ("transformers", "openvino")
 #: The image refseg warms a pipeline up with (small: compiles the graphs, costs little).
 _WARMUP_SIZE = (64, 64)
 
@@ -65,6 +63,13 @@ def ov_device(device: str | None) -> str:
     if name.lower() in ("cpu", "gpu", "npu", "auto") or name.lower().startswith("gpu."):
         return name.upper()
     raise InputError(f"device {device!r}: use cpu or gpu with engine=openvino")
+
+
+def image_tensor(pixels: np.ndarray) -> Any:
+    """``uint8 (1, H, W, 3)`` pixels as the OpenVINO tensor the pipeline takes."""
+    import openvino as ov
+
+    return ov.Tensor(np.ascontiguousarray(pixels))
 
 
 class OpenVINOGrounder(QwenGrounder):
@@ -137,7 +142,6 @@ class OpenVINOGrounder(QwenGrounder):
             raise InputError("engine=openvino answers greedily: drop temperature/do_sample")
         target = ov_device(device)
         try:
-            import openvino as ov
             import openvino_genai
         except ImportError as exc:
             raise ModelError(
@@ -168,7 +172,6 @@ class OpenVINOGrounder(QwenGrounder):
             max_new_tokens=max_new_tokens,
             prompt_template=prompt_template,
         )
-        grounder._ov = ov
         if warmup:
             grounder.generate([np.zeros((*_WARMUP_SIZE, 3), np.uint8)], ["object"], tokens=1)
         return grounder
@@ -236,7 +239,7 @@ class OpenVINOGrounder(QwenGrounder):
             with self._lock:
                 result = self.pipeline.generate(
                     prompt,
-                    images=[self._ov.Tensor(pixels)],
+                    images=[image_tensor(pixels)],
                     generation_config=self._generation_config(tokens),
                 )
             self._check_frame(i, pil.size, frame, prompt, result)
