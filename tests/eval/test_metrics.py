@@ -234,3 +234,62 @@ def test_matches_dense_reference(batch) -> None:
             assert got[name] is None
         else:
             assert got[name] == pytest.approx(want[name], abs=1e-12)
+
+
+def _lisa_iou(gt: np.ndarray, pred: np.ndarray, ignore: np.ndarray) -> float:
+    """LISA's per-sample foreground IoU, from its formulas: the target is 1 on G, 255 on the
+    ignore region, 0 elsewhere; predicted pixels on ignore are set to 255 too; intersection
+    and union count class 1 only; an empty union scores 1."""
+    target = np.where(ignore, 255, gt.astype(np.uint8))
+    output = np.where(target == 255, 255, pred.astype(np.uint8))
+    inter = np.count_nonzero((output == 1) & (target == 1))
+    union = np.count_nonzero(output == 1) + np.count_nonzero(target == 1) - inter
+    return 1.0 if union == 0 else inter / union
+
+
+def _dense(h: int, w: int, *boxes: tuple[int, int, int, int]) -> np.ndarray:
+    out = np.zeros((h, w), bool)
+    for y0, y1, x0, x1 in boxes:
+        out[y0:y1, x0:x1] = True
+    return out
+
+
+@pytest.mark.parametrize(
+    ("gt", "pred", "ignore"),
+    [
+        # a prediction spilling onto the ignore band costs nothing there
+        ((2, 8, 2, 8), (2, 8, 2, 10), (2, 8, 8, 10)),
+        # an ignore region inside the target's box: neither missed nor found there
+        ((0, 10, 0, 10), (0, 10, 0, 7), (0, 10, 5, 10)),
+        # a target that is all ignore, an empty prediction: both empty, IoU 1
+        (None, None, (0, 5, 0, 5)),
+        # a prediction only on the ignore region of a target-less sample: IoU 1
+        (None, (1, 3, 1, 3), (0, 5, 0, 5)),
+        # ignore elsewhere: plain IoU
+        ((0, 4, 0, 4), (2, 6, 2, 6), (8, 10, 8, 10)),
+    ],
+)
+def test_ignore_regions_score_as_lisa(gt, pred, ignore) -> None:
+    h = w = 10
+    g = _dense(h, w, *([gt] if gt else []))
+    p = _dense(h, w, *([pred] if pred else []))
+    ign = _dense(h, w, ignore)
+    g &= ~ign  # readers keep targets and ignore apart (a later target shape wins)
+    score = score_sample(
+        [masks.encode(g)] if g.any() else [],
+        [masks.encode(p)] if p.any() else [],
+        h,
+        w,
+        ignore=masks.encode(ign),
+    )
+    assert score.iou == pytest.approx(_lisa_iou(g, p, ign))
+    plain = score_sample(
+        [masks.encode(g)] if g.any() else [], [masks.encode(p)] if p.any() else [], h, w
+    )
+    if (p & ign).any():
+        assert plain.iou < score.iou  # without it the predicted ignore pixels counted against
+
+
+def test_an_ignore_mask_of_another_size_is_refused() -> None:
+    with pytest.raises(InputError, match="ignore mask"):
+        score_sample([SQUARE3], [SQUARE2], 4, 4, ignore=box_mask(5, 5, 0, 1, 0, 1))

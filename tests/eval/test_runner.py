@@ -407,3 +407,24 @@ def test_fresh_waits_for_the_run_in_progress(tmp_path: Path, images: list[Path])
         thread.join(30)
     assert result["doc"]["n_samples"] == 4
     assert len(read_records(tmp_path / "run" / RECORDS_FILE)) == 4
+
+
+def test_reasonseg_ignore_shapes_are_excluded_as_lisa_does(tmp_path) -> None:
+    """A ReasonSeg sample with ignore shapes: a prediction covering target and ignore regions
+    scores 1 (LISA removes ignore pixels from I and U); before, the ignore pixels counted as
+    false positives."""
+    from refseg.data.base import open_dataset
+    from tests.data.test_other_readers import _reasonseg
+
+    (sample,) = open_dataset(f"reasonseg:{_reasonseg(tmp_path / 'ReasonSeg')}:val")
+    target = masks.decode(sample.masks[0]).astype(bool)
+    ignore = masks.decode(sample.meta["ignore"]).astype(bool)
+    both = Instance(masks.encode(target | ignore))
+    predictions = {sample.id: Result(sample.width, sample.height, [both]).to_dict()}
+    doc = evaluate([sample], predictions=predictions, out_dir=tmp_path / "run", report=False)
+    assert doc["metrics"]["gIoU"] == pytest.approx(1.0)
+    only_target = Result(sample.width, sample.height, [Instance(sample.masks[0])]).to_dict()
+    doc = evaluate(
+        [sample], predictions={sample.id: only_target}, out_dir=tmp_path / "run2", report=False
+    )
+    assert doc["metrics"]["gIoU"] == pytest.approx(1.0)

@@ -283,11 +283,11 @@ def coco_instances_to_samples(
 
     Crowd regions (``iscrowd=1``) are never targets: their ids are recorded in
     ``meta.crowd_ann_ids``. A per-category sample also carries their union in ``meta.ignore``
-    (an RLE evaluation may exclude) and ``meta.iscrowd`` says the category has crowd regions
-    on that image. A per-instance sample's ``meta.iscrowd`` is its own annotation's flag
-    (always false: crowd regions are not targets), and it carries no ``meta.ignore``: the
-    same crowd mask on every instance line of the image would bloat the file for nothing
-    (``crowd_ann_ids`` names the regions in the instance file).
+    (``refseg eval`` excludes it from scoring: crowd pixels count in neither I nor U) and
+    ``meta.iscrowd`` says the category has crowd regions on that image. A per-instance sample's
+    ``meta.iscrowd`` is its own annotation's flag (always false: crowd regions are not targets),
+    and it carries no ``meta.ignore``: the same crowd mask on every instance line of the image
+    would bloat the file for nothing (``crowd_ann_ids`` names the regions in the instance file).
     A category present only as crowd regions gets no sample unless ``include_crowd_only``.
     ``min_area`` (per instance only) leaves out instances with fewer mask pixels: tiny objects
     measure the segmenter's resolution more than its prompting (the README's refinement table

@@ -9,6 +9,9 @@ Per sample
     predicted instance masks (empty when the model answered "no target" or its instances cover
     no pixel). ``I = |G ∩ P|``, ``U = |G ∪ P|``.
 
+    * **Ignore regions** (a reader's ``meta.ignore``: ReasonSeg's ignore shapes, COCO's crowd
+      regions) are taken out of G and P first: they count in neither I nor U, as in LISA's
+      ReasonSeg evaluation (its ignore index 255). A target that is all ignore leaves G empty.
     * **IoU** = I / U. Both empty: IoU = 1 and I = U = 0 (a correct "no target" adds nothing to
       the cumulative sums). A prediction on a no-target sample: IoU = 0 and U = |P|.
     * **Failure** (an unreadable grounder answer, a segmenter or grounder error, a missing or
@@ -138,6 +141,26 @@ def _union_coco(rles: Sequence[masks.RLE], height: int, width: int) -> dict[str,
     return mask_utils.merge(coco, intersect=False)
 
 
+def _without(
+    ignore: masks.RLE,
+    gt_masks: Sequence[masks.RLE],
+    pred_masks: Sequence[masks.RLE] | None,
+    height: int,
+    width: int,
+) -> tuple[list[masks.RLE], list[masks.RLE] | None]:
+    """G and P (each as one mask) with the ignore region taken out (dense, at image size: only
+    the few samples with an ignore region pay for it)."""
+    keep = ~masks.decode(masks.validate(ignore)).astype(bool)
+    if keep.shape != (height, width):
+        raise InputError(f"the ignore mask {list(keep.shape)} does not match the image")
+
+    def cut(rles: Sequence[masks.RLE]) -> list[masks.RLE]:
+        union = mask_utils.decode(_union_coco(rles, height, width)).astype(bool)
+        return [masks.encode(union & keep)]
+
+    return cut(gt_masks), None if pred_masks is None else cut(pred_masks)
+
+
 def score_sample(
     gt_masks: Sequence[masks.RLE],
     pred_masks: Sequence[masks.RLE] | None,
@@ -145,6 +168,7 @@ def score_sample(
     width: int,
     *,
     boundary_ratio: float = DEFAULT_BOUNDARY_RATIO,
+    ignore: masks.RLE | None = None,
 ) -> SampleScore:
     """Score one sample.
 
@@ -155,8 +179,14 @@ def score_sample(
             missing prediction).
         height, width: the image size; every mask must have it.
         boundary_ratio: the boundary width as a fraction of the image diagonal.
+        ignore: pixels excluded from scoring (a dataset's ``meta.ignore``: ReasonSeg's ignore
+            shapes, COCO's crowd regions). They are removed from G and from P before anything
+            is counted, so they add to neither I nor U, as LISA's evaluation does (its ignore
+            index 255); a sample whose target is all ignore is then empty.
     """
     d = boundary_width(height, width, boundary_ratio)
+    if ignore is not None:
+        gt_masks, pred_masks = _without(ignore, gt_masks, pred_masks, height, width)
     gt = _union_coco(gt_masks, height, width)
     gt_area = int(mask_utils.area(gt))
     if pred_masks is None:

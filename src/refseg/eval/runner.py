@@ -381,16 +381,28 @@ def make_record(
     pred_masks = None
     if result is not None and error_kind is None:
         pred_masks = [i.rle for i in result.instances]
+    # Pixels the dataset excludes from scoring (ReasonSeg ignore shapes, COCO crowd regions).
+    ignore = sample.meta.get("ignore")
     try:
         score = score_sample(
-            sample.masks, pred_masks, sample.height, sample.width, boundary_ratio=boundary_ratio
+            sample.masks,
+            pred_masks,
+            sample.height,
+            sample.width,
+            boundary_ratio=boundary_ratio,
+            ignore=ignore,
         )
     except InputError as exc:
         if pred_masks is None:
             raise InputError(f"sample {sample.id}: {exc}") from exc
         error_kind, error, pred_masks = "invalid", _describe(exc), None
         score = score_sample(
-            sample.masks, None, sample.height, sample.width, boundary_ratio=boundary_ratio
+            sample.masks,
+            None,
+            sample.height,
+            sample.width,
+            boundary_ratio=boundary_ratio,
+            ignore=ignore,
         )
     prediction = None
     if pred_masks is not None:
