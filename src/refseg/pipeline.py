@@ -20,6 +20,7 @@ import numpy as np
 from refseg.errors import InputError
 from refseg.image import ImageLike, image_digest, load_image
 from refseg.limits import check_prompts
+from refseg.segmentation.base import FeatureReader
 from refseg.types import Prompt, Result
 
 if TYPE_CHECKING:
@@ -190,7 +191,6 @@ class Pipeline:
     ) -> None:
         """``options`` says how (:class:`PipelineOptions`); the keywords ``think``, ``refine``,
         ``refine_iters`` and ``refiner`` (a spec or a ready :class:`Refiner`) override it."""
-        from refseg.segmentation.base import FeatureReader
         from refseg.segmentation.refiners import load_refiner
 
         options = options or PipelineOptions()
@@ -282,8 +282,6 @@ class Pipeline:
             extra["answer"] = answer
         groundings = self.grounder.ground(images, phrases, think=think, **extra)
         ground_s = (time.perf_counter() - start) / max(1, len(pairs))
-        from refseg.segmentation.base import FeatureReader
-
         cache = {} if embeddings is None else embeddings
         results = []
         for image, phrase, grounding in zip(images, phrases, groundings):

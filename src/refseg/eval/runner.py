@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import time
@@ -49,6 +48,7 @@ from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, s
 from refseg.fileio import atomic_write_text, ensure_dir
 from refseg.jobs import load_run_records as jobs_load_run_records
 from refseg.jobs import merge_rank_files, rank_file, ranks, run_files
+from refseg.npm import sha256_file
 from refseg.progress import new_progress
 from refseg.records import RecordWriter, drop_records, read_records, run_lock
 
@@ -134,14 +134,6 @@ def _check_config(
         return
     text = json.dumps({"identity": identity, "notes": notes}, indent=1, sort_keys=True) + "\n"
     atomic_write_text(path, text)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,7 +556,7 @@ def evaluate(
         if isinstance(predictions, (str, os.PathLike)):
             path = Path(predictions)
             predictions = load_predictions(path)
-            identity["predictions_sha256"] = file_sha256(path)
+            identity["predictions_sha256"] = sha256_file(path)
     identity.update(config or {})
     dist = ranks(rank, world_size)
     if dist.main and not resume:
@@ -635,15 +627,13 @@ def evaluate(
 _OPTION_DEFAULTS = {"answer": "box", "refiner": "sam", "refine_iters": 1}
 
 
-def pipeline_options(pipeline: Any) -> dict[str, Any]:
+def pipeline_options(pipeline: Pipeline) -> dict[str, Any]:
     """The path-head options of a pipeline run (they change path answers' masks): the answer
     kind the grounder is asked for, the refiner and its iterations."""
-    refiner = getattr(pipeline, "refiner", None)
-    answer = getattr(pipeline, "answer", None) or getattr(pipeline.grounder, "answer", "box")
     return {
-        "answer": getattr(pipeline.grounder, "fixed_answer", None) or answer,
-        "refiner": "sam" if refiner is None else _name(refiner),
-        "refine_iters": getattr(pipeline, "refine_iters", 1),
+        "answer": pipeline.answer,
+        "refiner": _name(pipeline.refiner),
+        "refine_iters": pipeline.refine_iters,
     }
 
 

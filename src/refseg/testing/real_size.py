@@ -221,23 +221,18 @@ def build_real_size(
     At Qwen3-VL-2B this is 2.1B parameters: about 30 s and 4.3 GB on disk in bfloat16.
     """
     import torch
-    from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    from refseg.testing.tiny_vlm import _name_stock_processor
+    from refseg.testing.tiny_vlm import save_random_model
 
-    model_facts = _model(name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    processor = real_processor(name)
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(real_config(name), dtype=getattr(torch, dtype))
-    model.generation_config = GenerationConfig(
-        bos_token_id=SPECIAL_IDS["<|endoftext|>"],
-        eos_token_id=[SPECIAL_IDS["<|im_end|>"], SPECIAL_IDS["<|endoftext|>"]],
-        pad_token_id=SPECIAL_IDS["<|endoftext|>"],
-        do_sample=False,
+    save_random_model(
+        folder,
+        real_config(name),
+        real_processor(name),
+        SPECIAL_IDS,
+        _model(name)["family"],
+        seed=seed,
+        dtype=getattr(torch, dtype),
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    _name_stock_processor(folder, model_facts["family"])
     return folder

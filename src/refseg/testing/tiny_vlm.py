@@ -243,7 +243,6 @@ def build_tiny_vlm(
         raise InputError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
 
     import torch
-    from transformers import AutoModelForImageTextToText, GenerationConfig
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
@@ -291,8 +290,27 @@ def build_tiny_vlm(
         merge=merge,
         ids=ids,
     )
+    save_random_model(folder, config, processor, ids, family, seed=seed, dtype=torch.float32)
+    return folder
+
+
+def save_random_model(
+    folder: Path,
+    config: Any,
+    processor: Any,
+    ids: dict[str, int],
+    family: str,
+    *,
+    seed: int,
+    dtype: Any,
+) -> None:
+    """Save a randomly initialised model of ``config`` with greedy generation settings and
+    ``processor`` into ``folder``, named like a hub checkpoint (tiny and real-size folders)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
@@ -302,7 +320,6 @@ def build_tiny_vlm(
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     _name_stock_processor(folder, family)
-    return folder
 
 
 def _model_config(
