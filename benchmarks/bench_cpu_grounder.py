@@ -15,7 +15,8 @@ the protocol's path encoding). Generation is forced to the asked length (transfo
 ``min_new_tokens``; OpenVINO: ``ignore_eos``), since random weights stop anywhere.
 
     python benchmarks/bench_cpu_grounder.py --work /tmp/bench-grounder \\
-        --engines transformers:fp32,transformers:bf16,openvino:int8,openvino:int4
+        --engines transformers:fp32,transformers:bf16,openvino:int8,openvino:int4 \\
+        --image-sizes 320x240,448x336,640x480,960x720,1280x960
 
 Prints one JSON document.
 """
@@ -66,7 +67,39 @@ def answer_tokens(name: str) -> dict[str, int]:
     return out
 
 
-def child(engine: str, folder: str, tokens: int, repeats: int) -> dict:
+def image_token_curve(grounder, sizes: list[tuple[int, int]]) -> list[dict]:
+    """OpenVINO only: first-token seconds (best of 3) for random images of each size."""
+    import numpy as np
+
+    from refseg.grounding.openvino import image_tensor
+
+    rng = np.random.default_rng(0)
+    out = []
+    for width, height in sizes:
+        pixels = image_tensor(rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8))
+        config = grounder._generation_config(1)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            result = grounder.pipeline.generate(
+                grounder.prompt(PHRASE), images=[pixels], generation_config=config
+            )
+            best = min(best, time.perf_counter() - start)
+        frame_w, frame_h = grounder.resized_size(width, height)
+        out.append(
+            {
+                "image": f"{width}x{height}",
+                "image_tokens": (frame_w // grounder.factor) * (frame_h // grounder.factor),
+                "prompt_tokens": int(result.perf_metrics.get_num_input_tokens()),
+                "first_token_s": round(best, 2),
+            }
+        )
+    return out
+
+
+def child(
+    engine: str, folder: str, tokens: int, repeats: int, sizes: list[tuple[int, int]]
+) -> dict:
     """One engine's figures (run in a fresh process)."""
     import numpy as np
 
@@ -114,7 +147,7 @@ def child(engine: str, folder: str, tokens: int, repeats: int) -> dict:
     longs = [r for r in runs[2:] if r["tokens"] > 1] or [runs[1]]
     first = min(firsts)
     per_token = min((r["seconds"] - first) / (r["tokens"] - 1) for r in longs)
-    return {
+    figures = {
         "engine": engine,
         "load_s": round(load_s, 1),
         "prompt_tokens": prompt_tokens,
@@ -124,6 +157,9 @@ def child(engine: str, folder: str, tokens: int, repeats: int) -> dict:
         "runs": [{k: round(v, 2) for k, v in r.items()} for r in runs],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
     }
+    if kind == "openvino" and sizes:
+        figures["image_sizes"] = image_token_curve(grounder, sizes)
+    return figures
 
 
 def main() -> None:
@@ -135,11 +171,17 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=20, help="tokens of the long run")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--image-sizes",
+        default="",
+        help="OpenVINO engines: first token against image size, e.g. 320x240,640x480",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = args.work / args.model
     if args.child:
-        print(json.dumps(child(args.child, str(folder), args.tokens, args.repeats)))
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.image_sizes.split(",") if s]
+        print(json.dumps(child(args.child, str(folder), args.tokens, args.repeats, sizes)))
         return
     from refseg.grounding.ov_export import export_model
     from refseg.testing.real_size import build_real_size
@@ -168,7 +210,8 @@ def main() -> None:
         load = [round(x, 2) for x in os.getloadavg()]
         done = subprocess.run(
             [sys.executable, __file__, "--work", str(args.work), "--model", args.model,
-             "--tokens", str(args.tokens), "--repeats", str(args.repeats), "--child", engine],
+             "--tokens", str(args.tokens), "--repeats", str(args.repeats), "--child", engine,
+             "--image-sizes", args.image_sizes],
             capture_output=True, text=True,
         )  # fmt: skip
         if done.returncode != 0:

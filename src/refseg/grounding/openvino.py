@@ -1,8 +1,9 @@
 """The Qwen grounders on OpenVINO: ``qwen3-vl:ID;engine=openvino;weights=int8|int4|fp16|fp32``.
 
 Users of this field run small VLMs on CPUs through OpenVINO or llama.cpp, not eager PyTorch: at
-Qwen3-VL-2B size on two cores eager fp32 costs ~0.55 s a token, OpenVINO GenAI's int4/int8
-``VLMPipeline`` a tenth of that (``benchmarks/bench_cpu_grounder.py``). The checkpoint is exported
+Qwen3-VL-2B size on two cores, OpenVINO GenAI's int4 ``VLMPipeline`` took a third of eager
+fp32's time a token and a sixth of its first-token time (``benchmarks/bench_cpu_grounder.py``;
+the README has the figures). The checkpoint is exported
 once into the cache (:mod:`refseg.grounding.ov_export`); everything else is refseg's, exactly as
 on the transformers engine (:class:`~refseg.grounding.qwen.QwenGrounder`, which this class
 extends): the prompt is rendered by refseg's templates in the model's chat template and handed

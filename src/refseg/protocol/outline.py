@@ -2,8 +2,8 @@
 
 Qwen's tokenizer writes one token per digit, so an outline's cost is its digits: a 16-vertex path
 on the 0-1000 grid, ``M 512 300 L 530 310 ...``, is ~180 tokens with its box (3.7x a box + point
-answer), which at ~0.5 s a token on a CPU is a minute and a half. The outline rides on the box the
-answer gives anyway: ``"outline": "0512 3499 ..."`` lists each vertex as two two-digit numbers,
+answer), tens of seconds on a CPU even with an optimised engine. The outline rides on the box
+the answer gives anyway: ``"outline": "0512 3499 ..."`` lists each vertex as two two-digit numbers,
 ``x`` then ``y``, on a 0-99 grid spanning the box (0 its left/top edge, 99 its right/bottom), four
 digits a vertex, a space between vertices, ``;`` between rings (an object in parts, or a hole).
 ``benchmarks/bench_outline_encodings.py`` measures the alternatives (tokens against round-trip
