@@ -335,3 +335,40 @@ def test_load_pipeline_checks_specs_before_loading_anything(monkeypatch) -> None
         load_pipeline("nope:xyz", "onnx-sam")
     with pytest.raises(InputError):
         load_pipeline("qwen3-vl:x", "nope:xyz")
+
+
+@pytest.mark.parametrize("reads_features", [False, True])
+def test_the_default_grounder_follows_the_heads(sam, monkeypatch, reads_features) -> None:
+    """No grounder named, on a CPU with OpenVINO installed: the OpenVINO default, unless a head
+    reads the VLM's own features (which that engine cannot give)."""
+    import importlib.util
+
+    import refseg.grounding
+    from refseg.grounding import DEFAULT_CPU_GROUNDER, DEFAULT_GROUNDER
+    from refseg.pipeline import PipelineOptions, load_pipeline
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        "refseg.grounding.importlib.util.find_spec",
+        lambda name, *a: real("refseg") if name == "openvino_genai" else real(name, *a),
+    )
+    loaded: list[str] = []
+
+    def record(spec, **options):
+        loaded.append(spec)
+        return ScriptedGrounder()
+
+    monkeypatch.setattr(refseg.grounding, "load_grounder", record)
+
+    class FeatureSegmenter(CountingSegmenter):
+        sources = ("merged",)
+
+        def check_grounder(self, grounder) -> None:
+            pass
+
+        def embed_features(self, image, features):
+            return None
+
+    segmenter = FeatureSegmenter(sam) if reads_features else sam
+    load_pipeline(None, segmenter, PipelineOptions(refiner="none"), device="cpu")
+    assert loaded == [DEFAULT_GROUNDER if reads_features else DEFAULT_CPU_GROUNDER]

@@ -430,7 +430,12 @@ def load_pipeline(
     options, the specs, a trained refiner's checkpoint), so a mistake costs no model load.
     ``grounder_options`` go to :func:`refseg.grounding.load_grounder` (``max_new_tokens``...).
     """
-    from refseg.grounding import DEFAULT_GROUNDER, load_grounder, parse_grounder_spec
+    from refseg.grounding import (
+        DEFAULT_GROUNDER,
+        default_grounder,
+        load_grounder,
+        parse_grounder_spec,
+    )
     from refseg.segmentation import check_segmenter_spec, load_segmenter
     from refseg.segmentation.refiners import REFINER_NAMES, load_refiner
 
@@ -443,7 +448,10 @@ def load_pipeline(
     refiner = None if options.refiner in REFINER_NAMES else load_refiner(options.refiner)
     if isinstance(segmenter, str):
         segmenter = load_segmenter(segmenter, device=device)
-    if isinstance(grounder, str) or grounder is None:
-        grounder = load_grounder(grounder or DEFAULT_GROUNDER, device=device, **grounder_options)
     refiner = refiner or load_refiner(options.refiner, segmenter)
+    if isinstance(grounder, str) or grounder is None:
+        if grounder is None:  # the default follows the machine and the heads' needs
+            features = isinstance(segmenter, FeatureReader) or isinstance(refiner, FeatureReader)
+            grounder = default_grounder(device, features=features, options=grounder_options)
+        grounder = load_grounder(grounder, device=device, **grounder_options)
     return Pipeline(grounder, segmenter, options=options, refiner=refiner)

@@ -110,7 +110,7 @@ def test_demo_without_grounder_weights_falls_back_to_a_box(tmp_path, capsys, mon
     assert code == 0, err
     first = stdout.splitlines()[0]
     assert first.startswith("phrase grounding skipped:") and "Qwen/Qwen3-VL-2B-Instruct" in first
-    assert "--grounder qwen3-vl:/path/to/local/model" in first
+    assert "--grounder 'qwen3-vl:/path/to/local/model'" in first and "engine=openvino" in first
     # Issue 10: the fallback did not say what its box targets.
     from refseg.cli.demo import FALLBACK_BOX
 

@@ -24,13 +24,15 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(Path("out"), help="Folder for demo.json, mask.png, overlay.png."),
         grounder: str | None = typer.Option(
-            None, help=f"Grounder spec (default: {DEFAULT_GROUNDER_SPEC})."
+            None,
+            help=f"Grounder spec (default: {DEFAULT_GROUNDER_SPEC}; through OpenVINO int8 on a "
+            "CPU with refseg[openvino] installed).",
         ),
         segmenter: str = typer.Option("onnx-sam", help="Segmenter spec."),
     ) -> None:
         """Segment the bundled photo by phrase (or by box when no grounder weights exist)."""
         from refseg.cli.segment import summary, write_outputs
-        from refseg.grounding import DEFAULT_GROUNDER, load_grounder
+        from refseg.grounding import default_grounder, load_grounder
         from refseg.image import load_image
         from refseg.pipeline import load_pipeline, segment_prompts
         from refseg.segmentation import load_segmenter
@@ -38,14 +40,15 @@ def register(app: typer.Typer) -> None:
 
         image = load_image(ASSET)
         seg = load_segmenter(segmenter)
-        spec = grounder or DEFAULT_GROUNDER
+        spec = grounder or default_grounder()
         try:
             ground = load_grounder(spec)
         except RefsegError as exc:
             box = ",".join(f"{v:g}" for v in FALLBACK_BOX)
             typer.echo(
                 f"phrase grounding skipped: {exc}. Box-prompted segmentation of the bundled "
-                "image follows; for phrases, pass --grounder qwen3-vl:/path/to/local/model."
+                "image follows; for phrases, pass --grounder 'qwen3-vl:/path/to/local/model' (on a "
+                "CPU add ';engine=openvino')."
             )
             typer.echo(f"segmenting {ASSET.name} inside the box {box} ({FALLBACK_TARGET})")
             result = segment_prompts(seg, image, [Prompt(box=FALLBACK_BOX)])

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from refseg.errors import InputError
-from refseg.grounding import DEFAULT_GROUNDER, GROUNDER_SPECS
+from refseg.grounding import DEFAULT_GROUNDER, DEFAULT_GROUNDER_HELP, GROUNDER_SPECS
 from refseg.segmentation import SEGMENTER_SPECS
 
 
@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
             "$REFSEG_COCO_IMAGES or beside the dataset).",
         ),
         grounder: str | None = typer.Option(
-            None, help=f"Grounder spec: {GROUNDER_SPECS} (default {DEFAULT_GROUNDER})."
+            None, help=f"Grounder spec: {GROUNDER_SPECS} ({DEFAULT_GROUNDER_HELP})."
         ),
         segmenter: str = typer.Option("onnx-sam", help=SEGMENTER_SPECS),
         oracle_boxes: bool = typer.Option(

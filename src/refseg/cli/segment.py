@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from refseg.errors import InputError
-from refseg.grounding import DEFAULT_GROUNDER, GROUNDER_SPECS
+from refseg.grounding import DEFAULT_GROUNDER, DEFAULT_GROUNDER_HELP, GROUNDER_SPECS
 from refseg.segmentation import SEGMENTER_SPECS
 
 #: The file format each image/drawing output option writes, whatever the name: a name that
@@ -145,7 +145,7 @@ def segment(
     ),
     segmenter: str = typer.Option("onnx-sam", help=SEGMENTER_SPECS),
     grounder: str | None = typer.Option(
-        None, help=f"Grounder spec: {GROUNDER_SPECS} (default {DEFAULT_GROUNDER})."
+        None, help=f"Grounder spec: {GROUNDER_SPECS} ({DEFAULT_GROUNDER_HELP})."
     ),
     think: bool = typer.Option(False, "--think/--no-think", help="Let the grounder reason."),
     refine: int | None = typer.Option(
