@@ -53,6 +53,7 @@ __all__ = [
     "QueryBuilder",
     "QueryRefiner",
     "box_gate",
+    "check_size",
     "count_parameters",
     "vision_sources",
     "vlm_fingerprint",
@@ -180,9 +181,14 @@ class BoxDecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BoxDecConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
         if not isinstance(data, dict) or set(data) - names:
             raise InputError("the box decoder checkpoint has an unreadable config")
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise InputError(f"the box decoder checkpoint's config has no {missing[0]!r}")
         return cls(**data)
 
 
@@ -436,6 +442,29 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+#: The most parameters a checkpoint may describe (2 GB of float32). The decoder is ~17M on
+#: Qwen3-VL-4B at the default width, so this leaves room for much wider and deeper variants;
+#: every field has its own bound, but their product does not (64 sources x 65,536 channels x
+#: width 4096 x depth 32 is 41 billion parameters), so the total is bounded too.
+MAX_PARAMETERS = 500_000_000
+
+
+def check_size(config: BoxDecConfig) -> int:
+    """The decoder's parameter count for ``config``, refused above :data:`MAX_PARAMETERS`.
+
+    Built on the meta device (shapes only, nothing allocated, milliseconds even for a bomb),
+    so a hostile ``boxdec.json`` is one line before any weight is allocated.
+    """
+    with torch.device("meta"):
+        total = count_parameters(BoxDecoder(config))
+    if total > MAX_PARAMETERS:
+        raise InputError(
+            f"the box decoder config describes {total:,} parameters, more than the "
+            f"{MAX_PARAMETERS:,} a box decoder may have"
+        )
+    return total
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and the segmenter
 
@@ -494,6 +523,7 @@ def load_checkpoint(path: Any) -> tuple[BoxDecoder, dict[str, Any]]:
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"boxdec:{path}: {_META} is not a {CHECKPOINT_FORMAT} checkpoint")
     config = BoxDecConfig.from_dict(meta.get("config"))
+    check_size(config)  # before anything is allocated
     decoder = BoxDecoder(config)
     try:
         state = load_file(str(folder / _WEIGHTS))

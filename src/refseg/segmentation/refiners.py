@@ -80,6 +80,13 @@ FEATURE_GRID = 64
 #: What a trained refiner reads: the embedded SAM encoder's embedding (the default) or one of
 #: the grounder's vision sources (``vlm:final``, ``vlm:deepstack0``, ``vlm:block0`` ...).
 REFINER_FEATURES = ("onnx-sam", "vlm:SOURCE")
+#: The most bytes a refiner checkpoint's records may hold once inflated. The largest network
+#: the config bounds allow (512 channels, 16 blocks, 4096 feature dims) is ~310 MB of float32;
+#: ``torch.load`` inflates deflated zip records whole, so a 1 MB file could otherwise become
+#: gigabytes before anything is checked.
+MAX_CHECKPOINT_BYTES = 512 << 20
+#: The config's integer fields: default, lowest, highest.
+_NET_SIZES = {"channels": (64, 1, 512), "blocks": (2, 0, 16), "feature_dim": (256, 1, 4096)}
 
 
 @dataclass
@@ -314,14 +321,21 @@ def _build_net(config: dict[str, Any]):
     import torch
     from torch import nn
 
-    channels = int(config.get("channels", 64))
-    blocks = int(config.get("blocks", 2))
-    feature_dim = int(config.get("feature_dim", 256))
+    sizes = {}
+    for name, (default, low, high) in _NET_SIZES.items():
+        value = config.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ModelError(
+                f"refiner config: {name} must be an integer in {low}..{high}, got "
+                f"{_short_repr(value)}"
+            )
+        sizes[name] = value
+    channels, blocks, feature_dim = sizes["channels"], sizes["blocks"], sizes["feature_dim"]
     box_channel = config.get("box_channel", False)
-    if not (1 <= channels <= 512 and 0 <= blocks <= 16 and 1 <= feature_dim <= 4096):
-        raise ModelError(f"refiner config out of range: {config}")
     if not isinstance(box_channel, bool):
-        raise ModelError(f"refiner config: box_channel must be true or false, got {box_channel!r}")
+        raise ModelError(
+            f"refiner config: box_channel must be true or false, got {_short_repr(box_channel)}"
+        )
     in_planes = 2 if box_channel else 1
 
     class Block(nn.Module):
@@ -365,13 +379,41 @@ def _build_net(config: dict[str, Any]):
     return RefinerNet()
 
 
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, (list, dict, tuple)) else type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_checkpoint_size(file: Path, limit: int = MAX_CHECKPOINT_BYTES) -> None:
+    """Refuse a torch checkpoint whose zip records would inflate past ``limit`` bytes.
+
+    Reads only the zip's central directory (each record's declared uncompressed size), so a
+    deflate bomb is one line before :func:`torch.load` inflates anything; ``torch.save``'s
+    own files store records uncompressed, so this never refuses one. The declared sizes are
+    what zipfile and torch's reader both trust (zipfile checks them while inflating).
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(file) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        kind = type(exc).__name__
+        raise InputError(f"refiner {file}: not a readable checkpoint ({kind})") from None
+    if total > limit:
+        raise InputError(
+            f"refiner {file}: its records hold {total:,} bytes uncompressed, more than the "
+            f"{limit:,} a refiner checkpoint may (a compressed-file bomb?)"
+        )
+
+
 def check_features(spec: Any) -> str:
     """A refiner's feature source: ``onnx-sam`` or ``vlm:SOURCE`` (one line if neither)."""
     if spec == "onnx-sam" or (
         isinstance(spec, str) and spec.startswith("vlm:") and spec[4:].isidentifier()
     ):
         return spec
-    raise InputError(f"refiner features {spec!r}: use {' or '.join(REFINER_FEATURES)}")
+    raise InputError(f"refiner features {_short_repr(spec)}: use {' or '.join(REFINER_FEATURES)}")
 
 
 class TorchRefiner:
@@ -404,6 +446,7 @@ class TorchRefiner:
             import torch
         except ImportError as exc:  # the base install has no torch
             raise ModelError("a trained refiner needs torch: install refseg[train]") from exc
+        check_checkpoint_size(file)  # before torch.load inflates anything
         try:
             data = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -412,7 +455,8 @@ class TorchRefiner:
         if not isinstance(data, dict) or data.get("format") != REFINER_FORMAT:
             raise InputError(f"refiner {path}: not a refseg refiner checkpoint")
         if data.get("version") != 1:
-            raise InputError(f"refiner {path}: unsupported version {data.get('version')!r}")
+            version = _short_repr(data.get("version"))
+            raise InputError(f"refiner {path}: unsupported version {version}")
         config = data.get("config") or {}
         if not isinstance(config, dict):
             raise InputError(f"refiner {path}: config is not a mapping")
