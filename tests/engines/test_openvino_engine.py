@@ -77,3 +77,33 @@ def test_qwen25_frames_follow_openvinos_rounding(taught_models) -> None:
     assert engine.resized_size(294, 140) == (308, 140)
     engine.ground([image], [PHRASE])  # raises if the frame were not OpenVINO's
     assert engine.last_metrics["input_tokens"] > 0
+
+
+def test_the_default_grounder_on_a_cpu_is_the_engine(taught_models, tmp_path, monkeypatch):
+    """No --grounder, device cpu: the default hub id, found in the local Hugging Face cache,
+    runs through OpenVINO (int8) and answers as the explicit engine spec does."""
+    import shutil
+
+    from refseg.grounding import DEFAULT_CPU_GROUNDER, DEFAULT_GROUNDER
+
+    repo = DEFAULT_GROUNDER.split(":", 1)[1]
+    cache = tmp_path / "hf" / "hub" / ("models--" + repo.replace("/", "--"))
+    commit = "0" * 40
+    shutil.copytree(taught_models["qwen3-vl"], cache / "snapshots" / commit)
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text(commit)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from refseg.pipeline import load_pipeline
+
+    pipe = load_pipeline(None, "onnx-sam", device="cpu")
+    assert pipe.grounder.name == DEFAULT_CPU_GROUNDER
+    (instance,) = pipe(load_image(ASTRONAUT), PHRASE).instances
+    assert instance.box == pytest.approx((139.8, 20.0, 320.0, 199.7), abs=3.0)
+    out = tmp_path / "r.json"
+    code = main(["segment", str(ASTRONAUT), PHRASE, "--device", "cpu", "--json", str(out)])
+    assert code == 0
+    (answer,) = json.loads(out.read_text())["instances"]
+    assert answer["box"] == pytest.approx(list(instance.box), abs=0.01)
