@@ -44,6 +44,7 @@ from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import Convention, smart_resize, to_grounding
 from refseg.hub import first_line, resolve_device, resolve_dtype, resolve_source
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
+from refseg.protocol.templates import check_template
 
 __all__ = [
     "FAMILIES",
@@ -184,6 +185,8 @@ def write_model_card(folder: str | Path, *, prompt_template: str | None, answer:
     the template alone fixes the prompt, and every grounder parses either kind)."""
     from refseg.fileio import atomic_write_text
 
+    if prompt_template is not None:
+        check_template(prompt_template, "prompt_template")  # never write a card no one can read
     card = {"prompt_template": prompt_template, "answer": answer}
     atomic_write_text(Path(folder) / MODEL_CARD, json.dumps(card, indent=2) + "\n")
 
@@ -200,8 +203,8 @@ def read_model_card(folder: Path) -> dict[str, Any]:
         if not isinstance(card, dict):
             raise ValueError("not a JSON object")
         template = card.get("prompt_template")
-        if template is not None and (not isinstance(template, str) or "{phrase}" not in template):
-            raise ValueError("prompt_template must be a string with a {phrase} field")
+        if template is not None:
+            check_template(template, "prompt_template")  # an InputError is a ValueError
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: unreadable model card ({first_line(exc)})") from exc
     return card

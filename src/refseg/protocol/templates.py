@@ -11,6 +11,8 @@ Three answer kinds share one wording for the coordinate convention and the empty
 
 from __future__ import annotations
 
+import string
+
 from refseg.errors import InputError
 
 #: No system prompt: every instruction is in the user turn, so the model's own chat template
@@ -64,6 +66,50 @@ _ASK = {
 }
 
 
+#: A prompt template is a page at most, filling ``{phrase}`` a few times: a 1,000-character
+#: phrase in 10,000 fields would be a 10 MB prompt.
+MAX_TEMPLATE_CHARS = 10_000
+MAX_TEMPLATE_FIELDS = 8
+
+
+def check_template(
+    template: object, what: str = "prompt template", *, required: bool = True
+) -> str:
+    """``template`` if it only fills in ``{phrase}``, else one line saying why not.
+
+    Templates come from other people's model cards and configs. ``str.format`` reads more than
+    field names: ``{phrase:>3000000000}`` pads to 3 GB, ``{phrase.__class__.__mro__}`` walks
+    attributes, ``{phrase!r}`` changes the text. So exactly ``{phrase}`` is allowed (at most
+    :data:`MAX_TEMPLATE_FIELDS` times, in at most :data:`MAX_TEMPLATE_CHARS` characters), and
+    ``{{``/``}}`` for literal braces; nothing else. ``required``: the field must be there.
+    """
+    if not isinstance(template, str):
+        raise InputError(f"{what} must be a string with a {{phrase}} field")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise InputError(f"{what} is over {MAX_TEMPLATE_CHARS:,} characters")
+    fields = 0
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InputError(f"{what}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name != "phrase" or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "")
+            shown = (shown + (f":{spec}" if spec else "") + "}")[:40]
+            raise InputError(
+                f"{what}: {shown!r} is not allowed; only {{phrase}} may be filled in "
+                "(no format specs, conversions, indexes or attributes)"
+            )
+        fields += 1
+    if required and not fields:
+        raise InputError(f"{what} must contain a {{phrase}} field")
+    if fields > MAX_TEMPLATE_FIELDS:
+        raise InputError(f"{what} fills {{phrase}} {fields} times; at most {MAX_TEMPLATE_FIELDS}")
+    return template
+
+
 def _coords_key(coords: str) -> str:
     if coords == "norm1000":
         return "norm1000"
@@ -99,12 +145,7 @@ def build_prompt(
     if answer not in ANSWERS:
         raise InputError(f"unknown answer kind {answer!r}; use {' or '.join(ANSWERS)}")
     if template is not None:
-        try:
-            return template.format(phrase=phrase.strip())
-        except (KeyError, IndexError, ValueError) as exc:
-            raise InputError(
-                f"prompt template {template!r}: only {{phrase}} may be filled in"
-            ) from exc
+        return check_template(template).format(phrase=phrase.strip())
     wording = _COORD_TEXT[_coords_key(str(coords))]
     example = _EXAMPLES[answer]
     lines = [

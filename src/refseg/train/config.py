@@ -548,6 +548,20 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         raise InputError(f"{where}: grpo.rewards.weights are all zero")
     if config.train_vision and config.lora is not None:
         raise InputError(f"{where}: train_vision needs full fine-tuning (lora: null)")
+    check_templates(config, where)
+
+
+def check_templates(config: Any, where: str = "config") -> None:
+    """The config's templates fill in only ``{phrase}`` (see
+    :func:`~refseg.protocol.templates.check_template`): checked here so that ``train check``
+    refuses what training would otherwise write into the model's card."""
+    from refseg.protocol.templates import check_template
+
+    if getattr(config, "prompt_template", None) is not None:
+        check_template(config.prompt_template, f"{where}: prompt_template")
+    sft = getattr(config, "sft", None)
+    if sft is not None and sft.reasoning_template is not None:
+        check_template(sft.reasoning_template, f"{where}: sft.reasoning_template", required=False)
 
 
 def check_datasets(config: TrainConfig, where: str = "config") -> None:

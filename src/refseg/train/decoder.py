@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from refseg.errors import InputError
-from refseg.train.config import LoraSection, RunConfig, _build, run_default
+from refseg.train.config import LoraSection, RunConfig, _build, check_templates, run_default
 
 BOX_SOURCES = ("gt", "jitter", "predicted")
 
@@ -133,6 +133,7 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> DecoderTrai
     config.check_run(where, at_least_one=("per_device_train_batch_size",))
     if config.max_steps == 0 or config.max_steps < -1:
         raise InputError(f"{where}: max_steps must be -1 or at least 1")
+    check_templates(config, where)
     return config
 
 
