@@ -23,14 +23,14 @@ _SET = typer.Option(
 
 
 def _overrides(pairs: list[str]) -> dict:
-    import yaml
+    from refseg.train.config import load_yaml, short_repr
 
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq or not key.strip():
-            raise InputError(f"--set {pair!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
+            raise InputError(f"--set {short_repr(pair)}: expected KEY=VALUE")
+        out[key.strip()] = load_yaml(value, f"--set {short_repr(key.strip(), 60)}")
     return out
 
 

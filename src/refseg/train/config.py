@@ -379,7 +379,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise InputError(
-            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})"
+            f"{where}: unknown key {short_repr(unknown[0])} (known: {', '.join(sorted(fields))})"
         )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -400,7 +400,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         # RunConfig's ``output_dir``).
         own = inspect.get_annotations(cls)
         missing.sort(key=lambda name: name not in own)
-        raise InputError(f"{where}: missing required key {missing[0]!r}")
+        raise InputError(f"{where}: missing required key {short_repr(missing[0])}")
     return cls(**kwargs)
 
 
@@ -420,7 +420,7 @@ def _check_scalar(value: Any, tp: Any, where: str) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise InputError(f"{where}: expected a number, got {value!r}") from None
+            raise InputError(f"{where}: expected a number, got {short_repr(value)}") from None
     if int in allowed and isinstance(value, int) and not isinstance(value, bool):
         return value
     if bool in allowed and isinstance(value, bool):
@@ -428,16 +428,80 @@ def _check_scalar(value: Any, tp: Any, where: str) -> Any:
     if str in allowed and isinstance(value, str):
         return value
     origins = {typing.get_origin(a) or a for a in allowed}
-    if (list in origins and isinstance(value, list)) or (
-        dict in origins and isinstance(value, dict)
-    ):
+    if list in origins and isinstance(value, list):
+        items = [typing.get_args(a) for a in allowed if typing.get_origin(a) is list]
+        item = items[0][0] if items and items[0] else Any
+        if item in (str, int, float) and not all(
+            isinstance(v, item) and not isinstance(v, bool) for v in value
+        ):
+            bad = next(v for v in value if not isinstance(v, item) or isinstance(v, bool))
+            raise InputError(f"{where}: expected a list of {item.__name__}, got {short_repr(bad)}")
+        return value
+    if dict in origins and isinstance(value, dict):
         return value
     expected = " or ".join(sorted({getattr(o, "__name__", str(o)) for o in origins}))
-    raise InputError(f"{where}: expected {expected}, got {value!r}")
+    raise InputError(f"{where}: expected {expected}, got {short_repr(value)}")
 
 
 #: A run file is a page of YAML; anything far larger is a wrong path, not a config.
 _MAX_CONFIG_BYTES = 1024 * 1024
+#: How deep a run file's mappings and lists may nest (the deepest real key is three levels).
+MAX_YAML_DEPTH = 32
+
+
+def _plain_loader() -> type:
+    """PyYAML's safe loader without aliases, nesting at most :data:`MAX_YAML_DEPTH` deep.
+
+    An alias (``*name``) is how 468 bytes become a billion leaves (the "billion laughs"), and no
+    run file needs one; deep nesting exhausts the composer's recursion. Both are refused while
+    composing, before anything is built.
+    """
+    import yaml
+
+    class PlainLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(
+                    f"YAML aliases (*name) are not allowed in run files (line {mark.line + 1})"
+                )
+            self.depth += 1
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(
+                    f"nested more than {MAX_YAML_DEPTH} levels deep (line {mark.line + 1})"
+                )
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return PlainLoader
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``text`` as plain YAML data (no aliases, bounded nesting); one line naming ``where``
+    if it is not."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_plain_loader())  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        line = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise InputError(f"{where}: {line}") from None
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply") from None
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about values from files: a
+    containers' repr is as large as the container."""
+    if isinstance(value, (list, tuple, dict, set)):
+        return f"a {type(value).__name__} of {len(value):,} items"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_config(
@@ -450,22 +514,18 @@ def load_config(
     :func:`config_from_dict` for other run files (the box decoder's,
     :mod:`refseg.train.decoder`), which share this reading and its one-line errors.
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config {path} does not exist")
     if path.stat().st_size > _MAX_CONFIG_BYTES:
         raise InputError(f"config {path}: over {_MAX_CONFIG_BYTES // 1024} KiB; is it a run file?")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(
             f"config {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
         ) from None
-    except yaml.YAMLError as exc:
-        line = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise InputError(f"config {path}: {line}") from None
+    data = load_yaml(text, f"config {path}") or {}
     if not isinstance(data, dict):
         raise InputError(f"config {path}: expected a mapping of keys, got {type(data).__name__}")
     for key, value in (overrides or {}).items():
@@ -514,7 +574,9 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     from refseg.protocol import ANSWERS
 
     if config.answer not in ANSWERS:
-        raise InputError(f"{where}: answer must be {' or '.join(ANSWERS)}, got {config.answer!r}")
+        raise InputError(
+            f"{where}: answer must be {' or '.join(ANSWERS)}, got {short_repr(config.answer)}"
+        )
     if not 3 <= config.path_vertices <= 10_000:
         raise InputError(f"{where}: path_vertices must be 3 to 10000, got {config.path_vertices}")
     budget = config.grpo.rewards.max_path_vertices
@@ -525,7 +587,9 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     if not 0 < config.grpo.rewards.boundary_ratio <= 0.5:
         raise InputError(f"{where}: grpo.rewards.boundary_ratio must be in (0, 0.5]")
     if config.family not in (None, "qwen3-vl", "qwen2.5-vl"):
-        raise InputError(f"{where}: family must be qwen3-vl or qwen2.5-vl, got {config.family!r}")
+        raise InputError(
+            f"{where}: family must be qwen3-vl or qwen2.5-vl, got {short_repr(config.family)}"
+        )
     g = config.grpo
     if g.num_generations < 2:
         raise InputError(
@@ -536,13 +600,13 @@ def validate(config: TrainConfig, where: str = "config") -> None:
     unknown = sorted(set(g.rewards.weights) - set(REWARD_NAMES))
     if unknown:
         raise InputError(
-            f"{where}: unknown reward {unknown[0]!r} in grpo.rewards.weights "
+            f"{where}: unknown reward {short_repr(unknown[0])} in grpo.rewards.weights "
             f"(known: {', '.join(REWARD_NAMES)})"
         )
     for name, value in g.rewards.weights.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(
-                f"{where}: grpo.rewards.weights.{name} must be a number, got {value!r}"
+                f"{where}: grpo.rewards.weights.{name} must be a number, got {short_repr(value)}"
             )
     if not any(float(v) for v in g.rewards.weights.values()):
         raise InputError(f"{where}: grpo.rewards.weights are all zero")
@@ -643,7 +707,7 @@ def _apply_extra(cls: type, kwargs: dict[str, Any], extra: dict[str, Any]) -> di
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(extra) - names)
     if unknown:
-        raise InputError(f"trainer_extra: {unknown[0]!r} is not a {cls.__name__} field")
+        raise InputError(f"trainer_extra: {short_repr(unknown[0])} is not a {cls.__name__} field")
     return {**kwargs, **extra}
 
 

@@ -39,7 +39,14 @@ from typing import Any
 import numpy as np
 
 from refseg.errors import InputError
-from refseg.train.config import LoraSection, RunConfig, _build, check_templates, run_default
+from refseg.train.config import (
+    LoraSection,
+    RunConfig,
+    _build,
+    check_templates,
+    run_default,
+    short_repr,
+)
 
 BOX_SOURCES = ("gt", "jitter", "predicted")
 
@@ -125,7 +132,9 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> DecoderTrai
     """Build and check a :class:`DecoderTrainConfig` from a mapping (one-line errors)."""
     config = _build(DecoderTrainConfig, data, where)
     if config.boxes not in BOX_SOURCES:
-        raise InputError(f"{where}: boxes must be {', '.join(BOX_SOURCES)}, got {config.boxes!r}")
+        raise InputError(
+            f"{where}: boxes must be {', '.join(BOX_SOURCES)}, got {short_repr(config.boxes)}"
+        )
     if config.family not in (None, "qwen3-vl", "qwen2.5-vl"):
         raise InputError(f"{where}: family must be qwen3-vl or qwen2.5-vl")
     if not 0.0 <= config.jitter <= 1.0:
