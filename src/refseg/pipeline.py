@@ -47,6 +47,8 @@ class PipelineOptions:
         refiner: what refines the raster of a path answer: ``none``, ``sam`` (gated, the
             default), ``sam-raw`` or a trained ``CHECKPOINT.pt``.
         refine_iters: iterations of that refiner (``None``: 1).
+        min_score: instances whose :attr:`~refseg.types.Instance.score` is below it are
+            dropped; an answer left with none is "no target" (``None``: keep all).
     """
 
     answer: str | None = None
@@ -54,6 +56,7 @@ class PipelineOptions:
     refine: int | None = None
     refiner: str = "sam"
     refine_iters: int | None = None
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
         from refseg.protocol import ANSWERS
@@ -68,6 +71,12 @@ class PipelineOptions:
                 isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top
             ):
                 raise InputError(f"{name} must be an integer from 0 to {top}, got {value!r}")
+        if self.min_score is not None and (
+            isinstance(self.min_score, bool)
+            or not isinstance(self.min_score, (int, float))
+            or not 0.0 <= self.min_score <= 1.0
+        ):
+            raise InputError(f"min_score must be a number from 0 to 1, got {self.min_score!r}")
         if not isinstance(self.refiner, str) or not self.refiner.strip():
             raise InputError("the refiner must be none, sam, sam-raw or a CHECKPOINT.pt path")
 
@@ -91,8 +100,16 @@ class PipelineOptions:
         )
 
     def path_options(self) -> dict[str, Any]:
-        """What batch and eval records carry: the options that change path answers' masks."""
-        return {"answer": self.answer, "refiner": self.refiner, "refine_iters": self.refine_iters}
+        """What batch and eval records carry: the options that change path answers' masks
+        (and the score threshold, where one is set)."""
+        recorded: dict[str, Any] = {
+            "answer": self.answer,
+            "refiner": self.refiner,
+            "refine_iters": self.refine_iters,
+        }
+        if self.min_score is not None:
+            recorded["min_score"] = self.min_score
+        return recorded
 
 
 def check_answer(grounder: Grounder, answer: str | None) -> None:
@@ -330,10 +347,17 @@ class Pipeline:
                 self.segmenter, image, prompts, embedding=cache[key], refine=self.refine
             )
             result.timings.update(timings)
+            for instance, grounded in zip(result.instances, grounding.instances):  # one each
+                instance.set_scores(grounder=grounded.score)
         result.no_target = grounding.no_target and not prompts
+        result.no_target_score = grounding.no_target_score
         result.raw_answer = grounding.raw_answer
         result.reasoning = grounding.reasoning
         result.parse_error = grounding.parse_error or result.parse_error
+        threshold = self.options.min_score
+        if threshold is not None and result.instances:
+            result.instances = [i for i in result.instances if i.score >= threshold]
+            result.no_target = not result.instances  # every instance below the threshold
         return result
 
     def _embedding(self, image: np.ndarray, cache: dict, timings: dict) -> Embedding:
@@ -392,16 +416,15 @@ class Pipeline:
                 self.refine_iters,
             )
             instance = Instance.from_mask(
-                out.mask,
-                box=g.box,
-                points=g.points,
-                score=1.0 if out.score is None else out.score,
+                out.mask, box=g.box, points=g.points, scores={"segmenter": out.score}
             )
             # The outline the mask has: the model's own where the raster was kept, else the
             # refined mask traced back (what a user editing outlines wants to start from).
             rings = g.polygons if np.array_equal(out.mask, raster) else trace(out.mask, 64)
             instance.path = format_path(rings, decimals=1)
             instances[i] = instance
+        for i, instance in instances.items():
+            instance.set_scores(grounder=grounding.instances[i].score)
         timings["predict_s"] = time.perf_counter() - start
         result = Result(
             width=width,

@@ -70,14 +70,32 @@ class Prompt:
                 raise InputError(f"point ({x}, {y}) has a non-finite coordinate")
 
 
+#: The sources of an instance's score, in the order :attr:`Instance.scores` lists them: the
+#: grounder's token probability for the instance's box and the segmenter's predicted IoU.
+SCORE_SOURCES = ("grounder", "segmenter")
+
+
 class Instance:
     """One segmented object: its mask (COCO RLE, decoded on first use), box, points and score.
 
     ``point_labels`` holds one label per point (1 foreground, 0 background, as in
     :class:`Prompt`); it defaults to all foreground, which is what grounders produce.
+    ``scores`` holds each source's own score in [0, 1] (:data:`SCORE_SOURCES`; ``None`` where the
+    source gives none) and ``score`` their product (1.0 when none exists): one number to
+    threshold, with its parts kept.
     """
 
-    __slots__ = ("_dense", "box", "label", "path", "point_labels", "points", "rle", "score")
+    __slots__ = (
+        "_dense",
+        "box",
+        "label",
+        "path",
+        "point_labels",
+        "points",
+        "rle",
+        "score",
+        "scores",
+    )
 
     def __init__(
         self,
@@ -87,11 +105,15 @@ class Instance:
         score: float = 1.0,
         label: str | None = None,
         point_labels: Sequence[int] | None = None,
+        scores: dict[str, float | None] | None = None,
     ) -> None:
         self.rle = rle
         self.box = [float(v) for v in box] if box is not None else None
         self.points = [[float(p[0]), float(p[1])] for p in points]
         self.score = float(score)
+        self.scores: dict[str, float | None] = dict.fromkeys(SCORE_SOURCES)
+        if scores:
+            self.set_scores(**scores)
         self.label = label
         if point_labels is None:
             point_labels = [1] * len(self.points)
@@ -101,6 +123,19 @@ class Instance:
         self._dense: np.ndarray | None = None
         #: The outline as SVG path data in image pixels (path answers; None otherwise).
         self.path: str | None = None
+
+    def set_scores(self, **sources: float | None) -> None:
+        """Record sources' scores (``grounder=``, ``segmenter=``) and recompute :attr:`score`."""
+        for name, value in sources.items():
+            if name not in SCORE_SOURCES:
+                raise InputError(f"unknown score source {name!r}; use {', '.join(SCORE_SOURCES)}")
+            if value is not None:
+                value = float(value)
+                if not 0.0 <= value <= 1.0:  # a predicted IoU may stray a little: clip it
+                    value = min(max(value, 0.0), 1.0) if math.isfinite(value) else None
+            self.scores[name] = value
+        present = [v for v in self.scores.values() if v is not None]
+        self.score = math.prod(present) if present else 1.0
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, **kwargs: Any) -> Instance:
@@ -127,6 +162,7 @@ class Instance:
             # Beside "points", not inside them, so readers of [[x, y]] points keep working.
             "point_labels": self.point_labels,
             "score": round(self.score, 6),
+            "scores": {k: None if v is None else round(v, 6) for k, v in self.scores.items()},
             "mask": masks.normalize(self.rle),
         }
         if self.label is not None:
@@ -153,10 +189,20 @@ class Instance:
             score=data.get("score", 1.0),
             label=data.get("label"),
             point_labels=data.get("point_labels"),  # absent in older result JSON: foreground
+            scores=_scores(data.get("scores")),
         )
 
     def __repr__(self) -> str:
         return f"Instance(box={self.box}, points={self.points}, score={self.score:.3f})"
+
+
+def _scores(data: Any) -> dict[str, float | None] | None:
+    """An instance's ``scores`` from JSON (absent in results written before scores existed)."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not set(data) <= set(SCORE_SOURCES):
+        raise InputError(f"an instance's scores maps {' and '.join(SCORE_SOURCES)} to numbers")
+    return {k: None if v is None else float(v) for k, v in data.items()}
 
 
 @dataclass
@@ -177,6 +223,9 @@ class Result:
     reasoning: str | None = None
     parse_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: The grounder's probability of an empty answer where it chose between one and a list of
+    #: objects (token probabilities); None when the grounder gives none.
+    no_target_score: float | None = None
 
     def union_rle(self) -> masks.RLE:
         """The union of all instance masks as an RLE."""
@@ -191,6 +240,9 @@ class Result:
         out: dict[str, Any] = {
             "image": {"width": self.width, "height": self.height},
             "no_target": self.no_target,
+            "no_target_score": (
+                None if self.no_target_score is None else round(self.no_target_score, 6)
+            ),
             "instances": [i.to_dict() for i in self.instances],
         }
         if self.phrase is not None:
@@ -204,6 +256,15 @@ class Result:
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(**kwargs))
+
+    def to_supervision(self, *, class_id: int = 0) -> Any:
+        """The instances as ``supervision.Detections`` (``xyxy``, ``(N, H, W)`` masks,
+        ``confidence`` = scores, ``data`` with the phrase and any outline path), for
+        supervision's annotators, trackers and dataset writers. Needs the optional package
+        (``pip install 'refseg[supervision]'``); see :mod:`refseg.interop.supervision`."""
+        from refseg.interop.detections import to_detections
+
+        return to_detections(self, class_id=class_id)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
@@ -220,9 +281,19 @@ class Result:
                 reasoning=data.get("reasoning"),
                 parse_error=data.get("parse_error"),
                 timings=dict(data.get("timings") or {}),
+                no_target_score=_probability(data.get("no_target_score")),
             )
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"not a refseg result: {exc!r}") from exc
+
+
+def _probability(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"no_target_score must be in [0, 1], got {value}")
+    return value
 
 
 def build_prompts(

@@ -177,6 +177,14 @@ def segment(
     svg_out: Path | None = typer.Option(
         None, "--svg", help="Write the outlines as SVG (one <path> per instance)."
     ),
+    min_score: float | None = typer.Option(
+        None,
+        "--min-score",
+        min=0.0,
+        max=1.0,
+        help="Drop instances scoring below it (score: grounder token probability x segmenter "
+        "IoU); none left means no target.",
+    ),
     batch: Path | None = typer.Option(
         None,
         "--batch",
@@ -190,6 +198,12 @@ def segment(
     out: Path | None = typer.Option(None, "--out", help="Output folder for --batch."),
     fresh: bool = typer.Option(
         False, "--fresh", help="With --batch: discard the results in --out, start over."
+    ),
+    coco_results: Path | None = typer.Option(
+        None,
+        "--coco-results",
+        help="With --batch: also write the results as a COCO segm results file "
+        "(pycocotools COCOeval reads it).",
     ),
 ) -> None:
     """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
@@ -205,6 +219,7 @@ def segment(
         refine=refine,
         refiner=refiner or "sam",
         refine_iters=refine_iters,
+        min_score=min_score,
     )
     if batch is not None:
         from refseg.cli.batch import batch_command
@@ -239,12 +254,15 @@ def segment(
             device=device,
             fresh=fresh,
             phrases=phrases,
+            coco_results=coco_results,
         )
         return
     if phrases is not None:
         raise InputError("--phrases goes with --batch FOLDER")
     if fresh:
         raise InputError("--fresh goes with --batch")
+    if coco_results is not None:
+        raise InputError("--coco-results goes with --batch (use --json for one image)")
     if image is None:
         raise InputError("give an IMAGE (or --batch PAIRS.jsonl --out DIR)")
     if phrase is not None and (box or point):
@@ -261,6 +279,7 @@ def segment(
                     ("--answer", answer is not None),
                     ("--refiner", refiner is not None),
                     ("--refine-iters", refine_iters is not None),
+                    ("--min-score", min_score is not None),
                 )
                 if given
             ]

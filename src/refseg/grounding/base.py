@@ -30,6 +30,8 @@ class GroundedInstance:
     box: Box
     points: list[Point] = field(default_factory=list)
     polygons: list[np.ndarray] = field(default_factory=list)
+    #: The grounder's own confidence in [0, 1] (token probabilities), None when it has none.
+    score: float | None = None
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Grounding:
     reasoning: str | None = None
     parse_error: str | None = None
     invalid: int = 0
+    #: How likely the grounder found an empty answer at the step that decided it (token
+    #: probabilities, :func:`refseg.protocol.confidence.no_target_score`); None without them.
+    no_target_score: float | None = None
     #: The VLM's own features for the box decoder (:class:`~refseg.grounding.features.VLMFeatures`),
     #: only when asked for; the pipeline drops them once the masks are decoded.
     features: Any = None

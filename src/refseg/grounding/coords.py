@@ -237,7 +237,9 @@ def _convert(
         if not (bx1 - tol_x <= x <= bx2 + tol_x and by1 - tol_y <= y <= by2 + tol_y):
             return "point outside its box"
         points.append((min(max(x, bx1), bx2), min(max(y, by1), by2)))
-    return GroundedInstance(box=(bx1, by1, bx2, by2), points=points, polygons=polygons)
+    return GroundedInstance(
+        box=(bx1, by1, bx2, by2), points=points, polygons=polygons, score=instance.score
+    )
 
 
 def to_grounding(

@@ -44,6 +44,7 @@ from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import Convention, smart_resize, to_grounding
 from refseg.hub import first_line, resolve_device, resolve_dtype, resolve_source
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
+from refseg.protocol.confidence import instance_scores, no_target_score
 from refseg.protocol.templates import check_template
 
 __all__ = [
@@ -496,6 +497,9 @@ class QwenGrounder:
         """The raw answers (new tokens only, special tokens dropped) for one batch of pairs."""
         return self._generate(images, phrases, think=think, answer=answer)[0]
 
+    #: Answers come with token probabilities (instance and no-target scores).
+    supports_scores = True
+
     #: This grounder can hand its own features to the box decoder (``ground(features=...)``).
     supports_features = True
 
@@ -515,18 +519,27 @@ class QwenGrounder:
         think: bool = False,
         answer: str | None = None,
         sources: Sequence[str] = (),
-    ) -> tuple[list[str], list[Any] | None]:
-        """Answers, and with ``sources`` the :class:`VLMFeatures` of each pair from the same
-        generate pass (hooks, no second forward; see :mod:`refseg.grounding.features`)."""
+    ) -> tuple[list[str], list[Any] | None, list[Any]]:
+        """Answers, with ``sources`` the :class:`VLMFeatures` of each pair from the same
+        generate pass (hooks, no second forward; see :mod:`refseg.grounding.features`), and
+        each answer's :class:`~refseg.protocol.confidence.TokenTrace` (None where unreadable)."""
         import contextlib
 
+        from transformers import LogitsProcessorList
+
         from refseg.grounding.features import FeatureCapture
+        from refseg.grounding.traces import TraceRecorder, build_traces, trace_decoder
 
         batch = self.prepare(images, phrases, think=think, answer=answer)
         capture = FeatureCapture(self.model, list(sources)) if sources else None
+        recorder = TraceRecorder()
         try:
             with capture if capture is not None else contextlib.nullcontext():
-                out = self.model.generate(**batch, generation_config=self._generation_config())
+                out = self.model.generate(
+                    **batch,
+                    generation_config=self._generation_config(),
+                    logits_processor=LogitsProcessorList([recorder]),
+                )
         except torch.cuda.OutOfMemoryError as exc:
             raise ModelError(
                 f"out of GPU memory generating {len(phrases)} answers; lower batch_size "
@@ -536,9 +549,11 @@ class QwenGrounder:
         answers = self.processor.batch_decode(
             new, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        recorder.finish(new)
+        traces = build_traces(recorder, new, trace_decoder(self.processor.tokenizer))
         if capture is None:
-            return answers, None
-        return answers, self._features(capture, new)
+            return answers, None, traces
+        return answers, self._features(capture, new), traces
 
     def _features(self, capture: Any, new: torch.Tensor) -> list[Any]:
         from refseg.grounding.features import stop_ids
@@ -576,20 +591,29 @@ class QwenGrounder:
         for start in range(0, len(images), self.batch_size):
             chunk_images = list(images[start : start + self.batch_size])
             chunk_phrases = list(phrases[start : start + self.batch_size])
-            if features:
-                answers, feats = self._generate(
+            feats = traces = None
+            if features or self._own_generate():
+                answers, feats, traces = self._generate(
                     chunk_images, chunk_phrases, think=think, sources=features, **asked
                 )
-            else:  # through generate(), which subclasses may override
+            else:  # through generate(), which subclasses override (without token scores)
                 answers = self.generate(chunk_images, chunk_phrases, think=think, **asked)
-                feats = None
             for i, (image, answer) in enumerate(zip(chunk_images, answers)):
                 width, height = _size(image)
-                grounding = to_grounding(parse_answer(answer), self.convention, width, height)
+                parsed = parse_answer(answer)
+                trace = traces[i] if traces is not None else None
+                for instance, score in zip(parsed.instances, instance_scores(trace, parsed)):
+                    instance.score = score
+                grounding = to_grounding(parsed, self.convention, width, height)
+                grounding.no_target_score = no_target_score(trace, parsed)
                 if feats is not None:
                     grounding.features = feats[i]
                 results.append(grounding)
         return results
+
+    def _own_generate(self) -> bool:
+        """True unless a subclass (or the instance) replaced :meth:`generate`."""
+        return type(self).generate is QwenGrounder.generate and "generate" not in vars(self)
 
 
 def _size(image: Any) -> tuple[int, int]:

@@ -24,6 +24,9 @@ class ParsedInstance:
     points: list[tuple[float, float]] = field(default_factory=list)
     polygons: list[Ring] = field(default_factory=list)
     box_derived: bool = False
+    #: The grounder's confidence in this instance from its token probabilities
+    #: (:func:`refseg.protocol.confidence.instance_scores`); None when it has none.
+    score: float | None = None
 
     @property
     def has_path(self) -> bool:
