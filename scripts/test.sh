@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs everything the tests need, then runs pytest.
 source "$(dirname "$0")/env.sh"
-install_refseg "vlm,train,serve,dev,openvino"
+install_refseg "vlm,train,serve,dev,openvino,supervision"
 # The browser test drives Debian's Chromium (a test tool's own browser download cannot work
 # offline), so install the system package when it is missing.
 if ! command -v chromium >/dev/null 2>&1; then

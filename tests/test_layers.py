@@ -38,6 +38,10 @@ FLOORS: dict[str, int] = {
     "refseg.protocol": 4,
     "refseg.vlm_features": 4,
     "refseg.data": 4,
+    # results in other tools' formats (supervision, COCO results); the Result -> Detections
+    # half sits on the ground floor so that Result.to_supervision() can reach it
+    "refseg.interop": 4,
+    "refseg.interop.detections": 2,
     # the two halves of a pipeline, which never import each other
     "refseg.grounding": 5,
     "refseg.segmentation": 5,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -452,6 +453,7 @@ def run_batch(
     device: str | None = None,
     fresh: bool = False,
     phrases: Path | None = None,
+    coco_results: Path | None = None,
 ) -> BatchSummary:
     """A whole batch run: validate input, load models once, run this rank's share, merge.
 
@@ -460,7 +462,9 @@ def run_batch(
     takes every ``WORLD_SIZE``-th pair, as ``refseg eval`` does (see :class:`BatchRun`). The
     grounder is loaded only when a pair still to do has a phrase. Raises
     :class:`KeyboardInterrupt` as it came (finished pairs are kept); failed pairs are counted in
-    the summary and their records say why.
+    the summary and their records say why. ``coco_results`` also writes the whole
+    ``results.jsonl`` as a COCO ``segm`` results file (:mod:`refseg.interop.coco`) once it is
+    merged, on every run, so a rerun with nothing left to do still writes it.
     """
     from refseg.pipeline import PipelineOptions, load_pipeline
     from refseg.segmentation import load_segmenter
@@ -480,6 +484,9 @@ def run_batch(
         inputs = [batch]
     results = out / RESULTS_FILE
     refuse_overwriting_inputs({"--out": results}, inputs)
+    if coco_results is not None:
+        refuse_overwriting_inputs({"--coco-results": coco_results}, [*inputs, results])
+        check_writable(coco_results)  # before the models load
     dist = ranks()  # RANK / WORLD_SIZE of accelerate launch or torchrun
     device = device or rank_device()  # each rank on its local GPU, not all on the first
     summary = BatchSummary(results, len(pairs), rank=dist.rank, world_size=dist.world_size)
@@ -487,13 +494,13 @@ def run_batch(
         summary.retried, summary.skipped = run.retried, run.skipped
         if not run.todo_all:  # the same answer on every rank: all of them stop here
             if dist.main:
-                merge_results(out, pairs)
+                _finish(out, pairs, coco_results)
             summary.nothing_to_do = True
             return summary
         if not run.todo:  # this rank's share is done; wait for the others, then merge
             dist.barrier()
             if dist.main:
-                merge_results(out, pairs)
+                _finish(out, pairs, coco_results)
                 records = read_records(results)
                 summary.done, summary.errors = len(records), sum("error" in r for r in records)
             summary.waited = True
@@ -517,7 +524,7 @@ def run_batch(
         )
         dist.barrier()  # every rank has written its share
         if dist.main:
-            merge_results(out, pairs)
+            _finish(out, pairs, coco_results)
     summary.own = {k: counts[k] for k in ("done", "images", "seconds")}
     if dist.world_size > 1:
         if not dist.main:
@@ -531,6 +538,19 @@ def run_batch(
         summary.seconds, summary.done = counts["seconds"], counts["done"]
         summary.images, summary.errors = counts["images"], counts["errors"]
     return summary
+
+
+def _finish(out: Path, pairs: list[dict[str, Any]], coco_results: Path | None) -> None:
+    """Rank 0 at the end: merge the ranks' records, then write the COCO results file."""
+    merge_results(out, pairs)
+    if coco_results is not None:
+        from refseg.fileio import is_stdout
+        from refseg.interop.coco import batch_coco_results, write_coco_results
+
+        entries = batch_coco_results(read_records(out / RESULTS_FILE))
+        count = write_coco_results(coco_results, entries)
+        if not is_stdout(coco_results):
+            print(f"wrote {coco_results} ({_count(count, 'detection')})", file=sys.stderr)
 
 
 def _count(number: int, noun: str) -> str:

@@ -21,6 +21,7 @@ def batch_command(
     device: str | None,
     fresh: bool,
     phrases: Path | None,
+    coco_results: Path | None = None,
 ) -> None:
     """Run the batch and print a one-line summary (rank 0; each rank of a data-parallel run
     says its own share on stderr). Exits 1 after the summary when any pair failed, so a script
@@ -35,6 +36,7 @@ def batch_command(
             device=device,
             fresh=fresh,
             phrases=phrases,
+            coco_results=coco_results,
         )
     except KeyboardInterrupt:
         typer.echo(

@@ -77,6 +77,16 @@ def _refuse_writing_inputs(out: Path, dataset: str, predictions: Path | None) ->
         refuse_overwriting_inputs({"--out": out / name}, inputs)
 
 
+def _write_coco_results(path: Path, out: Path, predictions: Path | None) -> None:
+    """The run's records as a COCO ``segm`` results file (:mod:`refseg.interop.coco`)."""
+    from refseg.eval.runner import load_predictions, load_run_records
+    from refseg.interop.coco import eval_coco_results, write_coco_results
+
+    given = load_predictions(predictions) if predictions is not None else None
+    count = write_coco_results(path, eval_coco_results(load_run_records(out).values(), given))
+    typer.echo(f"wrote {path} ({count} detection{'' if count == 1 else 's'})", err=True)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
@@ -142,6 +152,11 @@ def register(app: typer.Typer) -> None:
             False, "--fresh", help="Discard the records already in --out instead of resuming."
         ),
         report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report."),
+        coco_results: Path | None = typer.Option(
+            None,
+            "--coco-results",
+            help="Also write the predictions as a COCO segm results file (COCOeval reads it).",
+        ),
     ) -> None:
         """Evaluate on a dataset; resumable, data-parallel under accelerate launch."""
         from refseg.data.base import open_dataset
@@ -173,6 +188,13 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--boundary-ratio must be in (0, 1), got {boundary_ratio}")
         device = device or rank_device()
         _refuse_writing_inputs(out, dataset, predictions)
+        if coco_results is not None:
+            from refseg.data.base import DatasetSpec
+            from refseg.fileio import check_writable, refuse_overwriting_inputs
+
+            read = [DatasetSpec.parse(dataset).path, *([predictions] if predictions else [])]
+            refuse_overwriting_inputs({"--coco-results": coco_results}, read)
+            check_writable(coco_results)  # before the models load
         if predictions is None:  # a typo in a spec is one line before the dataset is read
             from refseg.grounding import parse_grounder_spec
             from refseg.segmentation import check_segmenter_spec
@@ -225,6 +247,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         if int(os.environ.get("RANK", "0") or 0) == 0:
             _print_summary(document, out, report=report)
+            if coco_results is not None:  # refseg.interop.coco: the writer and its id rules
+                _write_coco_results(coco_results, out, predictions)
 
     # A command of its own: `eval` is a single command whose options (--dataset, --out) are
     # required, so `refseg eval compare` cannot be a sub-command of it without breaking it.

@@ -227,3 +227,6 @@ for _kind in ("refcoco-m", "refcocom"):
 register_reader("jsonl", "refseg.data.jsonl:read_jsonl_spec")
 register_reader("refshapes", "refseg.data.jsonl:read_jsonl_spec", require_split=True)
 register_reader("coco", "refseg.data.coco:read_coco_spec")
+# Hugging Face `datasets` Parquet repositories of the same benchmarks (lmms-lab, jxu124 layouts).
+for _name in ("refcoco", "refcoco+", "refcocog", "grefcoco"):
+    register_reader(f"{_name}-parquet", "refseg.data.parquet:read_refcoco_parquet", dataset=_name)
