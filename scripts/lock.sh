@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refresh requirements.lock: resolve the newest versions pyproject.toml allows for everything the
-# README's two commands install (extras vlm, train, serve, dev, openvino, plus the CPU build of torch) and
-# record them, exactly, transitively. Then run the tests and commit both:
+# README's two commands install (extras vlm, train, serve, dev, openvino, supervision, plus the
+# CPU build of torch) and record them, exactly, transitively. Then run the tests and commit both:
 #   bash scripts/lock.sh && bash scripts/test.sh && git commit requirements.lock -m "lock: refresh"
 # TORCH_VERSION picks the torch release (its CPU build must be reachable from pip's indexes).
 # The lock is resolved for this machine's Python and platform; elsewhere it is still used as a
@@ -21,7 +21,7 @@ trap 'rm -rf "$work"' EXIT
 . "$ROOT/scripts/lib.sh"
 REFSEG_LOCK=/dev/null  # no constraints: the newest versions pyproject.toml allows
 PATH="$work/venv/bin:$PATH" pip_install --dry-run --ignore-installed \
-  --report "$work/report.json" "torch==$TORCH_VERSION" ".[vlm,train,serve,dev,openvino]"
+  --report "$work/report.json" "torch==$TORCH_VERSION" ".[vlm,train,serve,dev,openvino,supervision]"
 "$work/venv/bin/python" - "$work/report.json" "$ROOT/requirements.lock" <<'PY'
 import json, os, platform, sys, tempfile
 report, lock = sys.argv[1], sys.argv[2]

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from refseg import masks
 from refseg.errors import InputError
 from refseg.types import Instance, Prompt, Result, clip_box
 
@@ -65,3 +66,28 @@ def test_point_labels_travel_beside_points():
         data["instances"][0]["point_labels"] = bad
         with pytest.raises(InputError, match="point_labels"):
             Result.from_dict(data)
+
+
+def test_scores_round_trip_and_keep_the_written_score() -> None:
+    """``scores`` holds each source; ``score`` is what the JSON says (results written before
+    scores existed have no ``scores``: all sources null)."""
+    rle = masks.encode(np.ones((4, 5), bool))
+    instance = Instance(rle, box=[0, 0, 5, 4], score=0.7)
+    assert instance.scores == {"grounder": None, "segmenter": None}
+    back = Instance.from_dict(instance.to_dict())
+    assert back.score == pytest.approx(0.7) and back.scores == instance.scores
+    instance.set_scores(grounder=0.5, segmenter=0.8)
+    assert instance.score == pytest.approx(0.4)
+    back = Instance.from_dict(instance.to_dict())
+    assert back.score == pytest.approx(0.4) and back.scores == {"grounder": 0.5, "segmenter": 0.8}
+    instance.set_scores(segmenter=1.02)  # a predicted IoU a little over 1 is clipped
+    assert instance.scores["segmenter"] == 1.0
+    with pytest.raises(InputError, match="unknown score source"):
+        instance.set_scores(detector=0.5)
+    with pytest.raises(InputError, match="scores"):
+        Result.from_dict(
+            {
+                "image": {"width": 5, "height": 4},
+                "instances": [{**instance.to_dict(), "scores": [0.5]}],
+            }
+        )

@@ -415,9 +415,8 @@ class Pipeline:
                 g.box,
                 self.refine_iters,
             )
-            instance = Instance.from_mask(
-                out.mask, box=g.box, points=g.points, scores={"segmenter": out.score}
-            )
+            instance = Instance.from_mask(out.mask, box=g.box, points=g.points)
+            instance.set_scores(segmenter=out.score)
             # The outline the mask has: the model's own where the raster was kept, else the
             # refined mask traced back (what a user editing outlines wants to start from).
             rings = g.polygons if np.array_equal(out.mask, raster) else trace(out.mask, 64)

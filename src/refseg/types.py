@@ -112,8 +112,8 @@ class Instance:
         self.points = [[float(p[0]), float(p[1])] for p in points]
         self.score = float(score)
         self.scores: dict[str, float | None] = dict.fromkeys(SCORE_SOURCES)
-        if scores:
-            self.set_scores(**scores)
+        if scores:  # recorded as given; ``score`` stays what the caller says (set_scores: both)
+            self.scores.update(_checked_scores(scores))
         self.label = label
         if point_labels is None:
             point_labels = [1] * len(self.points)
@@ -126,14 +126,7 @@ class Instance:
 
     def set_scores(self, **sources: float | None) -> None:
         """Record sources' scores (``grounder=``, ``segmenter=``) and recompute :attr:`score`."""
-        for name, value in sources.items():
-            if name not in SCORE_SOURCES:
-                raise InputError(f"unknown score source {name!r}; use {', '.join(SCORE_SOURCES)}")
-            if value is not None:
-                value = float(value)
-                if not 0.0 <= value <= 1.0:  # a predicted IoU may stray a little: clip it
-                    value = min(max(value, 0.0), 1.0) if math.isfinite(value) else None
-            self.scores[name] = value
+        self.scores.update(_checked_scores(sources))
         present = [v for v in self.scores.values() if v is not None]
         self.score = math.prod(present) if present else 1.0
 
@@ -194,6 +187,20 @@ class Instance:
 
     def __repr__(self) -> str:
         return f"Instance(box={self.box}, points={self.points}, score={self.score:.3f})"
+
+
+def _checked_scores(sources: dict[str, Any]) -> dict[str, float | None]:
+    """Known sources, each a number in [0, 1] or None (a predicted IoU a little out of range is
+    clipped; a non-finite one is None)."""
+    out: dict[str, float | None] = {}
+    for name, value in sources.items():
+        if name not in SCORE_SOURCES:
+            raise InputError(f"unknown score source {name!r}; use {', '.join(SCORE_SOURCES)}")
+        if value is not None:
+            value = float(value)
+            value = min(max(value, 0.0), 1.0) if math.isfinite(value) else None
+        out[name] = value
+    return out
 
 
 def _scores(data: Any) -> dict[str, float | None] | None:

@@ -258,7 +258,9 @@ def test_the_environment_is_the_locked_one() -> None:
         for line in LOCK.read_text().splitlines()
         if line and not line.startswith("#")
     }
-    needed = _required_closure("refseg", {"vlm", "train", "serve", "dev", "openvino"})
+    needed = _required_closure(
+        "refseg", {"vlm", "train", "serve", "dev", "openvino", "supervision"}
+    )
     off = []
     for dist in metadata.distributions():
         name = dist.metadata["Name"].lower().replace("_", "-")

@@ -57,6 +57,7 @@ class MaskPrediction:
             box=prompt.box,
             points=prompt.points,
             point_labels=prompt.labels,
+            score=self.score,
             scores={"segmenter": self.score},
         )
 
