@@ -55,9 +55,21 @@ FailFn = Callable[[int], "tuple | None"]
 class ChatServer:
     """A chat-completions server on 127.0.0.1 running ``answer`` for each request."""
 
-    def __init__(self, answer: Callable[[ChatRequest], str], *, fail: FailFn | None = None):
+    def __init__(
+        self,
+        answer: Callable[[ChatRequest], str],
+        *,
+        fail: FailFn | None = None,
+        logprobs: Callable[[str], list[dict]] | None = None,
+        refuse_logprobs: bool = False,
+    ):
+        """``logprobs(text)`` gives the ``logprobs.content`` entries returned when a request
+        asks for them; ``refuse_logprobs`` answers such a request 400, as servers without
+        them do."""
         self.answer = answer
         self.fail = fail
+        self.logprobs = logprobs
+        self.refuse_logprobs = refuse_logprobs
         self.requests: list[ChatRequest] = []
         self.count = 0
         self._lock = threading.Lock()
@@ -122,6 +134,10 @@ class ChatServer:
                     return
                 with server._lock:
                     server.requests.append(request)
+                asked = bool(request.body.get("logprobs"))
+                if asked and server.refuse_logprobs:
+                    self._send(400, b'{"error": {"message": "logprobs is not supported"}}')
+                    return
                 text = server.answer(request)
                 response = {
                     "id": f"chatcmpl-{number}",
@@ -133,6 +149,11 @@ class ChatServer:
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
                             "finish_reason": "stop",
+                            **(
+                                {"logprobs": {"content": server.logprobs(text)}}
+                                if asked and server.logprobs
+                                else {}
+                            ),
                         }
                     ],
                     "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},

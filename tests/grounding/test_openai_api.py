@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -204,7 +205,7 @@ def test_client_errors_are_not_retried(status: int) -> None:
         with pytest.raises(
             ModelError, match=f"refused the request: HTTP {status} \\(model not found\\)"
         ):
-            fast(server).ground([scene()], ["x"])
+            fast(server, logprobs=False).ground([scene()], ["x"])
         assert server.count == 1
 
 
@@ -399,3 +400,46 @@ def test_tiny_model_served_equals_in_process(family: str, request: pytest.Fixtur
         assert have.raw_answer == want.raw_answer and have.raw_answer
         assert have.parse_error == want.parse_error
         assert have.no_target == want.no_target and have.instances == want.instances
+
+
+# ---------------------------------------------------------------------------------------------
+# Token log-probabilities: scores
+
+
+def char_logprobs(text: str) -> list[dict]:
+    """One token per character, each with probability 0.9; where the list opens on an object,
+    the empty list's "]" had 0.05."""
+    entries = []
+    for i, ch in enumerate(text):
+        top = [{"token": ch, "logprob": math.log(0.9)}]
+        if ch == "{" and text[:i].rstrip().endswith("["):
+            top.append({"token": "]", "logprob": math.log(0.05)})
+        entries.append({"token": ch, "logprob": math.log(0.9), "top_logprobs": top})
+    return entries
+
+
+def test_returned_logprobs_give_scores() -> None:
+    with ChatServer(locating_model("norm1000"), logprobs=char_logprobs) as server:
+        (grounding,) = fast(server).ground([scene()], ["the red rectangle"])
+        body = server.requests[0].body
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
+    (instance,) = grounding.instances
+    assert instance.score == pytest.approx(0.9)
+    assert grounding.no_target_score == pytest.approx(0.05 / 0.95)
+
+
+def test_servers_without_logprobs_are_asked_again_without() -> None:
+    with ChatServer(locating_model("norm1000"), refuse_logprobs=True) as server:
+        grounder = fast(server)
+        (first,) = grounder.ground([scene()], ["the red rectangle"])
+        (second,) = grounder.ground([scene()], ["the red rectangle"])
+        assert server.count == 3  # refused once, then never asked again
+        assert "logprobs" not in server.requests[-1].body
+    for grounding in (first, second):
+        assert grounding.instances[0].score is None and grounding.no_target_score is None
+
+
+def test_no_logprobs_in_the_answer_gives_no_scores() -> None:
+    with ChatServer(locating_model("norm1000")) as server:
+        (grounding,) = fast(server).ground([scene()], ["the red rectangle"])
+    assert grounding.instances[0].score is None and grounding.no_target_score is None

@@ -124,6 +124,7 @@ _SPEC_OPTIONS = {
     "retries": ("retries", int),
     "max_tokens": ("max_tokens", int),
     "concurrency": ("concurrency", int),
+    "logprobs": ("logprobs", int),
 }
 
 

@@ -42,6 +42,7 @@ from refseg.grounding.http import (
     post_with_retries,
 )
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
+from refseg.protocol.confidence import TOP_K, TokenTrace, instance_scores, no_target_score
 
 __all__ = ["OpenAIGrounder", "chat_completions_url", "image_data_url"]
 
@@ -94,6 +95,9 @@ class OpenAIGrounder:
         temperature: sampling temperature; 0 asks for greedy decoding.
         concurrency: requests in flight at once in :meth:`ground`.
         image_format: ``png`` (lossless, default) or ``jpeg`` (smaller requests).
+        logprobs: ask for token log-probabilities (``logprobs``/``top_logprobs``), which give
+            the instance and no-target scores; a server that refuses them (HTTP 400/422) is
+            asked again without, once, and the scores are then ``None``.
         max_new_tokens: the in-process grounders' name for ``max_tokens``; when given it wins,
             so one set of grounder options works with every backend.
     """
@@ -113,6 +117,7 @@ class OpenAIGrounder:
         concurrency: int = 4,
         image_format: str = "png",
         max_new_tokens: int | None = None,
+        logprobs: bool = True,
     ) -> None:
         self.endpoint = chat_completions_url(url)
         if not isinstance(model, str) or not model.strip():
@@ -132,6 +137,7 @@ class OpenAIGrounder:
         if image_format not in ("png", "jpeg"):
             raise InputError(f"image_format must be png or jpeg, got {image_format!r}")
         self.image_format = image_format
+        self.logprobs = bool(logprobs)
         #: What the prompt asks for: ``box`` or ``path`` (see :func:`refseg.protocol.build_prompt`).
         self.answer = "box"
         # Proxies from the environment are honoured, as with any HTTP client.
@@ -169,24 +175,35 @@ class OpenAIGrounder:
 
     def complete(self, messages: list[dict]) -> str:
         """POST one chat completion and return the answer text (retrying transient failures)."""
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": messages,
-                "max_tokens": self.max_tokens,
-                "temperature": self.temperature,
-            }
-        ).encode("utf-8")
-        payload = post_with_retries(
-            self._opener,
-            self.endpoint,
-            body,
-            self._headers,
-            timeout=self.timeout,
-            retries=self.retries,
-            backoff=self.backoff,
-        )
-        return self._answer_text(payload)
+        return self._complete(messages)[0]
+
+    def _complete(self, messages: list[dict]) -> tuple[str, TokenTrace | None]:
+        """The answer text and, where the server returned token log-probabilities, its trace."""
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+        if self.logprobs:
+            request.update(logprobs=True, top_logprobs=TOP_K)
+        try:
+            payload = post_with_retries(
+                self._opener,
+                self.endpoint,
+                json.dumps(request).encode("utf-8"),
+                self._headers,
+                timeout=self.timeout,
+                retries=self.retries,
+                backoff=self.backoff,
+            )
+        except ModelError as exc:
+            if not self.logprobs or not any(f"HTTP {s}" in str(exc) for s in (400, 422)):
+                raise
+            self.logprobs = False  # a server without log-probabilities: ask as before
+            return self._complete(messages)
+        text = self._answer_text(payload)
+        return text, _trace(json_object(payload, self.endpoint), text)
 
     def _answer_text(self, payload: bytes) -> str:
         """The assistant's text from a chat-completions response body; garbage is ModelError."""
@@ -244,9 +261,15 @@ class OpenAIGrounder:
 
         def one(index: int) -> Grounding:
             image = arrays[index]
-            text = self.complete(self.messages(image, phrases[index], think=think, answer=answer))
+            messages = self.messages(image, phrases[index], think=think, answer=answer)
+            text, trace = self._complete(messages)
             height, width = image.shape[:2]
-            return to_grounding(parse_answer(text), self.convention, width, height)
+            parsed = parse_answer(text)
+            for instance, score in zip(parsed.instances, instance_scores(trace, parsed)):
+                instance.score = score
+            grounding = to_grounding(parsed, self.convention, width, height)
+            grounding.no_target_score = no_target_score(trace, parsed)
+            return grounding
 
         if len(arrays) == 1 or self.concurrency == 1:
             return [one(i) for i in range(len(arrays))]
@@ -256,6 +279,29 @@ class OpenAIGrounder:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def _trace(data: Any, text: str) -> TokenTrace | None:
+    """The token trace in a chat-completions response (``choices[0].logprobs.content``: each
+    token's text, log-probability and top alternatives), or None when it is absent, malformed
+    or does not spell the answer text (a reasoning field moved back in front, say)."""
+    try:
+        content = data["choices"][0]["logprobs"]["content"]
+        if not isinstance(content, list) or len(content) > 100_000:
+            return None
+        texts, logprobs, alternatives = [], [], []
+        for entry in content:
+            texts.append(str(entry["token"]))
+            logprobs.append(min(0.0, float(entry["logprob"])))
+            top = entry.get("top_logprobs") or []
+            alternatives.append(
+                [(str(t["token"]), min(0.0, float(t["logprob"]))) for t in top[:TOP_K]]
+            )
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    if "".join(texts) != text:
+        return None
+    return TokenTrace(texts, logprobs, alternatives if all(alternatives) else [])
 
 
 def _content_text(content: Any) -> str | None:
