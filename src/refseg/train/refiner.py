@@ -43,7 +43,7 @@ import numpy as np
 
 from refseg import masks
 from refseg.errors import InputError
-from refseg.train.config import RunConfig, _build, run_default
+from refseg.train.config import RunConfig, _build, run_default, short_repr
 
 #: Perturbations that turn a GT mask into a synthetic coarse mask.
 SYNTH_KINDS = ("simplify", "jitter", "dilate", "erode", "shift", "box")
@@ -308,8 +308,66 @@ def rollout_files(sources: list[str]) -> list[Path]:
     return files
 
 
+def _rollout_box(box: Any, where: str) -> tuple[float, float, float, float] | None:
+    """A record's box: None (use the mask's) or four finite numbers; else one line."""
+    if box is None:
+        return None
+    if (
+        not isinstance(box, list)
+        or len(box) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        or not all(np.isfinite(v) for v in box)
+    ):
+        raise InputError(f"{where}: a box must be [x1, y1, x2, y2] numbers or null")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2, y2
+
+
+def _check_rollout(record: dict[str, Any], where: str) -> tuple[int, int]:
+    """The record's ``(height, width)`` once its sizes fit the limits (one line if not).
+
+    Checked before any mask is decoded: a few kilobytes of RLE can declare dozens of
+    7000x7000 masks (gigabytes decoded), so a line holds at most
+    :func:`~refseg.limits.max_prompts` masks of each kind, each within
+    :func:`~refseg.limits.max_pixels`, and all of them within
+    :func:`~refseg.limits.max_prompt_pixels` together.
+    """
+    from refseg.limits import max_pixels, max_prompt_pixels, max_prompts
+
+    h, w = record.get("height"), record.get("width")
+    for name, value in (("height", h), ("width", w)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{where}: {name} must be a positive integer")
+    preds, gts, boxes = record["masks"], record["gt_masks"], record.get("boxes", [])
+    for name, value in (("masks", preds), ("gt_masks", gts), ("boxes", boxes)):
+        if not isinstance(value, list):
+            raise InputError(f"{where}: {name} must be a list")
+        if len(value) > max_prompts():
+            raise InputError(
+                f"{where}: {len(value):,} {name}, more than the {max_prompts()} a line may hold"
+            )
+    if h * w > max_pixels():
+        raise InputError(f"{where}: {w}x{h} masks are over {max_pixels():,} pixels")
+    total = (len(preds) + len(gts)) * h * w
+    if total > max_prompt_pixels():
+        raise InputError(
+            f"{where}: its masks hold {total:,} pixels together, more than "
+            f"{max_prompt_pixels():,} (REFSEG_MAX_PROMPT_PIXELS)"
+        )
+    for rle in preds:
+        size = rle.get("size") if isinstance(rle, dict) else None
+        if size is not None and list(size) != [h, w]:
+            raise InputError(f"{where}: a mask of size {short_repr(size)}, not [{h}, {w}]")
+    return h, w
+
+
 def rollout_examples(config: RefinerTrainConfig) -> list[Example]:
-    """Recorded rollout instances paired with the GT instance each matches (Hungarian, IoU)."""
+    """Recorded rollout instances paired with the GT instance each matches (Hungarian, IoU).
+
+    A line cut short or whose RLE does not decode is skipped (a kill mid-write leaves one);
+    a line that decodes but does not fit together (sizes over the limits, masks of another
+    size, a box that is not four numbers) is refused with one line naming it.
+    """
     from scipy.optimize import linear_sum_assignment
 
     from refseg.train.rollouts import read_rollouts
@@ -324,9 +382,13 @@ def rollout_examples(config: RefinerTrainConfig) -> list[Example]:
             if config.max_samples is not None and lines >= config.max_samples:
                 return out
             lines += 1
-            image, h, w = record.get("image"), record.get("height"), record.get("width")
+            image = record.get("image")
             if not isinstance(image, str) or not record.get("masks") or not record.get("gt_masks"):
                 continue
+            index = short_repr(record.get("index"))
+            where = f"rollouts {file} (step {record['step']}, index {index})"
+            h, w = _check_rollout(record, where)
+            boxes = [_rollout_box(b, where) for b in record.get("boxes", [])]
             try:
                 preds = [masks.decode(masks.normalize(m)) for m in record["masks"]]
                 gts = [
@@ -338,7 +400,7 @@ def rollout_examples(config: RefinerTrainConfig) -> list[Example]:
             ious = np.array([[_iou(p, g) for g in gts] for p in preds])
             for i, j in zip(*linear_sum_assignment(-ious)):
                 if ious[i, j] > 0 and preds[i].any():
-                    box = record["boxes"][i] if i < len(record.get("boxes", [])) else None
+                    box = boxes[i] if i < len(boxes) else None
                     box = box if box is not None else _mask_box(preds[i])
                     out.append(_example(image, preds[i], gts[j], box, "rollout"))
     return out
@@ -351,6 +413,25 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Embeddings
+
+
+def open_regular(path: str) -> Any:
+    """``path`` opened for reading if it is a regular file; one line if not.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO (which would wait
+    for a writer forever), a device such as ``/dev/zero`` (endless) or a folder named as an
+    image is refused, and a file swapped after a check cannot slip past it.
+    """
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise InputError(f"image {path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"image {path}: not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 class EmbeddingCache:
@@ -381,7 +462,7 @@ class EmbeddingCache:
 
     def _key(self, image: str) -> str:
         digest = hashlib.sha256()
-        with open(image, "rb") as handle:
+        with open_regular(image) as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
         digest.update(self.spec.encode())
