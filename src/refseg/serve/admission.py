@@ -5,6 +5,10 @@ Without a bound, a burst of clients would queue unboundedly: each waiting reques
 upload and decoded image, and memory grows until the process dies. :class:`Admission` admits at
 most ``max_concurrency + max_queue`` requests at once (counted from before the body is read) and
 answers the rest at once with 503 and a ``Retry-After`` estimated from recent service times.
+
+Bodies are read *before* admission (so a stalled upload never holds a worker or queue place),
+which leaves their memory to a second bound: :class:`BodyBudget`, the bytes of request bodies
+held at once across all connections.
 """
 
 from __future__ import annotations
@@ -29,6 +33,45 @@ class Overloaded(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"server busy: retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+class BodyBudget:
+    """Bytes of request bodies held in memory at once, summed over every connection.
+
+    Bytes are counted as they arrive and given back when their request has been answered, so a
+    client that announces a large body but sends little holds little. All counting happens on
+    the event loop thread, so it needs no lock.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise InputError("the request body budget must be at least 1 byte")
+        self.max_bytes = max_bytes
+        self.held = 0
+        self.refused = 0
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes would fit now (an early answer for a declared length)."""
+        return self.held + size <= self.max_bytes
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` received bytes; False (nothing counted) when they would not fit."""
+        if not self.fits(size):
+            self.refuse()
+            return False
+        self.held += size
+        return True
+
+    def refuse(self) -> None:
+        """Count a request turned away for want of room (``/healthz`` reports it)."""
+        self.refused += 1
+
+    def give(self, size: int) -> None:
+        """Give back ``size`` bytes whose request is done."""
+        self.held -= size
+
+    def stats(self) -> dict[str, int]:
+        return {"max_bytes": self.max_bytes, "held": self.held, "refused": self.refused}
 
 
 class Admission:

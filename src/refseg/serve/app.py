@@ -7,14 +7,17 @@ Routes: ``GET /`` (the web page, served from ``static/``), ``GET /healthz`` (mod
 and the server must work with no network; the schema is at ``/openapi.json``.
 
 Every error is JSON ``{"error": "..."}``: 400 a ``Host`` that is not this server's (keyless
-servers), 401 missing/wrong API key, 403 a cross-site ``Origin`` (keyless servers), 408 a body
-not received in time, 413 body or pixels over the limit, 415 wrong content type, 422 unusable
-input, 503 (with ``Retry-After``) while the models load or when every worker and queue place is
-taken, 500 when a model fails on one request.
+servers) or ambiguous framing (``Content-Length`` with ``Transfer-Encoding``), 401 missing/wrong
+API key, 403 a cross-site ``Origin`` (keyless servers), 408 a body not received in time, 413
+body or pixels over the limit, 415 wrong content type, 422 unusable input, 503 (with
+``Retry-After``) while the models load, when every worker and queue place is taken or when the
+bodies in memory would pass their budget, 500 when a model fails on one request.
 
 A request's body is read in full (within the size limit and a deadline) *before* it takes one
 of the admission places: a place then only ever waits on the server's own work, so clients that
-stall mid-upload cannot lock everyone else out.
+stall mid-upload cannot lock everyone else out. The bodies being read are bounded together
+instead, by a byte budget across connections (:class:`BodyLimit`): past it, 503 with
+``Retry-After``, and the rest of that body is never read.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refseg import limits
-from refseg.errors import RefsegError
+from refseg.errors import InputError, RefsegError
 from refseg.pipeline import MAX_PHRASE_CHARS
-from refseg.serve.admission import Admission, Overloaded
+from refseg.serve.admission import Admission, BodyBudget, Overloaded
 from refseg.serve.cache import EmbeddingCache
 from refseg.serve.engine import Engine, public_text
 from refseg.serve.inputs import (
@@ -62,6 +65,9 @@ log = logging.getLogger("refseg.serve")
 
 #: Default request body limit: a large photo as base64 JSON fits, a mistaken upload does not.
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20
+#: Request bodies held at once (being received, queued or running), in bodies at the limit:
+#: a few large uploads at a time; many small ones still fill every queue place.
+BODIES_PER_BUDGET = 4
 #: Seconds a client has to send a whole request body (32 MiB at about 0.5 MiB/s).
 DEFAULT_BODY_TIMEOUT = 60.0
 #: Names a keyless server answers to by default (see :class:`HostCheck`).
@@ -81,48 +87,105 @@ class BodyTooLarge(Exception):
     """The request body grew past the limit while it was being read."""
 
 
-class BodyLimit:
-    """ASGI middleware bounding request bodies: 413 at once on a large ``Content-Length``,
-    and :class:`BodyTooLarge` while reading a chunked body that grows past the limit."""
+class BodiesOverBudget(Exception):
+    """The bytes of request bodies held across connections would pass the server's budget."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, budget: int, retry_after: int) -> None:
+        super().__init__(
+            f"server busy: request bodies in memory would pass {budget} bytes; "
+            f"retry in {retry_after} s"
+        )
+        self.retry_after = retry_after
+
+
+class BodyLimit:
+    """ASGI middleware bounding request bodies, each and all together.
+
+    Refused at once, before a byte of the body is read (each answer closes the connection, so
+    the unread body never needs draining): ``Content-Length`` together with
+    ``Transfer-Encoding`` (400: where the body ends is ambiguous, and a proxy that trusts the
+    other header would see a second, smuggled request in it; RFC 9112 section 6.3), a malformed
+    ``Content-Length`` (400), one over ``max_bytes`` (413), and one that does not fit in what
+    ``budget`` has left (503 with ``Retry-After``). While the body arrives, each chunk is
+    counted against both: :class:`BodyTooLarge` past ``max_bytes`` (a chunked body), and
+    :class:`BodiesOverBudget` past the budget. The bytes are given back when the request has
+    been answered, as that is when its body leaves memory.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        budget: BodyBudget,
+        retry_after: Callable[[], int] = lambda: 1,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
+        self.retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0 or declared > self.max_bytes:
-                    status = 413 if declared > self.max_bytes else 400
-                    message = (
-                        f"request body of {declared} bytes is over the limit of "
-                        f"{self.max_bytes} bytes"
-                        if status == 413
-                        else "invalid Content-Length"
-                    )
-                    response = JSONResponse({"error": message}, status_code=status)
-                    response.headers["Connection"] = "close"
-                    await response(scope, receive, send)
-                    return
+        problem = self._check_framing(scope.get("headers", ()))
+        if problem is not None:
+            response = _error(*problem)
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
         received = 0
+        taken = 0
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, taken
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
                 if received > self.max_bytes:
                     raise BodyTooLarge()
+                if not self.budget.take(size):
+                    raise BodiesOverBudget(self.budget.max_bytes, self.retry_after())
+                taken += size
             return message
 
-        await self.app(scope, limited, send)
+        try:
+            await self.app(scope, limited, send)
+        finally:
+            self.budget.give(taken)
+
+    def _check_framing(
+        self, headers: Sequence[tuple[bytes, bytes]]
+    ) -> tuple[int, str, dict[str, str]] | None:
+        """The refusal (status, message, headers) owed before reading the body, or None."""
+        lengths = [value for name, value in headers if name == b"content-length"]
+        if lengths and any(name == b"transfer-encoding" for name, _ in headers):
+            return (
+                400,
+                "Content-Length and Transfer-Encoding together make the body's end ambiguous "
+                "(RFC 9112 section 6.3); send one of them",
+                {},
+            )
+        if not lengths:
+            return None
+        try:
+            declared = int(lengths[0])
+        except ValueError:
+            declared = -1
+        if declared < 0:
+            return 400, "invalid Content-Length", {}
+        if declared > self.max_bytes:
+            return (
+                413,
+                f"request body of {declared} bytes is over the limit of {self.max_bytes} bytes",
+                {},
+            )
+        if not self.budget.fits(declared):
+            self.budget.refuse()
+            busy = BodiesOverBudget(self.budget.max_bytes, self.retry_after())
+            return 503, str(busy), {"Retry-After": str(busy.retry_after)}
+        return None
 
 
 class HostCheck:
@@ -211,6 +274,7 @@ def create_app(
     max_concurrency: int = 2,
     max_queue: int = 16,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_bodies_bytes: int | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_pixels: int | None = None,
     cache_entries: int = 32,
@@ -231,6 +295,8 @@ def create_app(
     requests whose ``Host`` is in ``allowed_hosts`` (default: loopback names; ``["*"]``: any)
     and that carry no cross-site ``Origin`` are served (see :class:`HostCheck`).
     ``body_timeout`` bounds the seconds a client has to send its body (408 after).
+    ``max_bodies_bytes`` bounds the request bodies held at once, all connections together
+    (default :data:`BODIES_PER_BUDGET` times ``max_body_bytes``; 503 past it).
     ``on_load_failure`` is called with the one-line reason if loading fails (the CLI uses it to
     stop the server).
     ``threads`` is the CPU thread budget to split (default: :func:`refseg.threads.thread_budget`):
@@ -252,6 +318,14 @@ def create_app(
         threads=max(1, budget // max(1, max_concurrency)),
     )
     admission = Admission(max_concurrency, max_queue)
+    if max_bodies_bytes is None:
+        max_bodies_bytes = BODIES_PER_BUDGET * max_body_bytes
+    if max_bodies_bytes < max_body_bytes:
+        raise InputError(
+            f"the request body budget ({max_bodies_bytes} bytes) is below the limit of one "
+            f"body ({max_body_bytes} bytes): a body at the limit could never be read"
+        )
+    bodies = BodyBudget(max_bodies_bytes)
     # An explicit "" turns the key off even when the environment sets one.
     key = (api_key if api_key is not None else os.environ.get(API_KEY_ENV)) or None
 
@@ -274,7 +348,10 @@ def create_app(
     )
     app.state.engine = engine
     app.state.admission = admission
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.state.bodies = bodies
+    app.add_middleware(
+        BodyLimit, max_bytes=max_body_bytes, budget=bodies, retry_after=admission.retry_after
+    )
     hosts = list(allowed_hosts) if allowed_hosts is not None else default_allowed_hosts(None)
     if key is None and "*" not in hosts:
         app.add_middleware(HostCheck, hosts=hosts)
@@ -288,6 +365,11 @@ def create_app(
         response = _error(413, f"request body is over the limit of {max_body_bytes} bytes")
         response.headers["Connection"] = "close"
         return response
+
+    @app.exception_handler(BodiesOverBudget)
+    async def _over_budget(request: Request, exc: BodiesOverBudget) -> JSONResponse:
+        # The rest of the body stays unread: closing is the only way to be done with it.
+        return _error(503, str(exc), {"Retry-After": str(exc.retry_after), "Connection": "close"})
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -344,6 +426,7 @@ def create_app(
         body["auth_required"] = key is not None
         body["limits"] = {
             "max_body_bytes": max_body_bytes,
+            "max_bodies_bytes": max_bodies_bytes,
             "body_timeout_s": body_timeout,
             "max_pixels": engine.max_pixels,
             "max_prompts": limits.max_prompts(),
@@ -354,6 +437,7 @@ def create_app(
             "max_queue": admission.max_queue,
         }
         body["load"] = admission.stats()
+        body["bodies"] = bodies.stats()
         body["cache"] = engine.cache.stats()
         body["threads"] = {"budget": budget, "per_call": engine.threads}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
@@ -382,7 +466,10 @@ def create_app(
         },
         responses={
             200: {"description": "The result JSON of `refseg segment --json`, plus timings."},
-            400: {"description": "A Host that is not this server's (keyless servers)."},
+            400: {
+                "description": "A Host that is not this server's (keyless servers), or "
+                "Content-Length with Transfer-Encoding."
+            },
             401: {"description": "Missing or wrong API key."},
             403: {"description": "A cross-site Origin (keyless servers)."},
             408: {"description": "The body did not arrive in time."},
@@ -390,7 +477,10 @@ def create_app(
             415: {"description": "Not multipart/form-data or JSON, or not an image."},
             422: {"description": "Unusable input (unreadable image, bad box, empty phrase)."},
             500: {"description": "The model failed on this request."},
-            503: {"description": "Busy or still loading; see Retry-After."},
+            503: {
+                "description": "Busy (workers, queue or body budget) or still loading; see "
+                "Retry-After."
+            },
         },
     )
     async def segment(request: Request) -> JSONResponse:

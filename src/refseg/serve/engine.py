@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from refseg.errors import InputError
 from refseg.image import image_digest, max_pixels
-from refseg.limits import check_prompt_pixels
-from refseg.pipeline import Pipeline, segment_prompts
+from refseg.limits import check_prompt_pixels, check_prompts
+from refseg.pipeline import Pipeline
 from refseg.serve.cache import EmbeddingCache, RequestEmbeddings
 from refseg.serve.inputs import HTTPError, Job, decode_image, probe_size
+from refseg.serve.outputs import overlay_png, predict_lean, without_dense
 from refseg.types import build_prompts
 
 if TYPE_CHECKING:
@@ -184,14 +185,18 @@ class Engine:
                 pipeline = Pipeline(grounder, segmenter, options=job.pipeline_options())
                 result = pipeline.run([(image, job.phrase)], embeddings=view)[0]
                 cached = bool(result.instances) and view.computed == 0
+                result.instances = [without_dense(i) for i in result.instances]
             else:
                 prompts = build_prompts(job.boxes, job.points, width, height)
+                check_prompts(prompts, width, height)  # all of them, before any model work
                 embed_start = time.perf_counter()
                 embedding, cached = self.cache.get_or_compute(
                     image_digest(image), lambda: segmenter.embed(image)
                 )
                 embed_s = time.perf_counter() - embed_start
-                result = segment_prompts(
+                # Masks are kept as RLE once predicted: full-size dense ones add up to ~1 byte
+                # per pixel per prompt (490 MB for 10 prompts on 49 megapixels).
+                result = predict_lean(
                     segmenter, image, prompts, embedding=embedding, refine=job.refine
                 )
                 if not cached:
@@ -204,8 +209,7 @@ class Engine:
         body["embedding_cached"] = cached
         render_start = time.perf_counter()
         if job.overlay:
-            from refseg.render import overlay_png
-
+            # At most OVERLAY_MAX_PIXELS: drawn full size, a 49-megapixel overlay took 1.3 GB.
             body["overlay_png"] = base64.b64encode(overlay_png(image, result)).decode()
         if job.mask_png:
             from refseg import masks
