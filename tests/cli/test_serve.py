@@ -63,7 +63,8 @@ def test_requests_are_logged_at_info(tmp_path):
 
     env = {**os.environ, "REFSEG_API_KEY": ""}
     process = subprocess.Popen(
-        [sys.executable, "-m", "refseg.cli", "serve", "--port", "0", "--log-level", "info"],
+        [sys.executable, "-m", "refseg.cli", "serve", "--port", "0", "--log-level", "info"]
+        + ["--max-bodies-mb", "64"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -72,7 +73,9 @@ def test_requests_are_logged_at_info(tmp_path):
     try:
         first = process.stderr.readline()  # "refseg serve: listening on http://...:PORT (page..."
         url = first.split("listening on ", 1)[1].split(" ", 1)[0]
-        status = httpx.get(url + "/healthz", timeout=30).status_code  # 503 while loading
+        health = httpx.get(url + "/healthz", timeout=30)  # 503 while loading
+        status = health.status_code
+        assert health.json()["limits"]["max_bodies_bytes"] == 64 * 2**20  # the flag arrives
     finally:
         process.send_signal(2)  # SIGINT: a normal stop
         out, err = process.communicate(timeout=60)

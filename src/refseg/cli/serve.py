@@ -64,6 +64,26 @@ def register(app: typer.Typer) -> None:
         body_timeout: float = typer.Option(
             60.0, min=0.1, help="Seconds a client has to send its request body (408 after)."
         ),
+        max_bodies_mb: float | None = typer.Option(
+            None,
+            min=0.001,
+            max=1_048_576,
+            help="Request bodies held at once, all connections together (MiB; default 4 x "
+            "--max-body-mb); past it 503 with Retry-After.",
+        ),
+        header_timeout: float = typer.Option(
+            10.0,
+            min=0.1,
+            max=3600,
+            help="Seconds a client has to send its request headers (408 after).",
+        ),
+        max_connections: int | None = typer.Option(
+            None,
+            min=1,
+            max=1_000_000,
+            help="Open connections (default: half of `ulimit -n`, at most 1000); past it the "
+            "longest-waiting one without a request is closed.",
+        ),
         max_pixels: int | None = typer.Option(
             None, min=1, help="Image pixel limit (default: REFSEG_MAX_PIXELS or 50 million)."
         ),
@@ -104,6 +124,7 @@ def register(app: typer.Typer) -> None:
             max_concurrency=max_concurrency,
             max_queue=max_queue,
             max_body_bytes=int(max_body_mb * 2**20),
+            max_bodies_bytes=None if max_bodies_mb is None else int(max_bodies_mb * 2**20),
             body_timeout=body_timeout,
             max_pixels=max_pixels,
             cache_entries=cache_entries,
@@ -125,7 +146,12 @@ def register(app: typer.Typer) -> None:
                 f"{API_KEY_ENV} is not set: anyone who can reach it can use it",
                 err=True,
             )
-        server = make_server(application, log_level=log_level)
+        server = make_server(
+            application,
+            log_level=log_level,
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+        )
         holder["server"] = server
         try:
             server.run(sockets=[sock])
