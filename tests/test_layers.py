@@ -51,6 +51,7 @@ FLOORS: dict[str, int] = {
     "refseg.jobs": 7,
     "refseg.batch": 8,
     "refseg.eval": 8,
+    "refseg.video": 8,
     # training and test helpers build on all of the above
     "refseg.train": 9,
     "refseg.testing": 9,
