@@ -137,6 +137,12 @@ class Instance:
         instance._dense = np.asarray(mask, dtype=bool)
         return instance
 
+    def release_mask(self) -> Instance:
+        """Let go of the cached dense mask (the RLE stays; :attr:`mask` decodes it again):
+        what keeps a server's memory per request at one mask, not all of them."""
+        self._dense = None
+        return self
+
     @property
     def mask(self) -> np.ndarray:
         """The dense boolean ``(H, W)`` mask, decoded lazily and cached."""

@@ -171,6 +171,31 @@ def test_no_target_and_parse_error_answers(make_client, grounder, astronaut_byte
     assert client.get("/healthz").json()["cache"]["entries"] == 0
 
 
+def test_min_score_drops_instances_and_scores_are_reported(make_client, grounder, astronaut_bytes):
+    client = make_client(grounder=grounder)
+    both = client.post("/v1/segment", **_multipart(astronaut_bytes, phrase="two helmets")).json()
+    scores = [i["score"] for i in both["instances"]]
+    assert len(scores) == 2
+    for instance in both["instances"]:  # a scripted grounder has no token probabilities
+        assert instance["scores"]["grounder"] is None
+        assert instance["score"] == pytest.approx(instance["scores"]["segmenter"], abs=1e-6)
+    middle = (min(scores) + max(scores)) / 2
+    kept = client.post(
+        "/v1/segment",
+        json={
+            "image": base64.b64encode(astronaut_bytes).decode(),
+            "phrase": "two helmets",
+            "min_score": middle,
+        },
+    ).json()
+    if min(scores) < middle:  # equal scores cannot be split
+        assert [i["score"] for i in kept["instances"]] == [max(scores)]
+    none = client.post(
+        "/v1/segment", **_multipart(astronaut_bytes, phrase="two helmets", min_score="1")
+    ).json()
+    assert none["instances"] == [] and none["no_target"] is True
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
@@ -191,6 +216,9 @@ def test_no_target_and_parse_error_answers(make_client, grounder, astronaut_byte
         ({"box": "0,0,50,50", "colour": "red"}, "unknown field"),
         ({"box": "0,0,50,50", "overlay": "maybe"}, "true or false"),
         ({"box": "0,0,50,50", "refine": "9"}, "refine"),
+        ({"box": "0,0,50,50", "min_score": "0.5"}, "min_score goes with a phrase"),
+        ({"phrase": "x", "min_score": "1.5"}, "min_score: must be between 0 and 1"),
+        ({"phrase": "x", "min_score": "nan"}, "min_score: must be between 0 and 1"),
     ],
 )
 def test_unusable_fields_are_422(make_client, astronaut_bytes, fields, needle):

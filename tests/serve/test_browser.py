@@ -207,6 +207,19 @@ def test_upload_drag_a_box_and_type_a_phrase(page, memo_sam, astronaut_path, tmp
             "#instances .swatch", "els => els.map(e => e.style.backgroundColor)"
         )
         assert len(set(swatches)) == 2
+        # The score slider hides instances below it: rows struck through, masks not drawn.
+        scores = page.evaluate("() => window.refseg.state.result.instances.map(i => i.score)")
+        set_slider = "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }"
+        page.eval_on_selector("#min-score", set_slider, "100")
+        below = page.eval_on_selector_all("#instances li.below", "els => els.length")
+        assert below == sum(score < 1.0 for score in scores)
+        if below == 2:
+            drawn = page.evaluate(JS_CHANGED, [0, 0, 0, 0])
+            assert drawn["maskedChanged"] < 0.05 * drawn["masked"]
+        assert page.inner_text("#min-score-value") == "1.00"
+        page.eval_on_selector("#min-score", set_slider, "0")
+        assert page.eval_on_selector_all("#instances li.below", "els => els.length") == 0
+        assert "mask IoU" in page.get_attribute("#instances li .meta", "title")
         screenshot = tmp_path / "refseg-serve.png"  # stays in the test's own folder
         page.screenshot(path=str(screenshot))
         assert screenshot.stat().st_size > 10_000

@@ -79,6 +79,13 @@ class SegmentRequest(BaseModel):
     refine_iters: int | None = Field(
         None, ge=0, le=MAX_REFINE_ITERS, description="Refiner iterations (default 1)."
     )
+    min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Drop instances whose score (grounder token probability x segmenter IoU) "
+        "is below it; an answer left with none is no_target.",
+    )
     overlay: bool = Field(False, description="Also return an overlay PNG (base64).")
     mask_png: bool = Field(False, description="Also return the union mask as a PNG (base64).")
 
@@ -95,6 +102,7 @@ MULTIPART_FIELDS = {
     "answer": "box, path or outline (path and outline answers carry an outline per instance)",
     "refiner": "none, sam (gated, default) or sam-raw: refines path answers",
     "refine_iters": f"0-{MAX_REFINE_ITERS}: refiner iterations (default 1)",
+    "min_score": "0-1: drop instances scoring below it (none left: no_target)",
     "overlay": "true/false",
     "mask_png": "true/false",
 }
@@ -115,6 +123,7 @@ class Job:
     answer: str | None = None
     refiner: str | None = None
     refine_iters: int | None = None
+    min_score: float | None = None
 
     def pipeline_options(self) -> PipelineOptions:
         """The request's pipeline options (the engine passes them on without reading them)."""
@@ -124,6 +133,7 @@ class Job:
             refine=self.refine,
             refiner=self.refiner or "sam",
             refine_iters=self.refine_iters,
+            min_score=self.min_score,
         )
 
     def check(self, *, have_grounder: bool) -> Job:
@@ -134,7 +144,11 @@ class Job:
             raise HTTPError(422, "give either a phrase or boxes/points, not both")
         if self.phrase is None and not prompts:
             raise HTTPError(422, "give a phrase, or boxes/points prompts")
-        chosen = [n for n in ("answer", "refiner", "refine_iters") if getattr(self, n) is not None]
+        chosen = [
+            n
+            for n in ("answer", "refiner", "refine_iters", "min_score")
+            if getattr(self, n) is not None
+        ]
         if chosen and self.phrase is None:
             raise HTTPError(
                 422, f"{chosen[0]} goes with a phrase (it shapes the grounder's answer)"
@@ -261,6 +275,7 @@ def job_from_json(body: bytes) -> Job:
         answer=request.answer,
         refiner=request.refiner,
         refine_iters=request.refine_iters,
+        min_score=request.min_score,
     )
 
 
@@ -323,6 +338,13 @@ def job_from_form(fields: list[tuple[str, str]], image: bytes | None) -> Job:
                 raise HTTPError(422, f"refine_iters: expected an integer, got {value!r}") from exc
             if not 0 <= job.refine_iters <= MAX_REFINE_ITERS:
                 raise HTTPError(422, f"refine_iters: must be between 0 and {MAX_REFINE_ITERS}")
+        elif name == "min_score":
+            try:
+                job.min_score = float(value)
+            except ValueError as exc:
+                raise HTTPError(422, f"min_score: expected a number, got {value!r}") from exc
+            if not 0.0 <= job.min_score <= 1.0:  # NaN fails this too
+                raise HTTPError(422, "min_score: must be between 0 and 1")
         else:
             known = ", ".join(["image", *MULTIPART_FIELDS])
             raise HTTPError(422, f"unknown field {name!r}; fields are {known}")

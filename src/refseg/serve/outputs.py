@@ -33,16 +33,7 @@ DENSE_MASK_PIXELS = 64_000_000
 
 def without_dense(instance: Instance) -> Instance:
     """``instance`` holding only its RLE: the full-size boolean mask it caches is let go."""
-    lean = Instance(
-        instance.rle,
-        box=instance.box,
-        points=instance.points,
-        score=instance.score,
-        label=instance.label,
-        point_labels=instance.point_labels,
-    )
-    lean.path = instance.path
-    return lean
+    return instance.release_mask()
 
 
 def predict_lean(

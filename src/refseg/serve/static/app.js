@@ -71,6 +71,7 @@ const el = {
   resultCard: $("result-card"), timing: $("timing"), messages: $("messages"),
   instances: $("instances"), reasoningBox: $("reasoning-box"), reasoning: $("reasoning"),
   rawBox: $("raw-box"), raw: $("raw"), opacity: $("opacity"), showPrompts: $("show-prompts"),
+  minScore: $("min-score"), minScoreValue: $("min-score-value"),
   dlMask: $("dl-mask"), dlLabels: $("dl-labels"), dlJson: $("dl-json"), dlOverlay: $("dl-overlay"),
   keyCard: $("key-card"), apiKey: $("api-key"),
 };
@@ -88,7 +89,7 @@ const state = {
   drag: null, // {x0, y0, x1, y1, moved}
   result: null, // last response body
   masks: [], // decoded Uint8Array per instance
-  hidden: new Set(),
+  hidden: new Set(), // instances switched off by hand
   layer: null, // offscreen canvas with the coloured masks
   outlinesDrawn: 0, // path outlines stroked so far (the browser test reads it)
   seq: 0,
@@ -197,6 +198,13 @@ function lineScale() {
   return state.width / shown; // image pixels per CSS pixel
 }
 
+// The score threshold of the slider (0-1): instances below it are hidden like unticked ones.
+function minScore() { return Number(el.minScore.value) / 100; }
+function shown(i) {
+  const inst = state.result && state.result.instances[i];
+  return !state.hidden.has(i) && (!inst || inst.score >= minScore());
+}
+
 function buildLayer() {
   const { width: w, height: h } = state;
   const alpha = Math.round((Number(el.opacity.value) / 100) * 255);
@@ -207,7 +215,7 @@ function buildLayer() {
   const image = lctx.createImageData(w, h);
   const data = image.data;
   state.masks.forEach((mask, i) => {
-    if (state.hidden.has(i) || mask.length !== w * h) return;
+    if (!shown(i) || mask.length !== w * h) return;
     const [r, g, b] = colorOf(i);
     for (let y = 0; y < h; y += 1) {
       const row = y * w;
@@ -236,12 +244,12 @@ function render() {
   if (state.result) {
     // Path answers: each instance's outline (SVG path data in image pixels) over its mask.
     state.result.instances.forEach((inst, i) => {
-      if (inst.path && !state.hidden.has(i)) drawOutline(inst.path, css(colorOf(i)), 2 * s);
+      if (inst.path && shown(i)) drawOutline(inst.path, css(colorOf(i)), 2 * s);
     });
   }
   if (el.showPrompts.checked && state.result) {
     state.result.instances.forEach((inst, i) => {
-      if (state.hidden.has(i)) return;
+      if (!shown(i)) return;
       if (inst.box) drawBox(inst.box, css(colorOf(i)), 2 * s, []);
       // point_labels: 1 foreground, 0 background (absent from older servers: all foreground).
       inst.points.forEach(([x, y], k) => drawPoint(x, y, inst.point_labels ? inst.point_labels[k] : 1, s, colorOf(i)));
@@ -454,6 +462,10 @@ function showResult(body, label, elapsedMs) {
   } else if (!body.instances.length) {
     messages.push(["info", "No mask", "The request produced no instance."]);
   }
+  if (body.no_target_score !== null && body.no_target_score !== undefined) {
+    messages.push(["info", "No-target score", `The grounder gave "nothing matches" `
+      + `${body.no_target_score.toFixed(3)} where it chose between nothing and objects.`]);
+  }
   showMessages(messages);
 
   el.instances.replaceChildren(...body.instances.map((inst, i) => instanceRow(inst, i)));
@@ -474,7 +486,19 @@ function showResult(body, label, elapsedMs) {
   if (t.predict_s !== undefined) parts.push(`masks ${ms(t.predict_s)}`);
   el.timing.textContent = parts.join(" · ");
   el.timing.title = JSON.stringify(t, null, 1);
-  setState(messages.length && !body.instances.length ? "empty-result" : "done");
+  setState(body.instances.length ? "done" : "empty-result");
+  applyThreshold();
+}
+
+// The slider hides instances below it (rows dimmed, masks and outlines not drawn); the result
+// JSON keeps them all, as the server sent it.
+function applyThreshold() {
+  el.minScoreValue.textContent = minScore().toFixed(2);
+  if (!state.result) return;
+  [...el.instances.children].forEach((li, i) => {
+    li.classList.toggle("below", state.result.instances[i].score < minScore());
+  });
+  buildLayer();
   render();
 }
 
@@ -500,7 +524,14 @@ function instanceRow(inst, i) {
   const meta = document.createElement("span");
   meta.className = "meta";
   meta.textContent = `score ${inst.score.toFixed(3)}`;
-  if (inst.box) meta.title = `box [${inst.box.map((v) => v.toFixed(1)).join(", ")}]`;
+  // Each source's own score: the grounder's token probability and the mask's predicted IoU.
+  const sources = inst.scores || {};
+  const parts = [["grounder", sources.grounder], ["mask IoU", sources.segmenter]]
+    .filter(([, v]) => v !== null && v !== undefined)
+    .map(([name, v]) => `${name} ${v.toFixed(3)}`);
+  const detail = parts.length ? parts.join(" × ") : "no score source";
+  meta.title = inst.box
+    ? `${detail}; box [${inst.box.map((v) => v.toFixed(1)).join(", ")}]` : detail;
   li.append(toggle, swatch, name, meta);
   return li;
 }
@@ -589,6 +620,7 @@ el.phraseForm.addEventListener("submit", (event) => {
   segment({ prompts: false });
 });
 el.opacity.addEventListener("input", () => { buildLayer(); render(); });
+el.minScore.addEventListener("input", applyThreshold);
 el.showPrompts.addEventListener("change", render);
 el.apiKey.value = localStorage.getItem("refseg-api-key") || "";
 $("key-form").addEventListener("submit", (event) => event.preventDefault());
