@@ -3,6 +3,12 @@
 The OpenAI-compatible and the Moondream grounders talk to different APIs but fail the same
 ways (connection refused, timeouts, 408/429/5xx, a server that answers megabytes of garbage), so
 the retry policy, the size cap and the error wording live here once.
+
+A try's ``timeout`` is a deadline for the whole exchange (connect, send, headers, body), not
+for each read: a socket timeout restarts with every byte, so a server dripping one byte a
+second would keep a per-read timeout from ever firing. :func:`deadline_opener`'s connections
+register their socket for the try, and a timer shuts it down at the deadline, which ends any
+read blocked on it.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -46,6 +54,83 @@ def endpoint_url(url: str, route: str, *, grounder: str, example: str) -> str:
     return f"{base}/v1/{route}"
 
 
+class _Deadline:
+    """One try's deadline: shuts the try's socket down when it passes (from a timer thread)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _TRY.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _TRY.deadline = None
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                _shutdown(self._sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+#: The deadline of the try running in this thread (set around ``opener.open``).
+_TRY = threading.local()
+
+
+def _register(sock: Any) -> None:
+    deadline = getattr(_TRY, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.attach(sock)
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register(self.sock)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPSConnection, req, context=self._context)
+
+
+def deadline_opener() -> urllib.request.OpenerDirector:
+    """urllib's default opener (proxies from the environment included) whose connections
+    :func:`post_with_retries` can cut off at a try's deadline."""
+    return urllib.request.build_opener(_HTTPHandler(), _HTTPSHandler())
+
+
 def post_with_retries(
     opener: urllib.request.OpenerDirector,
     endpoint: str,
@@ -61,14 +146,19 @@ def post_with_retries(
     ``headers`` is called per try, so a key set in the environment meanwhile is picked up.
     A status outside :data:`RETRY_STATUS` is final; ``Retry-After`` (seconds) is honoured up to
     :data:`MAX_BACKOFF_S`; otherwise the wait doubles from ``backoff`` with 10% jitter.
+    ``timeout`` bounds each try as a whole (with an opener from :func:`deadline_opener`; any
+    other opener gets urllib's per-read timeout only).
     """
     last = "no try made"
     for attempt in range(1, retries + 1):
         request = urllib.request.Request(endpoint, data=body, headers=headers(), method="POST")
         retry_after: float | None = None
+        deadline = _Deadline(timeout)
         try:
-            with opener.open(request, timeout=timeout) as response:
+            with deadline, opener.open(request, timeout=timeout) as response:
                 data = response.read(MAX_RESPONSE_BYTES + 1)
+            if deadline.expired:
+                raise TimeoutError
             if len(data) > MAX_RESPONSE_BYTES:
                 raise ModelError(
                     f"endpoint {endpoint} returned more than {MAX_RESPONSE_BYTES // 2**20} MiB"
@@ -84,6 +174,8 @@ def post_with_retries(
             retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
         except TRANSIENT as exc:
             last = describe(exc)
+            if deadline.expired or last == "timed out":
+                last = f"timed out (no whole answer within {timeout:g} s)"
         if attempt < retries:
             time.sleep(_delay(backoff, attempt, retry_after))
     tries = "try" if retries == 1 else "tries"

@@ -33,9 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,6 +44,7 @@ from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import to_grounding
 from refseg.grounding.http import (
     count_option,
+    deadline_opener,
     endpoint_url,
     excerpt,
     json_object,
@@ -111,7 +109,7 @@ class MoondreamGrounder:
         self.backoff = number_option(backoff, "backoff", low=0.0)
         self.concurrency = count_option(concurrency, "concurrency")
         self.model = model
-        self._opener = urllib.request.build_opener()
+        self._opener = deadline_opener()
 
     def __repr__(self) -> str:
         return f"MoondreamGrounder({self.endpoint!r}, frame={self.frame!r})"

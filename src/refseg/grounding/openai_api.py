@@ -20,9 +20,6 @@ import base64
 import io
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,6 +32,7 @@ from refseg.grounding.base import Grounding, check_rgb
 from refseg.grounding.coords import Convention, to_grounding
 from refseg.grounding.http import (
     count_option,
+    deadline_opener,
     endpoint_url,
     excerpt,
     json_object,
@@ -86,7 +84,8 @@ class OpenAIGrounder:
             ``resized:min_pixels=3136,max_pixels=12845056``); it also picks the prompt wording.
         api_key_env: the environment variable holding an API key (sent as a bearer token
             when set); None sends none. The key itself is never stored in the object's repr.
-        timeout: seconds per request (connect and each read).
+        timeout: seconds each try may take in all (connect, send, headers and body: a
+            deadline, not a per-read timeout a dripping server could keep renewing).
         retries: how many tries a request gets in all, the first included, before the endpoint
             is declared unreachable.
         backoff: the first wait between tries in seconds; it doubles with each try (with a
@@ -141,7 +140,7 @@ class OpenAIGrounder:
         #: What the prompt asks for: ``box`` or ``path`` (see :func:`refseg.protocol.build_prompt`).
         self.answer = "box"
         # Proxies from the environment are honoured, as with any HTTP client.
-        self._opener = urllib.request.build_opener()
+        self._opener = deadline_opener()
 
     def __repr__(self) -> str:
         return f"OpenAIGrounder({self.endpoint!r}, {self.model!r}, convention='{self.convention}')"
