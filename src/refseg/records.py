@@ -27,30 +27,62 @@ from refseg.fileio import WriteError, atomic_write_bytes, describe_os_error
 LOCK_FILE = ".refseg.lock"
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of one JSONL file; a last line without its newline (a torn write) is ignored.
+#: Longest record line read or written (bytes), the same bound as a JSONL dataset line. An
+#: eval record holds one RLE mask and a batch record its instances' masks: kilobytes for real
+#: data. Files are read a line at a time, so a huge or corrupted file (a 3 GiB sparse file
+#: without a newline) costs at most this much memory before its one-line error.
+MAX_RECORD_BYTES = 64 << 20
 
-    Any other unreadable line means the file was edited or corrupted: :class:`InputError`.
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of one JSONL file, one line at a time; a last line without its newline
+    (a torn write) is ignored.
+
+    Any other unreadable line (not JSON, not a record, longer than :data:`MAX_RECORD_BYTES`)
+    means the file was edited or corrupted: a one-line :class:`InputError`.
     """
     if not path.is_file():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    complete = lines[:-1]  # the part after the last newline is empty or torn
-    out = []
-    for number, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:  # also bad UTF-8 (UnicodeDecodeError is a ValueError)
-            raise InputError(f"{path}: line {number} is not a JSON record ({exc})") from exc
-        except RecursionError:
-            raise InputError(f"{path}: line {number} is nested too deeply to be a record") from None
-        if not isinstance(record, dict) or "id" not in record:
-            raise InputError(f'{path}: line {number} is not a record (no "id")')
-        out.append(record)
-    return out
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with handle:
+        number = 0
+        while True:
+            try:
+                line = handle.readline(MAX_RECORD_BYTES + 1)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_RECORD_BYTES:
+                raise InputError(
+                    f"{path}: line {number} is longer than {MAX_RECORD_BYTES} bytes; "
+                    "not a record file"
+                )
+            if not line.endswith(b"\n"):
+                return  # the torn tail of a killed writer
+            if line.strip():
+                yield _parse_record(line, path, number)
+
+
+def _parse_record(line: bytes, path: Path, number: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:  # also bad UTF-8 (UnicodeDecodeError is a ValueError)
+        raise InputError(f"{path}: line {number} is not a JSON record ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{path}: line {number} is nested too deeply to be a record") from None
+    if not isinstance(record, dict) or "id" not in record:
+        raise InputError(f'{path}: line {number} is not a record (no "id")')
+    return record
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of one JSONL file (:func:`iter_records`)."""
+    return list(iter_records(path))
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
@@ -93,6 +125,11 @@ class RecordWriter:
         """Append ``record`` as one line; on a write error (disk full) the file is cut back to
         its last whole record and :class:`~refseg.fileio.WriteError` raised."""
         data = encode_record(record)
+        if len(data) > MAX_RECORD_BYTES:  # it could never be read back to resume
+            raise WriteError(
+                f"cannot write {self.path}: a record of {len(data)} bytes is over the "
+                f"{MAX_RECORD_BYTES}-byte limit (record {str(record.get('id'))[:80]!r})"
+            )
         try:
             view = memoryview(data)
             while view:

@@ -76,3 +76,33 @@ def test_overlays_keep_their_pixels(tmp_path: Path, width: int) -> None:
     assert panel * 2 <= image.shape[1] <= panel * 2 + 16  # two panels and a thin separator
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 256  # full colour, not a palette
     assert 'id="zoom"' in html and ".card img{display:block;max-width:" in html
+
+
+def test_draw_instances_draws_what_overlay_draws() -> None:
+    """The report's one-mask-at-a-time drawing is pixel-identical to render.overlay."""
+    from refseg.eval.crop import draw_instances
+    from refseg.render import overlay
+    from refseg.types import Instance, Result
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
+    blob = np.zeros((60, 80), dtype=bool)
+    blob[10:30, 5:40] = True
+    ring = np.zeros((60, 80), dtype=bool)
+    ring[20:50, 30:70] = True
+    ring[28:42, 40:60] = False
+    instances = [
+        Instance(masks.encode(blob), box=[5, 10, 40, 30], points=[[20, 20]]),
+        Instance(masks.empty(60, 80), box=[1, 1, 9, 9], points=[[3, 3]], point_labels=[0]),
+        Instance(masks.encode(ring)),
+        Instance(masks.empty(5, 5), box=[50, 2, 70, 8]),  # another size: marks only
+    ]
+    expected = overlay(image, Result(width=80, height=60, instances=instances))
+    assert np.array_equal(draw_instances(image, instances), expected)
+
+
+def test_markdown_escapes_values_from_the_data() -> None:
+    from refseg.eval.report import md_text
+
+    assert md_text("<script>x</script>") == "&lt;script&gt;x&lt;/script&gt;"
+    assert md_text("a | b\n## c") == "a \\| b \\#\\# c"

@@ -48,3 +48,14 @@ def test_odd_meta_and_prediction_in_records(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "#2: IoU 50.00" in page and page.count("data:image/jpeg") == 2  # truth, run #1
+
+
+def test_deeply_nested_config(tmp_path: Path) -> None:
+    """json.loads raises RecursionError on a config.json nested 200,000 deep: a traceback
+    before."""
+    good = make_run(tmp_path / "good", [json.dumps({"id": "a", **RECORD})])
+    deep = make_run(tmp_path / "deep", [json.dumps({"id": "a", **RECORD})])
+    (deep / "config.json").write_text('{"identity": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    done = run_cli("eval-compare", str(good), str(deep))
+    assert done.one_line_error, done.stderr
+    assert "config.json: nested too deeply" in done.stderr

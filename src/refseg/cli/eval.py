@@ -148,6 +148,12 @@ def register(app: typer.Typer) -> None:
         refine_iters: int | None = typer.Option(
             None, "--refine-iters", min=0, max=16, help="Refiner iterations (default 1)."
         ),
+        convention: str = typer.Option(
+            "refseg",
+            "--convention",
+            help="Whose edge-case choices to score with: refseg (default), lisa or rela "
+            "(the README's conventions table).",
+        ),
         fresh: bool = typer.Option(
             False, "--fresh", help="Discard the records already in --out instead of resuming."
         ),
@@ -182,6 +188,9 @@ def register(app: typer.Typer) -> None:
                 f"{path_options[0]} goes with a grounder, not with stored predictions or "
                 "--oracle-boxes"
             )
+        from refseg.eval.conventions import get_convention
+
+        rules = get_convention(convention)  # a typo is one line before anything is read
         if boundary_ratio is None:
             boundary_ratio = default_boundary_ratio(dataset)
         if not 0 < boundary_ratio < 1:
@@ -219,6 +228,7 @@ def register(app: typer.Typer) -> None:
             out_dir=out,
             limit=limit,
             boundary_ratio=boundary_ratio,
+            convention=rules,
             config=config,
             resume=not fresh,
             progress=True,

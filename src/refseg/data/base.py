@@ -88,7 +88,8 @@ class Sample:
         id: unique within the dataset and stable across runs (used to resume).
         image: path of the image file.
         phrase: the referring expression.
-        masks: COCO RLEs of every referred object; empty means "no target".
+        masks: COCO RLEs of every referred object; empty means "no target" (unless
+            ``meta.no_target`` says otherwise, see :attr:`no_target`).
         width, height: image size in pixels (displayed orientation).
         boxes: ``[x1, y1, x2, y2]`` per mask (derived from the masks when the layout lacks them).
         meta: layout-specific extras (split, difficulty, category, is_sentence, ...).
@@ -105,7 +106,14 @@ class Sample:
 
     @property
     def no_target(self) -> bool:
-        return not self.masks
+        """Whether the phrase refers to nothing, as the dataset says: its own flag
+        (``meta.no_target``, gRefCOCO) where it has one, else whether it lists no mask.
+
+        Never the pixels: a listed target whose mask covers no pixel is still a target (scoring
+        and the per-target-count breakdown follow this one rule, see
+        :func:`refseg.eval.metrics.score_sample`)."""
+        flag = self.meta.get("no_target")
+        return flag if isinstance(flag, bool) else not self.masks
 
     def gt_boxes(self) -> list[list[float]]:
         """Boxes of the ground-truth masks (given ones first, else tight boxes of the masks)."""

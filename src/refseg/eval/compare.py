@@ -112,6 +112,8 @@ def load_run(path: str | Path) -> Run:
         notes = stored.get("notes") or {}
         if not isinstance(identity, dict) or not isinstance(notes, dict):
             raise TypeError("not an object")
+    except RecursionError:  # json.loads on nesting deeper than the interpreter's stack
+        raise InputError(f"{config_path}: nested too deeply; not a refseg eval config") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{config_path}: not a refseg eval config ({exc})") from exc
     try:
@@ -294,6 +296,14 @@ def compare_runs(
             "the runs measured boundary IoU at different widths (boundary_ratio "
             + ", ".join(str(x) for x in sorted(ratios, key=str))
             + "): mBIoU is not comparable across them"
+        )
+    conventions = {str(r.identity.get("convention", "refseg")) for r in runs}
+    if len(conventions) > 1:
+        notes.append(
+            "the runs were scored under different conventions ("
+            + ", ".join(sorted(conventions))
+            + "): each record keeps its own per-sample scores, so edge cases (empty targets, "
+            "ignore regions) are not scored alike; rescore with one --convention"
         )
     document: dict[str, Any] = {
         "n_common": len(ids),

@@ -140,9 +140,10 @@ def prediction_instances(record: Mapping[str, Any], height: int, width: int) -> 
     if not prediction or list(prediction["size"]) != [height, width]:
         return []
     out = [Instance(prediction)]
+    blank = masks.empty(height, width)  # once: encoding an empty 16 MP mask takes 0.2 s
     out += [
         Instance(
-            masks.empty(height, width),
+            blank,
             box=i.get("box"),
             points=i.get("points") or (),
             point_labels=i.get("point_labels"),
@@ -162,6 +163,64 @@ def crop_scale(window: Window, size: int = CROP_SIZE) -> float:
     return float(max(1, size // longer))
 
 
+def _decoded(instance: Instance, height: int, width: int) -> np.ndarray | None:
+    """The instance's mask as a fresh boolean array (not cached on the instance), or ``None``
+    when it has no pixel or another size (nothing to tint or outline: never decoded)."""
+    from refseg import masks
+
+    rle = instance.rle
+    try:
+        if list(rle["size"]) != [height, width] or not int(masks.area([rle])[0]):
+            return None
+        return masks.decode(rle).astype(bool)
+    except Exception:  # a hand-edited record: its panel loses the mask, not the report
+        return None
+
+
+def draw_instances(
+    image: np.ndarray, instances: Sequence[Instance], *, alpha: float = 0.5
+) -> np.ndarray:
+    """What :func:`refseg.render.overlay` draws (tint, outline, box and points per instance,
+    same colours and order), holding one decoded mask at a time.
+
+    ``overlay`` decodes every instance's mask and keeps them all (an instance caches its dense
+    mask): a prediction of 1,000 instances on a 16-megapixel image took 3.3 GB to draw in the
+    report. Here each mask is decoded, tinted, its outline kept (a few points) and dropped, and
+    masks without a pixel (a prediction's box-and-points instances) are never decoded.
+    """
+    import cv2
+
+    from refseg.render import color, draw_point
+
+    canvas = image.astype(np.float32)
+    height, width = image.shape[:2]
+    line = max(1, round(max(height, width) / 300))
+    outlines: list[Sequence[np.ndarray]] = []
+    for index, instance in enumerate(instances):
+        mask = _decoded(instance, height, width)
+        if mask is None:
+            outlines.append(())
+            continue
+        canvas[mask] = canvas[mask] * (1 - alpha) + np.array(color(index), np.float32) * alpha
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        outlines.append(contours)
+        del mask
+    out = np.clip(canvas, 0, 255).astype(np.uint8)
+    del canvas
+    for index, (instance, contours) in enumerate(zip(instances, outlines, strict=True)):
+        rgb = color(index)
+        if contours:
+            cv2.drawContours(out, contours, -1, rgb, line)
+        if instance.box is not None:
+            x1, y1, x2, y2 = (round(v) for v in instance.box)
+            cv2.rectangle(out, (x1, y1), (x2, y2), rgb, line)
+        for (x, y), label in zip(instance.points, instance.point_labels):
+            draw_point(out, x, y, label, line)
+    return out
+
+
 def crop_panel(
     image: np.ndarray, instances: Sequence[Instance], window: Window, size: int = CROP_SIZE
 ) -> np.ndarray:
@@ -169,45 +228,53 @@ def crop_panel(
 
     Enlarged crops are cut and scaled (nearest neighbour, image and masks alike) before drawing
     so outlines stay thin; shrunk ones are drawn at full resolution and then area-averaged, so
-    thin mask parts are not lost to sampling.
+    thin mask parts are not lost to sampling. Masks are cut one at a time
+    (:func:`draw_instances`).
     """
     import cv2
 
-    from refseg.render import overlay
-    from refseg.types import Instance, Result
+    from refseg import masks
+    from refseg.types import Instance
 
     x1, y1, x2, y2 = window
     scale = crop_scale(window, size)
     factor = scale if scale > 1 else 1.0
+    full_height, full_width = image.shape[:2]
     crop = image[y1:y2, x1:x2]
     height, width = crop.shape[:2]
+    k = int(factor)
     if factor > 1:
-        k = int(factor)
         crop = np.repeat(np.repeat(crop, k, axis=0), k, axis=1)
         height, width = height * k, width * k
 
     def moved(x: float, y: float) -> list[float]:
         return [(x - x1) * factor, (y - y1) * factor]
 
-    result = Result(width=width, height=height)
+    cut: list[Instance] = []
+    blank: masks.RLE | None = None
     for instance in instances:
-        mask = instance.mask[y1:y2, x1:x2]
-        if factor > 1:
-            k = int(factor)
-            mask = np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
+        whole = _decoded(instance, full_height, full_width)
+        if whole is None:
+            blank = rle = blank or masks.empty(height, width)
+        else:
+            mask = whole[y1:y2, x1:x2]
+            del whole
+            if factor > 1:
+                mask = np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
+            rle = masks.encode(mask)
         box = None
         if instance.box is not None:
             bx1, by1, bx2, by2 = instance.box
             box = [*moved(bx1, by1), *moved(bx2, by2)]
-        result.instances.append(
-            Instance.from_mask(
-                mask,
+        cut.append(
+            Instance(
+                rle,
                 box=box,
                 points=[moved(x, y) for x, y in instance.points],
                 point_labels=instance.point_labels,
             )
         )
-    drawn = overlay(np.ascontiguousarray(crop), result)
+    drawn = draw_instances(np.ascontiguousarray(crop), cut)
     if scale < 1:
         size_out = (max(1, round(drawn.shape[1] * scale)), max(1, round(drawn.shape[0] * scale)))
         drawn = cv2.resize(drawn, size_out, interpolation=cv2.INTER_AREA)

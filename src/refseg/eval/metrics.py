@@ -9,11 +9,16 @@ Per sample
     predicted instance masks (empty when the model answered "no target" or its instances cover
     no pixel). ``I = |G ∩ P|``, ``U = |G ∪ P|``.
 
+    * **Target or not** is the dataset's word, not the pixels': its ``no_target`` flag where it
+      has one (gRefCOCO), else whether it lists a mask. A listed target whose mask covers no
+      pixel is a target sample that no answer can hit (IoU 0, counted in Pr@X and T-acc), as in
+      ReLA's gRefCOCO evaluator; :func:`target_group` uses the same rule.
     * **Ignore regions** (a reader's ``meta.ignore``: ReasonSeg's ignore shapes, COCO's crowd
       regions) are taken out of G and P first: they count in neither I nor U, as in LISA's
-      ReasonSeg evaluation (its ignore index 255). A target that is all ignore leaves G empty.
-    * **IoU** = I / U. Both empty: IoU = 1 and I = U = 0 (a correct "no target" adds nothing to
-      the cumulative sums). A prediction on a no-target sample: IoU = 0 and U = |P|.
+      ReasonSeg evaluation (its ignore index 255).
+    * **IoU** = I / U. A no-target sample answered empty: IoU = 1 and I = U = 0 (a correct
+      "no target" adds nothing to the cumulative sums). A prediction on a no-target sample:
+      IoU = 0 and U = |P|.
     * **Failure** (an unreadable grounder answer, a segmenter or grounder error, a missing or
       invalid prediction): IoU = 0, I = 0, U = |G|, whatever the sample. A failure is neither an
       empty nor a non-empty answer: it counts against N-acc and T-acc alike.
@@ -37,6 +42,10 @@ Over a set of samples (fractions in [0, 1]; tables show percentages)
     A metric whose denominator is zero is reported as ``None`` (e.g. N-acc on a dataset without
     no-target samples).
 
+Other projects settle some of these edge cases differently; :mod:`refseg.eval.conventions`
+holds their choices, and ``score_sample(..., convention="lisa")`` / ``aggregate(...,
+convention="lisa")`` reproduce them (``refseg eval --convention``).
+
 Everything set-level is computed from per-sample *records* (plain dicts, see
 :meth:`SampleScore.to_record`) by :func:`aggregate`, which is order-independent (integer sums and
 :func:`math.fsum`), so a resumed, sharded or re-scored run gives bit-identical numbers.
@@ -59,6 +68,7 @@ from pycocotools import mask as mask_utils
 
 from refseg import masks
 from refseg.errors import InputError
+from refseg.eval.conventions import Convention, get_convention
 from refseg.masks import DEFAULT_BOUNDARY_RATIO, boundary, boundary_width
 
 #: IoU thresholds of the Pr@X metrics.
@@ -169,6 +179,8 @@ def score_sample(
     *,
     boundary_ratio: float = DEFAULT_BOUNDARY_RATIO,
     ignore: masks.RLE | None = None,
+    target: bool | None = None,
+    convention: Convention | str | None = None,
 ) -> SampleScore:
     """Score one sample.
 
@@ -182,13 +194,21 @@ def score_sample(
         ignore: pixels excluded from scoring (a dataset's ``meta.ignore``: ReasonSeg's ignore
             shapes, COCO's crowd regions). They are removed from G and from P before anything
             is counted, so they add to neither I nor U, as LISA's evaluation does (its ignore
-            index 255); a sample whose target is all ignore is then empty.
+            index 255).
+        target: whether the sample has a target, as the dataset says (its ``no_target`` flag,
+            :attr:`refseg.data.base.Sample.no_target`); ``None``: whether it lists a mask. A
+            listed target that covers no pixel stays a target sample (IoU 0, counted in Pr@X
+            and T-acc), so the count of target samples is the dataset's, not the pixels'.
+        convention: whose edge-case choices to follow (:mod:`refseg.eval.conventions`).
     """
+    rules = get_convention(convention)
+    listed = bool(gt_masks) if target is None else bool(target)
     d = boundary_width(height, width, boundary_ratio)
-    if ignore is not None:
+    if ignore is not None and rules.exclude_ignore:
         gt_masks, pred_masks = _without(ignore, gt_masks, pred_masks, height, width)
     gt = _union_coco(gt_masks, height, width)
     gt_area = int(mask_utils.area(gt))
+    has_target = gt_area > 0 if rules.target_by_area else listed
     if pred_masks is None:
         # A failure: nothing predicted, the ground truth stays in the union.
         b_union = 0
@@ -196,18 +216,26 @@ def score_sample(
             x0, y0, x1, y1 = _bbox(gt)
             crop = mask_utils.decode(gt)[y0:y1, x0:x1]
             b_union = int(np.count_nonzero(boundary(crop, d)))
-        return SampleScore(0.0, 0.0, 0, gt_area, gt_area, 0, 0, b_union, gt_area == 0, False, True)
+        return SampleScore(
+            0.0, 0.0, 0, gt_area, gt_area, 0, 0, b_union, not has_target, False, True
+        )
     pred = _union_coco(pred_masks, height, width)
     pred_area = int(mask_utils.area(pred))
-    if gt_area == 0 and pred_area == 0:
-        return SampleScore(1.0, 1.0, 0, 0, 0, 0, 0, 0, True, True, False)
+    if not has_target and pred_area == 0:
+        # A correct "no target"; with a listed no-target flag, whatever G holds.
+        return SampleScore(1.0, 1.0, 0, 0, gt_area, 0, 0, 0, True, True, False)
+    if has_target and gt_area == 0 and pred_area == 0:
+        # A listed target that covers no pixel, answered empty: nothing to find, IoU 0.
+        return SampleScore(0.0, 0.0, 0, 0, 0, 0, 0, 0, False, True, False)
     inter = 0
     if gt_area and pred_area:
         inter = int(mask_utils.area(mask_utils.merge([gt, pred], intersect=True)))
     union = gt_area + pred_area - inter
     b_inter, b_union = _boundary_counts(gt, gt_area, pred, pred_area, d)
+    if not has_target:  # a prediction on a no-target sample: nothing it found is right
+        inter = b_inter = 0
     return SampleScore(
-        iou=inter / union,
+        iou=inter / (union + rules.iou_epsilon),
         biou=b_inter / b_union if b_union else 0.0,
         inter=inter,
         union=union,
@@ -215,7 +243,7 @@ def score_sample(
         pred_area=pred_area,
         b_inter=b_inter,
         b_union=b_union,
-        gt_empty=gt_area == 0,
+        gt_empty=not has_target,
         pred_empty=pred_area == 0,
         failed=False,
     )
@@ -243,13 +271,18 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def aggregate(
+    records: Iterable[Mapping[str, Any]], *, convention: Convention | str | None = None
+) -> dict[str, Any]:
     """Set-level metrics from per-sample records (the fields of :class:`SampleScore`).
 
     Order-independent and exact: a resumed or sharded run gives the same numbers as one pass.
     Returns every name in :data:`METRIC_NAMES` (``None`` where undefined) plus the counts
-    ``n``, ``n_target``, ``n_no_target`` and ``n_failed``.
+    ``n``, ``n_target``, ``n_no_target`` and ``n_failed``. ``convention`` settles the set-level
+    edge cases (a zero total union, no no-target sample) as that code does; the per-sample
+    choices are already in the records.
     """
+    rules = get_convention(convention)
     ious: list[float] = []
     bious: list[float] = []
     inter_sum = union_sum = 0
@@ -274,32 +307,45 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     n_no_target = n - n_target
     out: dict[str, Any] = {
         "gIoU": math.fsum(ious) / n if n else None,
-        "cIoU": (inter_sum / union_sum if union_sum else 1.0) if n else None,
+        "cIoU": (
+            (inter_sum / (union_sum + rules.ciou_epsilon) if union_sum else rules.ciou_if_no_union)
+            if n
+            else None
+        ),
         "mBIoU": math.fsum(bious) / n if n else None,
     }
     for threshold, count in zip(PR_THRESHOLDS, above):
         out[f"Pr@{threshold:g}"] = _ratio(count, n_target)
     out["N-acc"] = _ratio(n_hits, n_no_target)
     out["T-acc"] = _ratio(n_non_empty_on_target, n_target)
+    if n and not n_no_target and rules.acc_without_no_target is not None:
+        out["N-acc"] = out["T-acc"] = rules.acc_without_no_target
     out.update(n=n, n_target=n_target, n_no_target=n_no_target, n_failed=n_failed)
     return out
 
 
 def target_group(record: Mapping[str, Any]) -> str:
-    """``"none"``, ``"one"`` or ``"multiple"`` referred objects: the number of ground-truth masks.
+    """``"none"``, ``"one"`` or ``"multiple"`` referred objects.
 
+    The same rule as scoring: a record scored as a no-target sample (``gt_empty``) is "none",
+    any other has at least one target, and several listed ground-truth masks make "multiple".
     (``meta.n_objects`` is not used: RefShapes records the number of objects in the *scene*
     there, which the ``scene_objects`` breakdown reports.)"""
+    if record.get("gt_empty"):
+        return "none"
     count = record.get("n_gt")
     try:
         count = int(count)
     except (TypeError, ValueError):
-        count = 0 if record.get("gt_empty") else 1
-    return "none" if count <= 0 else "one" if count == 1 else "multiple"
+        count = 1
+    return "multiple" if count > 1 else "one"
 
 
 def breakdown(
-    records: Iterable[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], Any]
+    records: Iterable[Mapping[str, Any]],
+    key: Callable[[Mapping[str, Any]], Any],
+    *,
+    convention: Convention | str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`aggregate` per group, ``key(record)`` naming the group (``None`` skips the record).
 
@@ -310,25 +356,29 @@ def breakdown(
         name = key(record)
         if name is not None:
             groups.setdefault(str(name), []).append(record)
-    return {name: aggregate(groups[name]) for name in sorted(groups)}
+    return {name: aggregate(groups[name], convention=convention) for name in sorted(groups)}
 
 
 #: Sample ``meta`` fields that get a breakdown when records carry them.
 BREAKDOWN_FIELDS: tuple[str, ...] = ("difficulty", "kind")
 
 
-def breakdowns(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+def breakdowns(
+    records: Sequence[Mapping[str, Any]], *, convention: Convention | str | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Every breakdown the records support: per ``meta`` field of :data:`BREAKDOWN_FIELDS`
     present on some record, and by number of referred objects when samples differ in it."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name in BREAKDOWN_FIELDS:
         if any(name in (r.get("meta") or {}) for r in records):
-            out[name] = breakdown(records, lambda r, n=name: (r.get("meta") or {}).get(n))
-    by_targets = breakdown(records, target_group)
+            out[name] = breakdown(
+                records, lambda r, n=name: (r.get("meta") or {}).get(n), convention=convention
+            )
+    by_targets = breakdown(records, target_group, convention=convention)
     if len(by_targets) > 1:
         out["targets"] = by_targets
     if any("n_objects" in (r.get("meta") or {}) for r in records):
-        out["scene_objects"] = breakdown(records, _scene_group)
+        out["scene_objects"] = breakdown(records, _scene_group, convention=convention)
     return out
 
 

@@ -119,27 +119,48 @@ def failure_note(document: Mapping[str, Any]) -> str | None:
 # Markdown
 
 
+#: Characters that Markdown would read as syntax (emphasis, links, code, table cells).
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]|#!"})
+
+
+def md_text(value: Any) -> str:
+    """``value`` as inert Markdown text on one line.
+
+    Group names, the dataset name, failure kinds and timing keys come from the dataset's
+    ``meta`` and the records, i.e. from files others wrote: a ``<script>`` or
+    ``<img onerror=...>`` there must reach a Markdown viewer (most render inline HTML) as text,
+    as it reaches ``report.html``. HTML is escaped, Markdown syntax backslash-escaped, and line
+    breaks flattened so a value cannot end a table row or start a heading."""
+    text = " ".join(str(value).split())
+    return html.escape(text, quote=False).translate(_MD_SPECIAL)
+
+
 def _md_table(rows: Sequence[tuple[str, Mapping[str, Any]]], first: str) -> list[str]:
-    header = [first, *METRIC_NAMES, "n"]
+    header = [md_text(first), *METRIC_NAMES, "n"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in rows:
-        cells = [name, *(percent(metrics.get(m)) for m in METRIC_NAMES), str(metrics.get("n", 0))]
+        cells = [
+            md_text(name),
+            *(percent(metrics.get(m)) for m in METRIC_NAMES),
+            md_text(metrics.get("n", 0)),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def render_markdown(document: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
-    """``metrics.md``: the metrics (percent), breakdowns, failures and mean timings."""
-    lines = [f"# Evaluation: {_title(document)}", ""]
+    """``metrics.md``: the metrics (percent), breakdowns, failures and mean timings; every
+    value that comes from the data is escaped (:func:`md_text`)."""
+    lines = [f"# Evaluation: {md_text(_title(document))}", ""]
     lines += _md_table([("all", document["metrics"])], "samples")
     for key, groups in (document.get("breakdowns") or {}).items():
-        lines += ["", f"## {_BREAKDOWN_TITLES.get(key, f'By meta.{key}')}", ""]
+        lines += ["", f"## {md_text(_BREAKDOWN_TITLES.get(key, f'By meta.{key}'))}", ""]
         lines += _md_table(list(groups.items()), key)
     note = failure_note(document)
-    lines += ["", f"Failures: {note}" if note else "Failures: none."]
+    lines += ["", f"Failures: {md_text(note)}" if note else "Failures: none."]
     timings = timing_text(records)
     if timings:
-        lines.append(timings)
+        lines.append(md_text(timings))
     lines += ["", "Values are percentages; definitions in `refseg.eval.metrics`."]
     return "\n".join(lines) + "\n"
 
@@ -198,27 +219,20 @@ def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray
 def truth_panel(image: np.ndarray, sample: Sample | None) -> np.ndarray:
     """The ground truth drawn on ``image`` (shrunk for the report); separate from
     :func:`prediction_panel` so a comparison of several runs draws it once per sample."""
-    from refseg.eval.crop import truth_instances
-    from refseg.render import overlay
-    from refseg.types import Result
+    from refseg.eval.crop import draw_instances, truth_instances
 
     height, width = image.shape[:2]
-    gt = Result(width=width, height=height, instances=truth_instances(sample, height, width))
-    return _shrink(overlay(image, gt), MAX_PANEL_WIDTH)
+    return _shrink(draw_instances(image, truth_instances(sample, height, width)), MAX_PANEL_WIDTH)
 
 
 def prediction_panel(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     """A record's prediction (its mask, boxes and points) drawn on ``image``, shrunk like
     :func:`truth_panel`."""
-    from refseg.eval.crop import prediction_instances
-    from refseg.render import overlay
-    from refseg.types import Result
+    from refseg.eval.crop import draw_instances, prediction_instances
 
     height, width = image.shape[:2]
     instances = prediction_instances(record, height, width)
-    return _shrink(
-        overlay(image, Result(width=width, height=height, instances=instances)), MAX_PANEL_WIDTH
-    )
+    return _shrink(draw_instances(image, instances), MAX_PANEL_WIDTH)
 
 
 def _status(record: Mapping[str, Any]) -> str:

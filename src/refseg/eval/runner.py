@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from refseg import masks
 from refseg.errors import InputError, RefsegError
+from refseg.eval.conventions import DEFAULT_CONVENTION, Convention, get_convention
 from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, score_sample
 from refseg.fileio import atomic_write_text, ensure_dir
 from refseg.jobs import load_run_records as jobs_load_run_records
@@ -117,8 +118,10 @@ def _check_config(
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
             previous = stored["identity"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{path} is not a refseg eval config; use a new --out") from exc
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise InputError(f"{path} is not a refseg eval config; use a new --out") from None
+        if isinstance(previous, dict) and "convention" not in previous:
+            previous = {**previous, "convention": DEFAULT_CONVENTION}  # folders from before it
         if isinstance(previous, dict) and previous.get("refine", 0) is None:
             previous = {**previous, "refine": default_refine}
         if isinstance(previous, dict) and previous.get("mode") == "pipeline":
@@ -156,8 +159,52 @@ def load_predictions(path: Path) -> dict[str, dict[str, Any]]:
         key = str(data["id"])
         if key in out:
             raise InputError(f"{path}: line {number} repeats id {key[:80]!r}")
+        check_prediction(data, f"{path}: line {number}")
         out[key] = data
     return out
+
+
+def check_prediction(data: Mapping[str, Any] | Result, where: str) -> None:
+    """Refuse, in one line, a prediction that contradicts itself or costs too much to score.
+
+    * ``"no_target": true`` with instances: the two answers disagree, and which one a reader
+      believes decides the score (ReLA reads the flag, an area rule reads the masks), so
+      neither wins silently: fix the file.
+    * More instances than :func:`refseg.limits.max_prompts`, or instances x image pixels over
+      :func:`refseg.limits.max_prompt_pixels`: the same bounds a request to refseg has (1,000
+      instances on a 16-megapixel image took a minute to score and 3.3 GB to draw).
+
+    Anything else wrong with a result (bad masks, other sizes) is that sample's ``invalid``.
+    """
+    from refseg.limits import PROMPT_PIXELS_ENV, PROMPTS_ENV, max_prompt_pixels, max_prompts
+
+    if isinstance(data, Result):
+        instances: Any = data.instances
+        no_target, width, height = data.no_target, data.width, data.height
+    else:
+        instances = data.get("instances") or []
+        image = data.get("image")
+        size = image if isinstance(image, Mapping) else {}
+        no_target, width, height = data.get("no_target"), size.get("width"), size.get("height")
+    if not isinstance(instances, (list, tuple)):
+        return
+    if no_target and instances:  # read as Result.from_dict reads it (bool)
+        raise InputError(
+            f'{where}: "no_target": true with {len(instances)} instance(s); a result is either '
+            '"no target" (no instances) or its masks'
+        )
+    limit = max_prompts()
+    if len(instances) > limit:
+        raise InputError(
+            f"{where}: {len(instances)} instances; at most {limit} per sample (set {PROMPTS_ENV})"
+        )
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
+        budget = max_prompt_pixels()
+        if len(instances) * width * height > budget:
+            raise InputError(
+                f"{where}: {len(instances)} instances on a {width}x{height} image is over the "
+                f"limit of {budget} pixels x instances (set {PROMPT_PIXELS_ENV})"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,9 +411,14 @@ def _meta_scalars(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_record(
-    sample: Sample, outcome: Outcome, *, boundary_ratio: float = DEFAULT_BOUNDARY_RATIO
+    sample: Sample,
+    outcome: Outcome,
+    *,
+    boundary_ratio: float = DEFAULT_BOUNDARY_RATIO,
+    convention: Convention | str | None = None,
 ) -> dict[str, Any]:
-    """Score one sample's outcome and return its JSON record."""
+    """Score one sample's outcome and return its JSON record (``convention``: whose edge-case
+    choices, :mod:`refseg.eval.conventions`)."""
     result, error_kind, error = outcome.result, outcome.error_kind, outcome.error
     if result is not None and result.parse_error:
         error_kind, error = "parse", result.parse_error
@@ -375,27 +427,23 @@ def make_record(
         pred_masks = [i.rle for i in result.instances]
     # Pixels the dataset excludes from scoring (ReasonSeg ignore shapes, COCO crowd regions).
     ignore = sample.meta.get("ignore")
+    score_as = functools.partial(
+        score_sample,
+        sample.masks,
+        height=sample.height,
+        width=sample.width,
+        boundary_ratio=boundary_ratio,
+        ignore=ignore,
+        target=not sample.no_target,  # the dataset's flag where it has one
+        convention=convention,
+    )
     try:
-        score = score_sample(
-            sample.masks,
-            pred_masks,
-            sample.height,
-            sample.width,
-            boundary_ratio=boundary_ratio,
-            ignore=ignore,
-        )
+        score = score_as(pred_masks)
     except InputError as exc:
         if pred_masks is None:
             raise InputError(f"sample {sample.id}: {exc}") from exc
         error_kind, error, pred_masks = "invalid", _describe(exc), None
-        score = score_sample(
-            sample.masks,
-            None,
-            sample.height,
-            sample.width,
-            boundary_ratio=boundary_ratio,
-            ignore=ignore,
-        )
+        score = score_as(None)
     prediction = None
     if pred_masks is not None:
         prediction = masks.normalize(masks.union(pred_masks, sample.height, sample.width))
@@ -489,6 +537,7 @@ def evaluate(
     refine: int | None = None,
     batch_size: int = 8,
     boundary_ratio: float = DEFAULT_BOUNDARY_RATIO,
+    convention: Convention | str | None = None,
     config: Mapping[str, Any] | None = None,
     resume: bool = True,
     progress: bool = False,
@@ -511,6 +560,8 @@ def evaluate(
         refine: decoder refinement rounds in oracle-box mode (a pipeline carries its own).
         batch_size: phrases per grounder call in pipeline mode.
         boundary_ratio: the boundary-IoU width as a fraction of the image diagonal.
+        convention: whose edge-case choices to score with (:mod:`refseg.eval.conventions`;
+            default refseg's); part of the configuration.
         config: extra identity for ``config.json`` (e.g. ``{"dataset": "refcocog:...:val"}``).
         progress: show a progress bar (rank 0 only).
         report: write ``metrics.md`` and ``report.html`` besides ``metrics.json``.
@@ -537,7 +588,12 @@ def evaluate(
         seen.add(sample.id)
     out = ensure_dir(out_dir)
 
-    identity: dict[str, Any] = {"format": FORMAT_VERSION, "boundary_ratio": boundary_ratio}
+    rules = get_convention(convention)
+    identity: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "boundary_ratio": boundary_ratio,
+        "convention": rules.name,
+    }
     if pipeline is not None:
         identity.update(
             mode="pipeline",
@@ -557,6 +613,10 @@ def evaluate(
             path = Path(predictions)
             predictions = load_predictions(path)
             identity["predictions_sha256"] = sha256_file(path)
+        else:
+            for key, data in predictions.items():
+                if isinstance(data, (Mapping, Result)):
+                    check_prediction(data, f"prediction {str(key)[:80]!r}")
     identity.update(config or {})
     dist = ranks(rank, world_size)
     if dist.main and not resume:
@@ -609,7 +669,7 @@ def evaluate(
         _progress(progress and dist.main, shard_total, shard_total - len(todo), "eval") as tick,
     ):
         for sample, outcome in outcomes:
-            record = make_record(sample, outcome, boundary_ratio=boundary_ratio)
+            record = make_record(sample, outcome, boundary_ratio=boundary_ratio, convention=rules)
             writer.write(record)
             ious.append(record["iou"])
             tick(status=f"gIoU {sum(ious) / len(ious):.3f} (this session)")
@@ -663,13 +723,14 @@ def finalize(
             "a process stopped early: rerun the same command to finish"
         )
     chosen = [records[s.id] for s in samples]
+    convention = get_convention(identity.get("convention"))
     failures: dict[str, int] = {}
     for record in chosen:
         if record["error_kind"]:
             failures[record["error_kind"]] = failures.get(record["error_kind"], 0) + 1
     document = {
-        "metrics": aggregate(chosen),
-        "breakdowns": breakdowns(chosen),
+        "metrics": aggregate(chosen, convention=convention),
+        "breakdowns": breakdowns(chosen, convention=convention),
         "failures": dict(sorted(failures.items())),
         "n_samples": len(chosen),
         "config": dict(identity),
