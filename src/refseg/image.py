@@ -22,6 +22,7 @@ __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "ImageTooLarge",
+    "allow_pixels",
     "image_digest",
     "image_size",
     "load_image",
@@ -47,6 +48,21 @@ def _formats() -> list[str]:
     return [name for name in ALLOWED_FORMATS if name in Image.OPEN]
 
 
+def allow_pixels(limit: int) -> None:
+    """Raise Pillow's own decompression-bomb bound to at least ``limit`` pixels.
+
+    Pillow refuses, in :func:`Image.open`, any image over twice its ``MAX_IMAGE_PIXELS``
+    (89,478,485: about 179 M pixels), whatever refseg's limit says; so a ``REFSEG_MAX_PIXELS``
+    (or ``serve --max-pixels``) above that was silently capped. refseg checks its own limit on
+    the header before decoding anything, so Pillow's bound is raised to match it (never
+    lowered: other callers in the process keep at least the bound they had). Pillow still
+    refuses images over twice the raised bound, as a second line of defence.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and limit > current:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def _open(handle: io.BytesIO | Path, name: str) -> Image.Image:
     """``Image.open`` restricted to :data:`ALLOWED_FORMATS`, with a one-line refusal."""
     try:
@@ -57,14 +73,17 @@ def _open(handle: io.BytesIO | Path, name: str) -> Image.Image:
         ) from exc
 
 
-def image_size(data: bytes, *, name: str = "image") -> tuple[int, int]:
+def image_size(data: bytes, *, name: str = "image", limit: int | None = None) -> tuple[int, int]:
     """``(width, height)`` from the header of encoded ``data``, decoding no pixels.
 
     Lets a caller refuse work that depends on the size (the pixel limit, pixels x prompts)
     before paying for the decode. Raises :class:`InputError` for anything unreadable.
+    ``limit`` (default: :func:`max_pixels`) is the pixel limit the caller will apply: Pillow's
+    own bound is raised to it (:func:`allow_pixels`) so that sizes within it can be read.
     """
     if not data:
         raise InputError(f"{name} is empty (0 bytes)")
+    allow_pixels(max_pixels() if limit is None else limit)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -87,6 +106,7 @@ def load_image(source: ImageLike, *, limit: int | None = None) -> np.ndarray:
     for anything unreadable or over the pixel limit.
     """
     limit = max_pixels() if limit is None else limit
+    allow_pixels(limit)
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, Image.Image):
