@@ -35,8 +35,10 @@ def dense_score(
     width: int,
     ratio: float = 0.02,
 ) -> dict:
-    """The :class:`~refseg.eval.metrics.SampleScore` fields, computed densely."""
+    """The :class:`~refseg.eval.metrics.SampleScore` fields, computed densely. A sample has a
+    target when it lists a mask, whatever its pixels."""
     d = max(1, round(ratio * math.hypot(height, width)))
+    has_target = bool(gt_masks)
     g = np.zeros((height, width), dtype=bool)
     for rle in gt_masks:
         g |= masks.decode(rle)
@@ -45,20 +47,26 @@ def dense_score(
         gt_area = int(g.sum())
         return dict(
             iou=0.0, biou=0.0, inter=0, union=gt_area, gt_area=gt_area, pred_area=0, b_inter=0,
-            b_union=int(gb.sum()), gt_empty=gt_area == 0, pred_empty=False, failed=True,
+            b_union=int(gb.sum()), gt_empty=not has_target, pred_empty=False, failed=True,
         )  # fmt: skip
     p = np.zeros((height, width), dtype=bool)
     for rle in pred_masks:
         p |= masks.decode(rle)
     pb = p & ~erode(p, d)
+    if not has_target and not p.any():  # a correct "no target"
+        return dict(
+            iou=1.0, biou=1.0, inter=0, union=0, gt_area=int(g.sum()), pred_area=0, b_inter=0,
+            b_union=0, gt_empty=True, pred_empty=True, failed=False,
+        )  # fmt: skip
     inter, union = int((g & p).sum()), int((g | p).sum())
     b_inter, b_union = int((gb & pb).sum()), int((gb | pb).sum())
-    both_empty = union == 0
+    if not has_target:  # an answer on a no-target sample finds nothing
+        inter = b_inter = 0
     return dict(
-        iou=1.0 if both_empty else inter / union,
-        biou=1.0 if both_empty else (b_inter / b_union if b_union else 0.0),
+        iou=inter / union if union else 0.0,
+        biou=b_inter / b_union if b_union else 0.0,
         inter=inter, union=union, gt_area=int(g.sum()), pred_area=int(p.sum()),
-        b_inter=b_inter, b_union=b_union, gt_empty=not g.any(), pred_empty=not p.any(),
+        b_inter=b_inter, b_union=b_union, gt_empty=not has_target, pred_empty=not p.any(),
         failed=False,
     )  # fmt: skip
 

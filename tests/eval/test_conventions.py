@@ -86,7 +86,38 @@ RELA_TABLE: list[Row] = [
     ("ignore/spill", [BIG], [BIG | BAND], None, BAND, 36 / 48, 36, 48, True),
 ]
 
-TABLES = {"refseg": REFSEG_TABLE, "lisa": LISA_TABLE, "rela": RELA_TABLE}
+VISIONREASONER_TABLE: list[Row] = [
+    *COMMON,
+    # an empty union scores 0, a correct "no target" included
+    ("both-empty", [], [], None, None, 0.0, 0, 0, False),
+    ("empty-gt-with-annotation/answered-empty", [EMPTY], [], None, None, 0.0, 0, 0, False),
+    ("empty-gt-with-annotation/answered-mask", [EMPTY], [SMALL], None, None, 0.0, 0, 9, False),
+    # ignore pixels are target pixels in its ReasonSeg data
+    ("ignore/spill", [BIG], [BIG | BAND], None, BAND, 1.0, 48, 48, True),
+    ("ignore/missed", [BIG], [BIG], None, BAND, 36 / 48, 36, 48, True),
+    ("ignore/only", [], [], None, BAND, 0.0, 0, 12, True),
+]
+
+SEGZERO_TABLE: list[Row] = [
+    *COMMON,
+    ("ignore/spill", [BIG], [BIG | BAND], None, BAND, 1.0, 48, 48, True),
+    ("ignore/missed", [BIG], [BIG], None, BAND, 36 / 48, 36, 48, True),
+]
+
+#: Seg-Zero leaves a sample whose ground truth and answer are both empty out of the set.
+SEGZERO_SKIPPED = [
+    pytest.param([], [], None, id="both-empty"),
+    pytest.param([EMPTY], [], None, id="empty-gt-with-annotation/answered-empty"),
+    pytest.param([], [], False, id="flag-no-target"),
+]
+
+TABLES = {
+    "refseg": REFSEG_TABLE,
+    "lisa": LISA_TABLE,
+    "rela": RELA_TABLE,
+    "visionreasoner": VISIONREASONER_TABLE,
+    "segzero": SEGZERO_TABLE,
+}
 
 
 def _score(name: str, row: Row):
@@ -134,6 +165,25 @@ def test_lisa_convention(row: Row) -> None:
 @pytest.mark.parametrize("row", RELA_TABLE, ids=[r[0] for r in RELA_TABLE])
 def test_rela_convention(row: Row) -> None:
     _check("rela", row)
+
+
+@pytest.mark.parametrize("row", VISIONREASONER_TABLE, ids=[r[0] for r in VISIONREASONER_TABLE])
+def test_visionreasoner_convention(row: Row) -> None:
+    _check("visionreasoner", row)
+
+
+@pytest.mark.parametrize("row", SEGZERO_TABLE, ids=[r[0] for r in SEGZERO_TABLE])
+def test_segzero_convention(row: Row) -> None:
+    _check("segzero", row)
+
+
+@pytest.mark.parametrize(("gt", "pred", "target"), SEGZERO_SKIPPED)
+def test_segzero_leaves_both_empty_samples_out(gt, pred, target) -> None:
+    skipped = score_sample(rles(*gt), rles(*pred), H, W, target=target, convention="segzero")
+    assert skipped.skipped
+    kept = score_sample(rles(BIG), rles(SMALL), H, W, convention="segzero")
+    metrics = aggregate([skipped.to_record(), kept.to_record()], convention="segzero")
+    assert metrics["n"] == 1 and metrics["gIoU"] == pytest.approx(9 / 36)
 
 
 def test_a_listed_target_without_pixels_is_a_target_by_default() -> None:
@@ -205,6 +255,26 @@ def rela_reference(cases: list[tuple[bool, np.ndarray, np.ndarray]]) -> dict[str
         "T-acc": tn / (tn + fp) if empty else 0.0,
         "N-acc": tp / (tp + fn) if empty else 0.0,
     }
+
+
+def reasoner_reference(
+    cases: list[tuple[np.ndarray, np.ndarray, np.ndarray]], *, skip_empty: bool
+) -> dict[str, float]:
+    """VisionReasoner (and Seg-Zero, ``skip_empty``): the ground truth is the target and ignore
+    pixels together; I and U by logical and/or; a sample with U = 0 scores 0 (Seg-Zero: left
+    out); gIoU the mean, cIoU ΣI / ΣU (0 when ΣU = 0)."""
+    ious, inters, unions = [], [], []
+    for g, p, ign in cases:
+        truth = g | ign
+        inter = int(np.count_nonzero(truth & p))
+        union = int(np.count_nonzero(truth | p))
+        if union == 0 and skip_empty:
+            continue
+        ious.append(inter / union if union > 0 else 0.0)
+        inters.append(inter)
+        unions.append(union)
+    total = sum(unions)
+    return {"gIoU": float(np.mean(ious)), "cIoU": sum(inters) / total if total > 0 else 0.0}
 
 
 def _random_set(seed: int, n: int = 24) -> list[tuple[bool, np.ndarray, np.ndarray, np.ndarray]]:
@@ -285,6 +355,27 @@ def test_accuracies_without_no_target_samples(name, acc) -> None:
 
 
 def test_unknown_convention_is_one_line() -> None:
-    with pytest.raises(InputError, match="unknown convention 'segzero'; choose one of"):
-        get_convention("segzero")
-    assert set(CONVENTIONS) >= {"refseg", "lisa", "rela"}
+    with pytest.raises(InputError, match="unknown convention 'deeplab'; choose one of"):
+        get_convention("deeplab")
+    assert set(CONVENTIONS) == set(TABLES)
+
+
+@pytest.mark.parametrize("name", ["visionreasoner", "segzero"])
+@pytest.mark.parametrize("seed", range(4))
+def test_reasoner_conventions_match_their_formulas_on_sets(name: str, seed: int) -> None:
+    cases = _random_set(seed)
+    records = [
+        score_sample(
+            rles(g) if has else [],
+            rles(p) if p.any() else [],
+            H,
+            W,
+            ignore=masks.encode(ign) if ign.any() else None,
+            convention=name,
+        ).to_record()
+        for has, g, p, ign in cases
+    ]
+    got = aggregate(records, convention=name)
+    want = reasoner_reference([(g, p, ign) for _, g, p, ign in cases], skip_empty=name == "segzero")
+    assert got["gIoU"] == pytest.approx(want["gIoU"], abs=1e-9)
+    assert got["cIoU"] == pytest.approx(want["cIoU"], abs=1e-9)

@@ -151,8 +151,8 @@ def register(app: typer.Typer) -> None:
         convention: str = typer.Option(
             "refseg",
             "--convention",
-            help="Whose edge-case choices to score with: refseg (default), lisa or rela "
-            "(the README's conventions table).",
+            help="Whose edge-case choices to score with: refseg (default), lisa, rela, "
+            "visionreasoner or segzero (the README's conventions table).",
         ),
         fresh: bool = typer.Option(
             False, "--fresh", help="Discard the records already in --out instead of resuming."

@@ -122,6 +122,8 @@ def load_run(path: str | Path) -> Run:
         raise InputError(
             f"{folder}: a record is nested too deeply; not a refseg eval record"
         ) from exc
+    # a sample its convention leaves out of every metric (Seg-Zero's both-empty samples)
+    records = {k: r for k, r in records.items() if not r.get("skipped")}
     if not records:
         raise InputError(f"{folder}: the run has no finished sample yet")
     for record in records.values():

@@ -18,6 +18,12 @@ where the code is).
   decides, a listed target that covers no pixel scores 0 and counts in Pr@X and T-acc, the code
   has no ignore label (ignore pixels are background), the cIoU of an all-empty set is undefined
   and N-acc/T-acc are 0 on a set without no-target samples.
+* ``visionreasoner`` (VisionReasoner's ``evaluation_segmentation.py`` and ``calculate_iou.py``):
+  the pixels decide, an empty union scores IoU 0 (a correct "no target" too), ignore pixels are
+  target pixels (its ReasonSeg data casts the ignore label 255 to true), cIoU 0 when ΣU = 0.
+* ``segzero`` (Seg-Zero's ``evaluation.py`` and ``calculate_iou.py``): as VisionReasoner, but a
+  sample whose ground truth and answer are both empty is left out of the set altogether (its
+  scorer returns one value where two are unpacked, and the error handler skips the sample).
 
 Failures (no readable answer) score as refseg scores them under every convention: none of these
 codes has a failure that is not a mask.
@@ -38,8 +44,11 @@ class Convention:
         name: what ``--convention`` calls it.
         target_by_area: a sample has a target when its ground truth has pixels (LISA); otherwise
             the dataset's flag or list of masks decides (refseg, ReLA).
-        exclude_ignore: pixels of ``meta.ignore`` leave G and P before counting (refseg, LISA);
-            otherwise they are background, as in code that has no ignore label (ReLA).
+        ignore: what pixels of ``meta.ignore`` are: ``"exclude"``d from G and P before
+            counting (refseg, LISA), ``"background"`` as in code without an ignore label (ReLA),
+            or ``"target"`` pixels (Seg-Zero's and VisionReasoner's ReasonSeg data).
+        no_target_hit_iou: the IoU of a no-target sample answered empty (1 almost everywhere;
+            VisionReasoner 0); ``None`` leaves the sample out of every metric (Seg-Zero).
         iou_epsilon: added to each sample's union in its IoU (LISA: 1e-5).
         ciou_epsilon: added to the total union in the cIoU (LISA: 1e-10).
         ciou_if_no_union: the cIoU when the total union is 0 (only empty ground truths answered
@@ -50,18 +59,18 @@ class Convention:
 
     name: str
     target_by_area: bool
-    exclude_ignore: bool
+    ignore: str = "exclude"
+    no_target_hit_iou: float | None = 1.0
     iou_epsilon: float = 0.0
     ciou_epsilon: float = 0.0
     ciou_if_no_union: float | None = 1.0
     acc_without_no_target: float | None = None
 
 
-REFSEG = Convention("refseg", target_by_area=False, exclude_ignore=True)
+REFSEG = Convention("refseg", target_by_area=False)
 LISA = Convention(
     "lisa",
     target_by_area=True,
-    exclude_ignore=True,
     iou_epsilon=1e-5,
     ciou_epsilon=1e-10,
     ciou_if_no_union=0.0,
@@ -69,13 +78,29 @@ LISA = Convention(
 RELA = Convention(
     "rela",
     target_by_area=False,
-    exclude_ignore=False,
+    ignore="background",
     ciou_if_no_union=None,
     acc_without_no_target=0.0,
 )
+VISIONREASONER = Convention(
+    "visionreasoner",
+    target_by_area=True,
+    ignore="target",
+    no_target_hit_iou=0.0,
+    ciou_if_no_union=0.0,
+)
+SEGZERO = Convention(
+    "segzero",
+    target_by_area=True,
+    ignore="target",
+    no_target_hit_iou=None,
+    ciou_if_no_union=0.0,
+)
 
 #: Every convention by name; ``refseg`` is the default.
-CONVENTIONS: dict[str, Convention] = {c.name: c for c in (REFSEG, LISA, RELA)}
+CONVENTIONS: dict[str, Convention] = {
+    c.name: c for c in (REFSEG, LISA, RELA, VISIONREASONER, SEGZERO)
+}
 DEFAULT_CONVENTION = REFSEG.name
 
 

@@ -99,6 +99,8 @@ class SampleScore:
         gt_empty: the sample is a no-target sample.
         pred_empty: the answer was an empty prediction (false for a failure).
         failed: the sample failed (no usable prediction); ``iou`` is 0.
+        skipped: the convention leaves this sample out of every metric (Seg-Zero drops
+            samples whose ground truth and answer are both empty).
     """
 
     iou: float
@@ -112,10 +114,15 @@ class SampleScore:
     gt_empty: bool
     pred_empty: bool
     failed: bool
+    skipped: bool = False
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON-ready fields :func:`aggregate` reads back."""
-        return asdict(self)
+        """The JSON-ready fields :func:`aggregate` reads back (``skipped`` only when true, so
+        records of every other convention keep their layout)."""
+        record = asdict(self)
+        if not self.skipped:
+            del record["skipped"]
+        return record
 
 
 def _bbox(rle: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -204,8 +211,10 @@ def score_sample(
     rules = get_convention(convention)
     listed = bool(gt_masks) if target is None else bool(target)
     d = boundary_width(height, width, boundary_ratio)
-    if ignore is not None and rules.exclude_ignore:
+    if ignore is not None and rules.ignore == "exclude":
         gt_masks, pred_masks = _without(ignore, gt_masks, pred_masks, height, width)
+    elif ignore is not None and rules.ignore == "target":
+        gt_masks = [*gt_masks, masks.validate(ignore)]
     gt = _union_coco(gt_masks, height, width)
     gt_area = int(mask_utils.area(gt))
     has_target = gt_area > 0 if rules.target_by_area else listed
@@ -223,7 +232,9 @@ def score_sample(
     pred_area = int(mask_utils.area(pred))
     if not has_target and pred_area == 0:
         # A correct "no target"; with a listed no-target flag, whatever G holds.
-        return SampleScore(1.0, 1.0, 0, 0, gt_area, 0, 0, 0, True, True, False)
+        hit = rules.no_target_hit_iou
+        score = 0.0 if hit is None else hit
+        return SampleScore(score, score, 0, 0, gt_area, 0, 0, 0, True, True, False, hit is None)
     if has_target and gt_area == 0 and pred_area == 0:
         # A listed target that covers no pixel, answered empty: nothing to find, IoU 0.
         return SampleScore(0.0, 0.0, 0, 0, 0, 0, 0, 0, False, True, False)
@@ -280,9 +291,11 @@ def aggregate(
     Returns every name in :data:`METRIC_NAMES` (``None`` where undefined) plus the counts
     ``n``, ``n_target``, ``n_no_target`` and ``n_failed``. ``convention`` settles the set-level
     edge cases (a zero total union, no no-target sample) as that code does; the per-sample
-    choices are already in the records.
+    choices are already in the records, and records a convention marked ``skipped`` are left
+    out.
     """
     rules = get_convention(convention)
+    records = [r for r in records if not r.get("skipped")]
     ious: list[float] = []
     bious: list[float] = []
     inter_sum = union_sum = 0
