@@ -131,3 +131,13 @@ def test_meta_values_reach_metrics_md_escaped(tmp_path: Path) -> None:
     # the escaped "|" keeps the breakdown row at its number of cells
     row = next(line for line in text.splitlines() if "onerror" in line)
     assert row.replace("\\|", "").count("|") == len(METRIC_NAMES) + 3
+
+
+def test_an_unknown_convention_is_one_line_before_anything_is_read(tmp_path: Path) -> None:
+    done = run_cli(
+        "eval", "--dataset", f"jsonl:{tmp_path / 'absent.jsonl'}", "--predictions",
+        str(tmp_path / "absent.jsonl"), "--out", str(tmp_path / "run"), "--convention", "nope",
+    )  # fmt: skip
+    assert done.one_line_error, done.stderr
+    assert "unknown convention 'nope'; choose one of refseg, lisa, rela" in done.stderr
+    assert not (tmp_path / "run").exists()
