@@ -41,6 +41,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from refseg.errors import InputError, ModelError
 from refseg.grounding.base import Grounding, check_rgb
+from refseg.grounding.chat_template import MAX_TEMPLATE_BYTES, check_chat_template
 from refseg.grounding.coords import Convention, smart_resize, to_grounding
 from refseg.hub import first_line, resolve_device, resolve_dtype, resolve_source
 from refseg.protocol import SYSTEM_PROMPT, build_prompt, parse_answer
@@ -161,7 +162,13 @@ def _chat_template(folder: Path, tokenizer: Any) -> str:
     """The checkpoint's multimodal chat template, wherever this checkpoint keeps it."""
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        if jinja.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise ModelError(f"{jinja}: the chat template is over {MAX_TEMPLATE_BYTES // 1024} KiB")
+        try:
+            text = jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{jinja}: unreadable chat template ({first_line(exc)})") from None
+        return check_chat_template(text, str(jinja))
     legacy = folder / "chat_template.json"
     if legacy.is_file():
         try:
@@ -169,11 +176,11 @@ def _chat_template(folder: Path, tokenizer: Any) -> str:
         except ValueError as exc:
             raise ModelError(f"{legacy}: unreadable chat template ({exc})") from exc
         if isinstance(template, str):
-            return template
+            return check_chat_template(template, str(legacy))
     template = getattr(tokenizer, "chat_template", None)
     if not isinstance(template, str) or not template:
         raise ModelError(f"{folder}: the checkpoint has no chat template")
-    return template
+    return check_chat_template(template, str(folder / "tokenizer_config.json"))
 
 
 # ---------------------------------------------------------------------------------------------
