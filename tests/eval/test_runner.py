@@ -428,3 +428,31 @@ def test_reasonseg_ignore_shapes_are_excluded_as_lisa_does(tmp_path) -> None:
         [sample], predictions={sample.id: only_target}, out_dir=tmp_path / "run2", report=False
     )
     assert doc["metrics"]["gIoU"] == pytest.approx(1.0)
+
+
+def test_records_keep_what_a_score_threshold_changes(tmp_path: Path, images: list[Path]) -> None:
+    """Scored predictions: each record ranks its instances, matches them one to one, and the
+    run's metrics and report carry the threshold curve, AP and calibration."""
+    samples = make_samples(images)[:4]
+    right, wrong = Instance(rect(0, 10, 0, 10), score=0.9), Instance(rect(20, 30, 0, 10), score=0.2)
+    predictions = {
+        "s0": Result(W, H, [right, wrong]).to_dict(),
+        "s1": Result(W, H, [Instance(rect(5, 25, 20, 40), score=0.6)]).to_dict(),
+        "s2": Result(W, H, [Instance(rect(0, 5, 0, 5), score=0.3)]).to_dict(),  # no target
+        "s3": Result(W, H, no_target=True).to_dict(),
+    }
+    doc = evaluate(samples, predictions=predictions, out_dir=tmp_path / "run")
+    records = {r["id"]: r for r in read_records(tmp_path / "run" / RECORDS_FILE)}
+    s0 = records["s0"]
+    assert [i["match_iou"] for i in s0["instances"]] == [1.0, 0.0]
+    # keeping none, the better one, both: IoU 0, 1, then 100 / 200
+    assert s0["ranked"] == [[None, 0.0], [0.9, 1.0], [0.2, 0.5]]
+    assert records["s3"]["ranked"] is None  # nothing to rank
+    curve = {row["threshold"]: row for row in doc["thresholds"]["curve"]}
+    assert curve[0.0]["gIoU"] == pytest.approx(doc["metrics"]["gIoU"])
+    # at 0.5: s0 keeps its right instance (1.0), s1 its own (1.0), s2 drops its false one
+    assert curve[0.5]["gIoU"] == pytest.approx(3 / 4) and curve[0.5]["N-acc"] == 1.0
+    # 2 right of 4 instances over 4 ground-truth instances, the right ones ranked first
+    assert doc["thresholds"]["AP"] == pytest.approx(0.5)
+    text = (tmp_path / "run" / "metrics.md").read_text()
+    assert "## Score thresholds" in text and "Expected calibration error" in text

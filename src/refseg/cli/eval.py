@@ -148,6 +148,14 @@ def register(app: typer.Typer) -> None:
         refine_iters: int | None = typer.Option(
             None, "--refine-iters", min=0, max=16, help="Refiner iterations (default 1)."
         ),
+        min_score: float | None = typer.Option(
+            None,
+            "--min-score",
+            min=0.0,
+            max=1.0,
+            help="Drop instances scoring below it before scoring (the report's threshold "
+            "table shows every threshold from one run without it).",
+        ),
         convention: str = typer.Option(
             "refseg",
             "--convention",
@@ -180,6 +188,7 @@ def register(app: typer.Typer) -> None:
                 ("--answer", answer),
                 ("--refiner", refiner),
                 ("--refine-iters", refine_iters),
+                ("--min-score", min_score),
             )
             if value is not None
         ]
@@ -219,6 +228,7 @@ def register(app: typer.Typer) -> None:
                 refine=refine,
                 refiner=refiner or "sam",
                 refine_iters=refine_iters,
+                min_score=min_score,
             ).resolved(grounder)
         samples = open_dataset(dataset, **({} if images is None else {"images_dir": images}))
         config: dict[str, Any] = {"dataset": _dataset_identity(dataset)}

@@ -156,6 +156,8 @@ def render_markdown(document: Mapping[str, Any], records: Sequence[Mapping[str, 
     for key, groups in (document.get("breakdowns") or {}).items():
         lines += ["", f"## {md_text(_BREAKDOWN_TITLES.get(key, f'By meta.{key}'))}", ""]
         lines += _md_table(list(groups.items()), key)
+    if document.get("thresholds"):
+        lines += ["", *threshold_lines(document["thresholds"])]
     note = failure_note(document)
     lines += ["", f"Failures: {md_text(note)}" if note else "Failures: none."]
     timings = timing_text(records)
@@ -163,6 +165,55 @@ def render_markdown(document: Mapping[str, Any], records: Sequence[Mapping[str, 
         lines.append(md_text(timings))
     lines += ["", "Values are percentages; definitions in `refseg.eval.metrics`."]
     return "\n".join(lines) + "\n"
+
+
+def _with_ci(value: float | None, ci: Sequence[float] | None) -> str:
+    if value is None:
+        return "–"
+    if not ci:
+        return percent(value)
+    return f"{percent(value)} [{percent(ci[0])}, {percent(ci[1])}]"
+
+
+def threshold_lines(thresholds: Mapping[str, Any]) -> list[str]:
+    """What a score threshold buys (:func:`refseg.eval.thresholds.threshold_report`): the
+    curve, instance AP and the reliability table, with bootstrap 95% intervals."""
+    lines = [
+        "## Score thresholds",
+        "",
+        "Instances below the threshold dropped (none left: no target); "
+        "[bootstrap 95% intervals over samples].",
+        "",
+        "| min score | gIoU | N-acc | T-acc |",
+        "|---|---|---|---|",
+    ]
+    for row in thresholds["curve"]:
+        lines.append(
+            f"| {row['threshold']:.1f} | {_with_ci(row['gIoU'], row.get('gIoU_ci'))} | "
+            f"{_with_ci(row['N-acc'], row.get('N-acc_ci'))} | "
+            f"{_with_ci(row['T-acc'], row.get('T-acc_ci'))} |"
+        )
+    lines += [
+        "",
+        f"Instance AP (matched IoU >= 0.5, {thresholds['n_instances']} instances): "
+        f"{_with_ci(thresholds['AP'], thresholds.get('AP_ci'))}",
+        "",
+        "| score bin | instances | mean score | right |",
+        "|---|---|---|---|",
+    ]
+    calibration = thresholds["calibration"]
+    for row in calibration["table"]:
+        if row["n"]:
+            lo, hi = row["bin"]
+            lines.append(
+                f"| {lo:.1f}-{hi:.1f} | {row['n']} | {row['confidence']:.3f} | "
+                f"{row['accuracy']:.3f} |"
+            )
+    ece, ci = calibration["ECE"], thresholds.get("ECE_ci")
+    text = "–" if ece is None else f"{ece:.3f}"
+    if ece is not None and ci:
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}] (biased upwards on resamples)"
+    return [*lines, "", f"Expected calibration error: {text}"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from refseg import masks
 from refseg.errors import InputError, RefsegError
 from refseg.eval.conventions import DEFAULT_CONVENTION, Convention, get_convention
 from refseg.eval.metrics import DEFAULT_BOUNDARY_RATIO, aggregate, breakdowns, score_sample
+from refseg.eval.thresholds import match_ious, ranked_ious, threshold_report
 from refseg.fileio import atomic_write_text, ensure_dir
 from refseg.jobs import load_run_records as jobs_load_run_records
 from refseg.jobs import merge_rank_files, rank_file, ranks, run_files
@@ -77,6 +78,9 @@ RETRIED_KINDS = frozenset({"grounder", "segmenter", "image"})
 
 #: Longest raw grounder answer kept in a record (characters).
 MAX_RAW_ANSWER = 4000
+#: Instances per sample up to which a record keeps what a score threshold would change
+#: (``ranked``, ``match_iou``: one scoring per instance); busier samples keep their own score.
+MAX_RANKED = 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,8 +449,17 @@ def make_record(
         error_kind, error, pred_masks = "invalid", _describe(exc), None
         score = score_as(None)
     prediction = None
+    instances = result.instances if pred_masks is not None and result is not None else []
+    matched: list[float | None] = [None] * len(instances)
+    ranked = None
     if pred_masks is not None:
         prediction = masks.normalize(masks.union(pred_masks, sample.height, sample.width))
+        if instances and len(instances) <= MAX_RANKED:  # what a score threshold would change
+            matched = list(match_ious(sample.masks, pred_masks, sample.height, sample.width))
+            ranked = ranked_ious(
+                [i.score for i in instances],
+                lambda kept: score_as([pred_masks[k] for k in kept]).iou,
+            )
     record: dict[str, Any] = {
         "id": sample.id,
         "phrase": sample.phrase,
@@ -466,9 +479,17 @@ def make_record(
                 "points": i.points,
                 "point_labels": i.point_labels,
                 "score": round(i.score, 6),
+                "scores": {k: None if v is None else round(v, 6) for k, v in i.scores.items()},
+                "match_iou": None if m is None else round(m, 6),
             }
-            for i in (result.instances if pred_masks is not None and result is not None else [])
+            for i, m in zip(instances, matched)
         ],
+        "ranked": ranked,
+        "no_target_score": (
+            None
+            if result is None or result.no_target_score is None
+            else round(result.no_target_score, 6)
+        ),
         "raw_answer": _clip(result.raw_answer if result is not None else None),
         "timings": {k: round(float(v), 6) for k, v in outcome.timings.items()},
     }
@@ -689,12 +710,16 @@ _OPTION_DEFAULTS = {"answer": "box", "refiner": "sam", "refine_iters": 1}
 
 def pipeline_options(pipeline: Pipeline) -> dict[str, Any]:
     """The path-head options of a pipeline run (they change path answers' masks): the answer
-    kind the grounder is asked for, the refiner and its iterations."""
-    return {
+    kind the grounder is asked for, the refiner and its iterations; and a score threshold,
+    where one is set (it drops instances)."""
+    options: dict[str, Any] = {
         "answer": pipeline.answer,
         "refiner": _name(pipeline.refiner),
         "refine_iters": pipeline.refine_iters,
     }
+    if pipeline.options.min_score is not None:
+        options["min_score"] = pipeline.options.min_score
+    return options
 
 
 def _rounds(refine: int | None, segmenter: Any) -> int | None:
@@ -730,6 +755,7 @@ def finalize(
             failures[record["error_kind"]] = failures.get(record["error_kind"], 0) + 1
     document = {
         "metrics": aggregate(chosen, convention=convention),
+        "thresholds": threshold_report(chosen) if any(r.get("ranked") for r in chosen) else None,
         "breakdowns": breakdowns(chosen, convention=convention),
         "failures": dict(sorted(failures.items())),
         "n_samples": len(chosen),

@@ -185,7 +185,7 @@ def threshold_report(
 ) -> dict[str, Any]:
     """Curves, AP and calibration with percentile bootstrap intervals over samples (the
     samples are what was drawn; their instances come along)."""
-    records = list(records)
+    records = [r for r in records if not r.get("skipped")]  # as aggregate leaves them out
     curve = threshold_curve(records, thresholds)
     pr = precision_recall(records)
     cal = calibration(records)
