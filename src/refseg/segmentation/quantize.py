@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -114,8 +113,9 @@ def quantize_encoder(
             tensor = next(self._items, None)
             return None if tensor is None else {input_name: tensor}
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+    from refseg.npm import work_dir, writable_cache
+
+    with work_dir(writable_cache(target.parent), ".build-") as tmp:
         work = Path(tmp)
         if not model.opset_import or max(o.version for o in model.opset_import) < 13:
             model = version_converter.convert_version(model, 17)
