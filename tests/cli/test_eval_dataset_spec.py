@@ -47,6 +47,25 @@ def nothing(root: Path) -> None:
     pass
 
 
+def parquet(name: str, columns: list[str]) -> Callable[[Path], None]:
+    """A real Parquet file with these (string) columns and one row."""
+
+    def make(root: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({c: ["x"] for c in columns}), path)
+
+    return make
+
+
+PARQUET_KINDS = ["refcoco-parquet", "refcoco+-parquet", "refcocog-parquet", "grefcoco-parquet"]
+LMMS_COLUMNS = ["question_id", "image", "question", "answer", "segmentation", "bbox"]
+JXU_COLUMNS = ["ref_id", "ann_id", "sentences", "raw_anns", "raw_image_info"]
+
+
 JSONL_LINE = (json.dumps(RECORD) + "\n").encode()
 #: A compact COCO file: one line far longer than the bytes read to sniff it.
 BIG_COCO = json.dumps(
@@ -90,6 +109,11 @@ CASES = [
     (touch("u/refs(unc).p"), "u", ["refcoco:u:val", "refcoco+:u:val"]),
     (touch("gr/grefs(unc).json"), "gr", ["grefcoco:gr:val"]),
     (touch("m/data/validation-00000-of-00001.parquet"), "m", ["refcoco-m:m"]),
+    # Parquet files by their columns: RefCOCO-M's shards, or a RefCOCO Parquet layout.
+    (parquet("m.parquet", ["image", "image_id", "samples"]), "m.parquet", ["refcoco-m:m.parquet"]),
+    (parquet("lm.parquet", LMMS_COLUMNS), "lm.parquet", [f"{k}:lm.parquet" for k in PARQUET_KINDS]),
+    (parquet("j/data/val-0.parquet", JXU_COLUMNS), "j", [f"{k}:j" for k in PARQUET_KINDS]),
+    (parquet("other.parquet", ["a", "b"]), "other.parquet", []),
     (both(folder("l/train"), folder("l/val")), "l", ["reasonseg:l:val"]),
     (folder("empty"), "empty", []),
 ]

@@ -107,6 +107,11 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Finding the shards
 
 
+def layout_of(columns: set[str]) -> str | None:
+    """The layout a shard's columns follow (:data:`LMMS`, :data:`JXU`), or None."""
+    return next((name for name, needed in _LAYOUT_COLUMNS.items() if needed <= columns), None)
+
+
 def hub_cache_folders() -> list[Path]:
     """Where the Hugging Face hub caches repositories on this machine, in its own order."""
     folders = []

@@ -32,21 +32,22 @@ def suggest_specs(path_text: str) -> list[str]:
         if path.is_dir():
             return _folder_specs(path, path_text)
         if path.is_file():
-            kind = _sniff_file(path)
-            if kind is not None:
-                return [f"{kind}:{path_text}"]
+            kinds = _sniff_file(path)
+            if kinds is not None:  # the contents decide (a Parquet file of no known layout: none)
+                return [f"{kind}:{path_text}" for kind in kinds]
     except OSError:  # unreadable: fall back on the name
         pass
     kind = KIND_OF_SUFFIX.get(path.suffix.lower())
     return [f"{kind}:{path_text}"] if kind else []
 
 
-def _sniff_file(path: Path) -> str | None:
-    """``jsonl``, ``coco`` or ``refcoco-m`` from a file's first bytes; None when unsure."""
+def _sniff_file(path: Path) -> list[str] | None:
+    """``jsonl``, ``coco``, ``refcoco-m`` or the RefCOCO Parquet kinds from a file's first bytes
+    (a Parquet file's columns); None when unsure (the name's guess then stands)."""
     with open(path, "rb") as handle:
         head = handle.read(_HEAD_BYTES)
     if head.startswith(b"PAR1"):
-        return "refcoco-m"
+        return _parquet_kinds(path)
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if not text.startswith("{"):
         return None
@@ -56,10 +57,31 @@ def _sniff_file(path: Path) -> str | None:
         first = None
     if isinstance(first, dict):  # a whole object on the first line: a record, or compact COCO
         if "images" in first or "annotations" in first:
-            return "coco"
-        return "jsonl" if "image" in first else None
+            return ["coco"]
+        return ["jsonl"] if "image" in first else None
     # Not a whole object on one line: an indented COCO file, or a compact one over the head.
-    return "coco" if '"images"' in text or '"annotations"' in text else None
+    return ["coco"] if '"images"' in text or '"annotations"' in text else None
+
+
+#: Columns that tell RefCOCO-M's shards from the RefCOCO Parquet layouts
+#: (:mod:`refseg.data.refcocom`, :mod:`refseg.data.parquet`).
+_REFCOCO_M_COLUMNS = {"image", "image_id", "samples"}
+_PARQUET_KINDS = ["refcoco-parquet", "refcoco+-parquet", "refcocog-parquet", "grefcoco-parquet"]
+
+
+def _parquet_kinds(path: Path) -> list[str]:
+    """The kinds whose reader takes this Parquet file, from its schema (the footer only)."""
+    try:
+        import pyarrow.parquet as pq
+
+        columns = set(pq.read_schema(path).names)
+    except Exception:  # no pyarrow, or not readable as Parquet: the name's guess stands
+        return ["refcoco-m"]
+    if columns >= _REFCOCO_M_COLUMNS:
+        return ["refcoco-m"]
+    from refseg.data.parquet import layout_of
+
+    return _PARQUET_KINDS if layout_of(columns) else []
 
 
 def _folder_specs(folder: Path, shown: str) -> list[str]:
@@ -78,8 +100,9 @@ def _folder_specs(folder: Path, shown: str) -> list[str]:
         if "refs(google).p" in refs and not specs:
             specs += [f"refcoco-google:{shown}:val", f"refcocog-google:{shown}:val"]
         return specs
-    if any(folder.glob("*.parquet")) or any(folder.glob("data/*.parquet")):
-        return [f"refcoco-m:{shown}"]
+    shards = sorted(folder.glob("*.parquet")) or sorted(folder.glob("data/*.parquet"))
+    if shards:
+        return [f"{kind}:{shown}" for kind in _parquet_kinds(shards[0])]
     if (folder / "instances.json").is_file():
         return [f"coco:{shown}"]
     if any(folder.glob("*.jsonl")):
