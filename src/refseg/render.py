@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from refseg.types import Result
+from refseg import masks
+from refseg.types import Instance, Result
 
 #: Distinct, colour-blind-friendly instance colours (Okabe-Ito, then Tableau).
 PALETTE = [
@@ -52,22 +54,52 @@ def draw_point(out: np.ndarray, x: float, y: float, label: int, line: int) -> No
 def overlay(image: np.ndarray, result: Result, *, alpha: float = 0.5) -> np.ndarray:
     """Return a copy of ``image`` with each instance's mask tinted in its own colour, its
     outline, its box and its points (:func:`draw_point`: green foreground, red background)."""
-    canvas = image.astype(np.float32).copy()
+    return draw_instances(image, result.instances, alpha=alpha)
+
+
+def decoded_mask(instance: Instance, height: int, width: int) -> np.ndarray | None:
+    """The instance's mask as a fresh boolean array (not cached on the instance), or ``None``
+    when it has no pixel or another size (nothing to tint or outline: never decoded)."""
+    rle = instance.rle
+    try:
+        if list(rle["size"]) != [height, width] or not int(masks.area([rle])[0]):
+            return None
+        return masks.decode(rle).astype(bool)
+    except Exception:  # a hand-edited record: its panel loses the mask, not the report
+        return None
+
+
+def draw_instances(
+    image: np.ndarray, instances: Sequence[Instance], *, alpha: float = 0.5
+) -> np.ndarray:
+    """Each instance's tint, outline, box and points (:func:`overlay`'s drawing), holding one
+    decoded mask at a time.
+
+    Decoding every mask first and keeping them (an instance caches its dense mask) took 3.3 GB
+    to draw a prediction of 1,000 instances on a 16-megapixel image. Here each mask is decoded,
+    tinted, its outline kept (a few points) and dropped, and masks without a pixel (a
+    prediction's box-and-points instances) are never decoded.
+    """
+    canvas = image.astype(np.float32)
     height, width = image.shape[:2]
     line = max(1, round(max(height, width) / 300))
-    for index, instance in enumerate(result.instances):
-        mask = instance.mask
-        if mask.shape != (height, width):
+    outlines: list[Sequence[np.ndarray]] = []
+    for index, instance in enumerate(instances):
+        mask = decoded_mask(instance, height, width)
+        if mask is None:
+            outlines.append(())
             continue
         canvas[mask] = canvas[mask] * (1 - alpha) + np.array(color(index), np.float32) * alpha
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        outlines.append(contours)
+        del mask
     out = np.clip(canvas, 0, 255).astype(np.uint8)
-    for index, instance in enumerate(result.instances):
+    del canvas
+    for index, (instance, contours) in enumerate(zip(instances, outlines, strict=True)):
         rgb = color(index)
-        mask = instance.mask
-        if mask.shape == (height, width):
-            contours, _ = cv2.findContours(
-                mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-            )
+        if contours:
             cv2.drawContours(out, contours, -1, rgb, line)
         if instance.box is not None:
             x1, y1, x2, y2 = (round(v) for v in instance.box)

@@ -80,8 +80,7 @@ def test_overlays_keep_their_pixels(tmp_path: Path, width: int) -> None:
 
 def test_draw_instances_draws_what_overlay_draws() -> None:
     """The report's one-mask-at-a-time drawing is pixel-identical to render.overlay."""
-    from refseg.eval.crop import draw_instances
-    from refseg.render import overlay
+    from refseg.render import draw_instances, overlay
     from refseg.types import Instance, Result
 
     rng = np.random.default_rng(0)

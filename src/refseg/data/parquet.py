@@ -73,6 +73,7 @@ from refseg.data.base import (
     record_error,
 )
 from refseg.data.coco import ensure_images_exist, resolve_coco_images, segmentation_to_rle
+from refseg.data.layouts import JXU, LAYOUT_COLUMNS, LMMS
 from refseg.errors import InputError
 from refseg.fileio import atomic_write_bytes
 
@@ -85,12 +86,6 @@ MAX_CELL_BYTES = 64 << 20
 #: Expressions of one row, and annotations of one gRefCOCO row.
 MAX_PER_ROW = 1000
 
-LMMS = "lmms-lab"
-JXU = "jxu124"
-_LAYOUT_COLUMNS = {
-    LMMS: {"question_id", "image", "answer", "segmentation"},
-    JXU: {"ref_id", "sentences", "raw_anns", "raw_image_info"},
-}
 _READ_COLUMNS = {
     LMMS: ["question_id", "image", "answer", "segmentation", "bbox", "iscrowd", "file_name"],
     JXU: [
@@ -105,11 +100,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # --------------------------------------------------------------------------------------------
 # Finding the shards
-
-
-def layout_of(columns: set[str]) -> str | None:
-    """The layout a shard's columns follow (:data:`LMMS`, :data:`JXU`), or None."""
-    return next((name for name, needed in _LAYOUT_COLUMNS.items() if needed <= columns), None)
 
 
 def hub_cache_folders() -> list[Path]:
@@ -199,9 +189,9 @@ def _open_shard(shard: Path) -> tuple[Any, str]:
         groups = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise InputError(f"{shard}: not a readable Parquet file ({type(exc).__name__})") from None
-    layouts = [name for name, needed in _LAYOUT_COLUMNS.items() if needed <= columns]
+    layouts = [name for name, needed in LAYOUT_COLUMNS.items() if needed <= columns]
     if len(layouts) != 1:
-        known = "; ".join(f"{n}: {', '.join(sorted(c))}" for n, c in _LAYOUT_COLUMNS.items())
+        known = "; ".join(f"{n}: {', '.join(sorted(c))}" for n, c in LAYOUT_COLUMNS.items())
         raise InputError(f"{shard}: not a known RefCOCO Parquet layout (columns needed: {known})")
     if any(size > MAX_ROW_GROUP_BYTES for size in groups):
         raise InputError(

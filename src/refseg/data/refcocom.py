@@ -38,6 +38,7 @@ from refseg.data.base import (
     need_str,
     record_error,
 )
+from refseg.data.layouts import REFCOCO_M_COLUMNS
 from refseg.errors import InputError
 from refseg.fileio import atomic_write_bytes
 
@@ -98,7 +99,7 @@ def read_refcocom(
             raise InputError(
                 f"{shard}: not a readable Parquet file ({type(exc).__name__})"
             ) from None
-        missing = {"image", "image_id", "samples"} - columns
+        missing = REFCOCO_M_COLUMNS - columns
         if missing:
             raise InputError(f"{shard}: missing column(s) {', '.join(sorted(missing))}")
         row_number = 0

@@ -13,6 +13,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from refseg.data.layouts import REFCOCO_M_COLUMNS, layout_of
+
 #: A file's extension -> the kind that reads such a file when nothing better is known.
 KIND_OF_SUFFIX = {".jsonl": "jsonl", ".json": "coco", ".parquet": "refcoco-m"}
 
@@ -63,9 +65,6 @@ def _sniff_file(path: Path) -> list[str] | None:
     return ["coco"] if '"images"' in text or '"annotations"' in text else None
 
 
-#: Columns that tell RefCOCO-M's shards from the RefCOCO Parquet layouts
-#: (:mod:`refseg.data.refcocom`, :mod:`refseg.data.parquet`).
-_REFCOCO_M_COLUMNS = {"image", "image_id", "samples"}
 _PARQUET_KINDS = ["refcoco-parquet", "refcoco+-parquet", "refcocog-parquet", "grefcoco-parquet"]
 
 
@@ -77,10 +76,8 @@ def _parquet_kinds(path: Path) -> list[str]:
         columns = set(pq.read_schema(path).names)
     except Exception:  # no pyarrow, or not readable as Parquet: the name's guess stands
         return ["refcoco-m"]
-    if columns >= _REFCOCO_M_COLUMNS:
+    if columns >= REFCOCO_M_COLUMNS:
         return ["refcoco-m"]
-    from refseg.data.parquet import layout_of
-
     return _PARQUET_KINDS if layout_of(columns) else []
 
 

@@ -163,64 +163,6 @@ def crop_scale(window: Window, size: int = CROP_SIZE) -> float:
     return float(max(1, size // longer))
 
 
-def _decoded(instance: Instance, height: int, width: int) -> np.ndarray | None:
-    """The instance's mask as a fresh boolean array (not cached on the instance), or ``None``
-    when it has no pixel or another size (nothing to tint or outline: never decoded)."""
-    from refseg import masks
-
-    rle = instance.rle
-    try:
-        if list(rle["size"]) != [height, width] or not int(masks.area([rle])[0]):
-            return None
-        return masks.decode(rle).astype(bool)
-    except Exception:  # a hand-edited record: its panel loses the mask, not the report
-        return None
-
-
-def draw_instances(
-    image: np.ndarray, instances: Sequence[Instance], *, alpha: float = 0.5
-) -> np.ndarray:
-    """What :func:`refseg.render.overlay` draws (tint, outline, box and points per instance,
-    same colours and order), holding one decoded mask at a time.
-
-    ``overlay`` decodes every instance's mask and keeps them all (an instance caches its dense
-    mask): a prediction of 1,000 instances on a 16-megapixel image took 3.3 GB to draw in the
-    report. Here each mask is decoded, tinted, its outline kept (a few points) and dropped, and
-    masks without a pixel (a prediction's box-and-points instances) are never decoded.
-    """
-    import cv2
-
-    from refseg.render import color, draw_point
-
-    canvas = image.astype(np.float32)
-    height, width = image.shape[:2]
-    line = max(1, round(max(height, width) / 300))
-    outlines: list[Sequence[np.ndarray]] = []
-    for index, instance in enumerate(instances):
-        mask = _decoded(instance, height, width)
-        if mask is None:
-            outlines.append(())
-            continue
-        canvas[mask] = canvas[mask] * (1 - alpha) + np.array(color(index), np.float32) * alpha
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-        )
-        outlines.append(contours)
-        del mask
-    out = np.clip(canvas, 0, 255).astype(np.uint8)
-    del canvas
-    for index, (instance, contours) in enumerate(zip(instances, outlines, strict=True)):
-        rgb = color(index)
-        if contours:
-            cv2.drawContours(out, contours, -1, rgb, line)
-        if instance.box is not None:
-            x1, y1, x2, y2 = (round(v) for v in instance.box)
-            cv2.rectangle(out, (x1, y1), (x2, y2), rgb, line)
-        for (x, y), label in zip(instance.points, instance.point_labels):
-            draw_point(out, x, y, label, line)
-    return out
-
-
 def crop_panel(
     image: np.ndarray, instances: Sequence[Instance], window: Window, size: int = CROP_SIZE
 ) -> np.ndarray:
@@ -229,11 +171,12 @@ def crop_panel(
     Enlarged crops are cut and scaled (nearest neighbour, image and masks alike) before drawing
     so outlines stay thin; shrunk ones are drawn at full resolution and then area-averaged, so
     thin mask parts are not lost to sampling. Masks are cut one at a time
-    (:func:`draw_instances`).
+    (:func:`refseg.render.draw_instances`).
     """
     import cv2
 
     from refseg import masks
+    from refseg.render import decoded_mask, draw_instances
     from refseg.types import Instance
 
     x1, y1, x2, y2 = window
@@ -253,7 +196,7 @@ def crop_panel(
     cut: list[Instance] = []
     blank: masks.RLE | None = None
     for instance in instances:
-        whole = _decoded(instance, full_height, full_width)
+        whole = decoded_mask(instance, full_height, full_width)
         if whole is None:
             blank = rle = blank or masks.empty(height, width)
         else:

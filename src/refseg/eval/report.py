@@ -270,7 +270,8 @@ def overlay_pair(record: Mapping[str, Any], sample: Sample | None) -> np.ndarray
 def truth_panel(image: np.ndarray, sample: Sample | None) -> np.ndarray:
     """The ground truth drawn on ``image`` (shrunk for the report); separate from
     :func:`prediction_panel` so a comparison of several runs draws it once per sample."""
-    from refseg.eval.crop import draw_instances, truth_instances
+    from refseg.eval.crop import truth_instances
+    from refseg.render import draw_instances
 
     height, width = image.shape[:2]
     return _shrink(draw_instances(image, truth_instances(sample, height, width)), MAX_PANEL_WIDTH)
@@ -279,7 +280,8 @@ def truth_panel(image: np.ndarray, sample: Sample | None) -> np.ndarray:
 def prediction_panel(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     """A record's prediction (its mask, boxes and points) drawn on ``image``, shrunk like
     :func:`truth_panel`."""
-    from refseg.eval.crop import draw_instances, prediction_instances
+    from refseg.eval.crop import prediction_instances
+    from refseg.render import draw_instances
 
     height, width = image.shape[:2]
     instances = prediction_instances(record, height, width)
