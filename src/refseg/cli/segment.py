@@ -205,6 +205,12 @@ def segment(
         help="With --batch: also write the results as a COCO segm results file "
         "(pycocotools COCOeval reads it).",
     ),
+    reground: int | None = typer.Option(
+        None, "--reground", min=0, help="Video: ground the PHRASE again every N frames."
+    ),
+    overlay_video: Path | None = typer.Option(
+        None, "--overlay-video", help="Video: write an overlay video (.mp4, .mkv, .webm ...)."
+    ),
 ) -> None:
     """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
     from refseg.grounding import parse_grounder_spec
@@ -257,6 +263,43 @@ def segment(
             coco_results=coco_results,
         )
         return
+    from refseg.video.frames import is_video
+
+    if image is not None and is_video(image):  # a video file, animated GIF or frame folder
+        from refseg.cli.video import video_command
+
+        image_only = [
+            n
+            for n, v in (
+                ("--json", json_out),
+                ("--mask-png", mask_png),
+                ("--overlay", overlay_out),
+                ("--svg", svg_out),
+                ("--phrases", phrases),
+                ("--coco-results", coco_results),
+                ("--min-score", min_score),
+            )
+            if v is not None
+        ]
+        video_command(
+            image,
+            phrase,
+            boxes=box,
+            points=point,
+            grounder=grounder,
+            segmenter=segmenter,
+            device=device,
+            refine=refine,
+            think=think,
+            out=out,
+            reground=reground,
+            overlay_video=overlay_video,
+            fresh=fresh,
+            image_only=image_only,
+        )
+        return
+    if reground is not None or overlay_video is not None:
+        raise InputError("--reground and --overlay-video go with a video input")
     if phrases is not None:
         raise InputError("--phrases goes with --batch FOLDER")
     if fresh:

@@ -75,7 +75,7 @@ class FrameResult:
         data = self.result.to_dict()
         for instance, track_id, velocity in zip(data["instances"], self.track_ids, self.velocities):
             instance["track_id"] = track_id
-            instance["velocity"] = [round(velocity[0], 4), round(velocity[1], 4)]
+            instance["velocity"] = [velocity[0], velocity[1]]  # unrounded: resume is exact
         return {
             "id": self.index,
             "frame": self.index,

@@ -14,8 +14,10 @@ the last mask, so its state is exactly what the results file records, and a kill
 bit for bit.
 
 A track is lost (and ends) when its mask comes back empty or smaller than ``min_area``, when the
-segmenter's own IoU estimate falls below ``min_score``, or when the area jumps by more than
-``max_area_ratio`` in one frame (the prompt slid onto something else).
+segmenter's own IoU estimate falls below ``min_score``, when the area jumps by more than
+``max_area_ratio`` in one frame, or when the new mask hardly overlaps the old one moved by the
+object's motion (IoU under ``min_overlap``: the prompt slid onto something else, or the object
+left the frame and the box clipped to the border found a sliver of background).
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class PromptTracker:
         min_area: smallest mask (pixels) that still counts as the object.
         min_score: lowest predicted IoU that still counts as the object.
         max_area_ratio: largest frame-to-frame area change (either way) of a live track.
+        min_overlap: lowest IoU of the new mask with the previous one moved by the motion.
         refine: decoder refinement rounds per prompt (None: the segmenter's own).
     """
 
@@ -142,6 +145,7 @@ class PromptTracker:
         min_area: int = 16,
         min_score: float = 0.3,
         max_area_ratio: float = 5.0,
+        min_overlap: float = 0.1,
         refine: int | None = None,
     ) -> None:
         self.segmenter = segmenter
@@ -151,6 +155,7 @@ class PromptTracker:
         self.min_area = min_area
         self.min_score = min_score
         self.max_area_ratio = max_area_ratio
+        self.min_overlap = min_overlap
         self.refine = refine
         self.name = f"prompt{'+mask' if mask_prompt else ''}:{getattr(segmenter, 'name', '?')}"
 
@@ -205,13 +210,29 @@ class PromptTracker:
             return False
         before = int(np.count_nonzero(state.mask))
         ratio = area / max(before, 1)
-        return 1.0 / self.max_area_ratio <= ratio <= self.max_area_ratio
+        if not 1.0 / self.max_area_ratio <= ratio <= self.max_area_ratio:
+            return False
+        moved = shifted(state.mask, *state.velocity)
+        union = int(np.count_nonzero(moved | mask))
+        return union > 0 and np.count_nonzero(moved & mask) / union >= self.min_overlap
 
     def detect(self, embedding: Embedding, prompts: Sequence[Prompt]) -> list[Observation]:
         if not prompts:
             return []
         predictions = self.segmenter.predict(embedding, list(prompts), refine=self.refine)
         return [Observation(p.mask, p.score, q) for p, q in zip(predictions, prompts)]
+
+
+def shifted(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``mask`` moved by the rounded ``(dx, dy)``; what leaves the frame is gone."""
+    sx, sy = round(dx), round(dy)
+    height, width = mask.shape
+    out = np.zeros_like(mask)
+    if abs(sx) >= width or abs(sy) >= height:
+        return out
+    src = mask[max(0, -sy) : height - max(0, sy), max(0, -sx) : width - max(0, sx)]
+    out[max(0, sy) : max(0, sy) + src.shape[0], max(0, sx) : max(0, sx) + src.shape[1]] = src
+    return out
 
 
 def updated_velocity(
