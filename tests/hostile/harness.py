@@ -88,3 +88,53 @@ def run_python(code: str, **kwargs) -> Outcome:
 def run_cli(*args: str, **kwargs) -> Outcome:
     """Run ``refseg ARGS`` (this interpreter's package) in a limited child process."""
     return run_limited([sys.executable, "-m", "refseg", *args], **kwargs)
+
+
+_CASES = r"""
+import contextlib, io, json, os, sys, traceback
+from refseg.cli import main
+
+cases = json.loads(sys.stdin.read())
+out = {}
+for name, (argv, env) in cases.items():
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    out[name] = [code, stdout.getvalue(), stderr.getvalue()]
+print("\n@@cases@@" + json.dumps(out))
+"""
+
+
+def run_cli_cases(
+    cases: dict[str, list[str] | tuple[list[str], dict[str, str]]], **kwargs
+) -> dict[str, Outcome]:
+    """Run several ``refseg ARGS`` in one limited child (``refseg.cli.main``, as the console
+    script does), each with its own stdout/stderr and optional extra environment.
+
+    One interpreter start instead of one per case keeps a table of hostile inputs fast; a
+    case that hangs or blows the limit still fails the test (every case then fails with it).
+    """
+    import json
+
+    table = {
+        name: (list(case), {}) if isinstance(case, list) else (list(case[0]), dict(case[1]))
+        for name, case in cases.items()
+    }
+    done = run_limited([sys.executable, "-c", _CASES], stdin=json.dumps(table).encode(), **kwargs)
+    if done.returncode != 0:
+        pytest.fail(f"the cases' child failed: {done.stderr[-2000:]}")
+    results = json.loads(done.stdout.rsplit("@@cases@@", 1)[-1])
+    return {name: Outcome(*result) for name, result in results.items()}

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.hostile.harness import run_cli, run_python
+from tests.hostile.harness import run_cli_cases, run_python
 
 #: The shape of the official Qwen3-VL template (tools, reversed scan, counters, tool calls).
 QWEN3_VL = r"""{%- if tools %}
@@ -116,36 +116,41 @@ def test_hostile_templates_are_refused_without_rendering():
         assert "\n" not in message and "chat_template.jinja" in message, (name, message)
 
 
-@pytest.mark.parametrize("name", ["nested-ranges"])
-def test_a_model_folder_with_a_hostile_template_is_one_line(tiny_qwen3_vl_dir, tmp_path, name):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for item in tiny_qwen3_vl_dir.iterdir():
-        if item.name != "chat_template.jinja":
-            (folder / item.name).symlink_to(item)
-    (folder / "chat_template.jinja").write_text(HOSTILE[name])
+@pytest.fixture(scope="module")
+def outcomes(tiny_qwen3_vl_dir, tmp_path_factory):
+    """``refseg segment`` on two copies of the tiny model folder, in one limited child: one
+    with a hostile chat template, one whose weights are a pickle (``pytorch_model.bin``)
+    instead of safetensors (transformers refused the pickle too, with a 60-line traceback)."""
+    import pickle
+
     from tests.conftest import ASSETS
 
+    root = tmp_path_factory.mktemp("chat-templates")
     image = str(ASSETS / "astronaut.jpg")
-    out = run_cli("segment", image, "the astronaut", "--grounder", f"qwen3-vl:{folder}")
+    cases = {}
+    for name in ("template", "pickle"):
+        folder = root / name
+        folder.mkdir()
+        for item in tiny_qwen3_vl_dir.iterdir():
+            weights = item.name.endswith((".safetensors", ".index.json"))
+            template = item.name == "chat_template.jinja"
+            if not (weights and name == "pickle") and not (template and name == "template"):
+                (folder / item.name).symlink_to(item)
+        if name == "template":
+            (folder / "chat_template.jinja").write_text(NESTED_RANGES)
+        else:
+            (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+        cases[name] = ["segment", image, "the astronaut", "--grounder", f"qwen3-vl:{folder}"]
+    return run_cli_cases(cases, timeout=60)
+
+
+def test_a_model_folder_with_a_hostile_template_is_one_line(outcomes):
+    out = outcomes["template"]
     assert out.one_line_error, out.stderr[-2000:]
     assert "chat template refused" in out.stderr
 
 
-def test_a_model_folder_with_only_a_pickle_is_one_line(tiny_qwen3_vl_dir, tmp_path):
-    """A ``pytorch_model.bin`` (pickle) instead of safetensors: refused before transformers
-    reaches it (it refused the pickle too, but with a 60-line traceback)."""
-    import pickle
-
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for item in tiny_qwen3_vl_dir.iterdir():
-        if not item.name.endswith(".safetensors") and not item.name.endswith(".index.json"):
-            (folder / item.name).symlink_to(item)
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
-    from tests.conftest import ASSETS
-
-    image = str(ASSETS / "astronaut.jpg")
-    out = run_cli("segment", image, "the astronaut", "--grounder", f"qwen3-vl:{folder}")
+def test_a_model_folder_with_only_a_pickle_is_one_line(outcomes):
+    out = outcomes["pickle"]
     assert out.one_line_error, out.stderr[-2000:]
     assert "pytorch_model.bin" in out.stderr and "safetensors" in out.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ASSETS
-from tests.hostile.harness import run_cli
+from tests.hostile.harness import run_cli_cases
 
 IMAGE = str(ASSETS / "astronaut.jpg")
 
@@ -36,34 +36,24 @@ def _boxdec(folder: Path, config: object, **meta: object) -> str:
     return f"boxdec:{folder}"
 
 
-def test_boxdec_parameter_bomb_is_refused_before_building(tmp_path):
-    # Every field within its own bound; together ~41 billion parameters (153 GiB of floats).
-    bomb = {
-        "sources": [f"s{i}" for i in range(64)],
-        "source_dims": [65536] * 64,
-        "text_dim": 65536,
-        "width": 4096,
-        "heads": 64,
-        "depth": 32,
-        "mlp_ratio": 16.0,
-    }
-    out = run_cli("segment", IMAGE, "--box", "1,1,50,50", "--segmenter", _boxdec(tmp_path, bomb))
-    assert out.one_line_error, out.stderr[-2000:]
-    assert "parameters" in out.stderr
-
-
-@pytest.mark.parametrize(
-    "config, expect",
-    [
-        ({k: v for k, v in _BOXDEC.items() if k != "sources"}, "sources"),  # a missing key
-        ({k: v for k, v in _BOXDEC.items() if k != "text_dim"}, "text_dim"),
-        (None, "unreadable config"),
-    ],
-)
-def test_boxdec_missing_keys_are_one_line(tmp_path, config, expect):
-    out = run_cli("segment", IMAGE, "--box", "1,1,50,50", "--segmenter", _boxdec(tmp_path, config))
-    assert out.one_line_error, out.stderr[-2000:]
-    assert expect in out.stderr
+#: Every field within its own bound; together ~41 billion parameters (153 GiB of floats).
+_BOMB = {
+    "sources": [f"s{i}" for i in range(64)],
+    "source_dims": [65536] * 64,
+    "text_dim": 65536,
+    "width": 4096,
+    "heads": 64,
+    "depth": 32,
+    "mlp_ratio": 16.0,
+}
+_BOXDEC_CASES = {
+    "boxdec-bomb": (_BOMB, "parameters"),
+    "boxdec-no-sources": ({k: v for k, v in _BOXDEC.items() if k != "sources"}, "sources"),
+    "boxdec-no-text-dim": ({k: v for k, v in _BOXDEC.items() if k != "text_dim"}, "text_dim"),
+    "boxdec-null": (None, "unreadable config"),
+}
+_CHANNELS = {"abc": "abc", "inf": float("inf"), "list": [64], "null": None, "true": True}
+_CHANNELS["huge"] = 1e300
 
 
 def _torch_zip(path: Path, config: object, *, inflated: int = 0) -> None:
@@ -88,25 +78,42 @@ def _torch_zip(path: Path, config: object, *, inflated: int = 0) -> None:
                 out.writestr(info.filename, source.read(info.filename))
 
 
-def _refine(checkpoint: Path):
-    return run_cli("segment", IMAGE, "a person", "--refiner", str(checkpoint))
-
-
-def test_refiner_deflate_bomb_is_refused_before_inflating(tmp_path):
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every case in one limited child: ``refseg segment`` with each checkpoint."""
     pytest.importorskip("torch")
-    bomb = tmp_path / "bomb.pt"
+    root = tmp_path_factory.mktemp("checkpoints")
+    cases = {}
+    for name, (config, _) in _BOXDEC_CASES.items():
+        (root / name).mkdir()
+        spec = _boxdec(root / name, config)
+        cases[name] = ["segment", IMAGE, "--box", "1,1,50,50", "--segmenter", spec]
+    bomb = root / "bomb.pt"
     _torch_zip(bomb, {}, inflated=600 << 20)
     assert bomb.stat().st_size < 2 << 20
-    out = _refine(bomb)
+    cases["refiner-bomb"] = ["segment", IMAGE, "a person", "--refiner", str(bomb)]
+    for name, value in _CHANNELS.items():
+        path = root / f"channels-{name}.pt"
+        _torch_zip(path, {"channels": value})
+        cases[f"channels-{name}"] = ["segment", IMAGE, "a person", "--refiner", str(path)]
+    return run_cli_cases(cases)
+
+
+@pytest.mark.parametrize("name", list(_BOXDEC_CASES))
+def test_boxdec_bombs_and_missing_keys_are_one_line_before_building(outcomes, name):
+    out = outcomes[name]
+    assert out.one_line_error, out.stderr[-2000:]
+    assert _BOXDEC_CASES[name][1] in out.stderr
+
+
+def test_refiner_deflate_bomb_is_refused_before_inflating(outcomes):
+    out = outcomes["refiner-bomb"]
     assert out.one_line_error, out.stderr[-2000:]
     assert "uncompressed" in out.stderr
 
 
-@pytest.mark.parametrize("value", ["abc", float("inf"), [64], None, True, 1e300])
-def test_refiner_config_types_are_one_line(tmp_path, value):
-    pytest.importorskip("torch")
-    path = tmp_path / "odd.pt"
-    _torch_zip(path, {"channels": value})
-    out = _refine(path)
+@pytest.mark.parametrize("name", list(_CHANNELS))
+def test_refiner_config_types_are_one_line(outcomes, name):
+    out = outcomes[f"channels-{name}"]
     assert out.one_line_error, out.stderr[-2000:]
     assert "channels" in out.stderr

@@ -7,11 +7,9 @@ exhaust the parser's recursion. Each must be one line from ``refseg train check`
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.hostile.harness import run_cli
+from tests.hostile.harness import run_cli_cases
 
 
 def _laughs(levels: int = 9) -> str:
@@ -22,68 +20,66 @@ def _laughs(levels: int = 9) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
-def _run(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "d").mkdir(exist_ok=True)
-    path = tmp_path / "run.yaml"
-    path.write_text(
-        f"model: m\ndataset: refshapes:{tmp_path / 'd'}:train\noutput_dir: out\n" + body
-    )
-    return path
+_HEAD = "model: m\ndataset: refshapes:{data}:train\noutput_dir: out\n"
+_WEIGHTS = "grpo:\n  rewards:\n    weights:\n      format: "
+#: name: (the run file after its head (None: no head), --set values, expected in the message).
+CASES = {
+    "billion-laughs": (_WEIGHTS + _laughs() + "\n", [], "alias"),
+    "deep-list": ("lora: " + "[" * 100_000 + "]" * 100_000 + "\n", [], "nest"),
+    "deep-map": ("lora: " + "{a: " * 5_000 + "1" + "}" * 5_000 + "\n", [], "nest"),
+    "huge-value": (_WEIGHTS + "[" + "1, " * 20_000 + "1]\n", [], "list"),
+    "dataset-list": (None, [], "dataset"),
+    "set-brace": ("", ["grpo.beta={"], "--set"),
+    "set-open-list": ("", ["grpo.beta=[1"], "--set"),
+    "set-alias": ("", ["grpo.beta=*x"], "--set"),
+    "set-deep": ("", ["grpo.beta=" + "[" * 5000], "--set"),
+}
+CHANNELS = ["abc", ".inf", "[64]", "null", "true", "1e300"]
 
 
-def _check(config: Path, *extra: str):
-    return run_cli("train", "check", "--config", str(config), *extra, timeout=30)
-
-
-def test_billion_laughs_is_refused_at_load(tmp_path):
-    body = f"grpo:\n  rewards:\n    weights:\n      format: {_laughs()}\n"
-    assert len(body) < 600
-    out = _check(_run(tmp_path, body))
-    assert out.one_line_error, out.stderr[-2000:]
-    assert "alias" in out.stderr
-
-
-@pytest.mark.parametrize(
-    "body, expect",
-    [
-        ("lora: " + "[" * 100_000 + "]" * 100_000 + "\n", "nest"),
-        ("lora: " + "{a: " * 5_000 + "1" + "}" * 5_000 + "\n", "nest"),
-        ("grpo:\n  rewards:\n    weights:\n      format: [" + "1, " * 200_000 + "1]\n", "list"),
-    ],
-    ids=["deep-list", "deep-map", "huge-value"],
-)
-def test_odd_shapes_are_one_short_line(tmp_path, body, expect):
-    out = _check(_run(tmp_path, body))
-    assert out.one_line_error, out.stderr[-2000:]
-    assert expect in out.stderr and len(out.stderr) < 400
-
-
-def test_dataset_as_a_list_of_non_strings_is_one_line(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text("model: m\ndataset: [[1, 2], {a: b}]\noutput_dir: out\n")
-    out = _check(config)
-    assert out.one_line_error, out.stderr[-2000:]
-    assert "dataset" in out.stderr
-
-
-@pytest.mark.parametrize(
-    "value", ["grpo.beta={", "grpo.beta=[1", "grpo.beta=*x", "grpo.beta=" + "[" * 5000]
-)
-def test_set_values_that_are_not_yaml_are_one_line(tmp_path, value):
-    out = _check(_run(tmp_path, ""), "--set", value)
-    assert out.one_line_error, out.stderr[-2000:]
-    assert "--set" in out.stderr
-
-
-@pytest.mark.parametrize("value", ["abc", ".inf", "[64]", "null", "true", "1e300"])
-def test_refiner_run_file_net_types_are_one_line(tmp_path, value):
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every case in one limited child (``train check``; ``train refiner`` for net types)."""
     from refseg.cli.train import CONFIGS
 
-    source = (CONFIGS / "refiner" / "minisam_refiner.yaml").read_text()
-    config = tmp_path / "refiner.yaml"
-    config.write_text(source)
-    out = run_cli(
-        "train", "refiner", "--config", str(config), "--set", f"net.channels={value}", timeout=30
-    )
+    root = tmp_path_factory.mktemp("configs")
+    (root / "d").mkdir()
+    cases = {}
+    for name, (body, sets, _) in CASES.items():
+        path = root / f"{name}.yaml"
+        if body is None:
+            path.write_text("model: m\ndataset: [[1, 2], {a: b}]\noutput_dir: out\n")
+        else:
+            path.write_text(_HEAD.format(data=root / "d") + body)
+        extra = [arg for value in sets for arg in ("--set", value)]
+        cases[name] = ["train", "check", "--config", str(path), *extra]
+    refiner = root / "refiner.yaml"
+    refiner.write_text((CONFIGS / "refiner" / "minisam_refiner.yaml").read_text())
+    for value in CHANNELS:
+        cases[value] = [
+            "train",
+            "refiner",
+            "--config",
+            str(refiner),
+            "--set",
+            f"net.channels={value}",
+        ]
+    return run_cli_cases(cases, timeout=60)
+
+
+def test_billion_laughs_is_small_on_disk():
+    assert len(CASES["billion-laughs"][0]) < 600
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_run_files_are_one_short_line(outcomes, name):
+    out = outcomes[name]
+    assert out.one_line_error, out.stderr[-2000:]
+    assert CASES[name][2] in out.stderr and len(out.stderr) < 400
+
+
+@pytest.mark.parametrize("value", CHANNELS)
+def test_refiner_run_file_net_types_are_one_line(outcomes, value):
+    out = outcomes[value]
     assert out.one_line_error, out.stderr[-2000:]
     assert "channels" in out.stderr

@@ -13,42 +13,56 @@ import time
 import pytest
 
 from tests.conftest import ASSETS
-from tests.hostile.harness import run_cli
+from tests.hostile.harness import run_cli_cases
 
 IMAGE = str(ASSETS / "astronaut.jpg")
 
 
-@pytest.mark.parametrize(
-    "env, name",
-    [
-        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE"),
-        ({"WORLD_SIZE": "2", "RANK": "first"}, "RANK"),
-        ({"WORLD_SIZE": "1e3"}, "WORLD_SIZE"),
-    ],
-)
-def test_launcher_variables_that_are_not_numbers_are_one_line(tmp_path, env, name):
-    pairs = tmp_path / "pairs.jsonl"
+LAUNCHER = {
+    "world-text": ({"WORLD_SIZE": "abc"}, "WORLD_SIZE"),
+    "rank-text": ({"WORLD_SIZE": "2", "RANK": "first"}, "RANK"),
+    "world-float": ({"WORLD_SIZE": "1e3"}, "WORLD_SIZE"),
+}
+SERVE = ["--max-body-mb", "--cache-mb", "--body-timeout"]
+CACHES = ["file", "under-a-file", "proc"]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every CLI case in one limited child."""
+    root = tmp_path_factory.mktemp("leftovers")
+    pairs = root / "pairs.jsonl"
     pairs.write_text(f'{{"image": "{IMAGE}", "boxes": [[1, 1, 50, 50]]}}\n')
-    out = run_cli("segment", "--batch", str(pairs), "--out", str(tmp_path / "run"), env=env)
+    cases: dict = {}
+    for name, (env, _) in LAUNCHER.items():
+        cases[name] = (["segment", "--batch", str(pairs), "--out", str(root / name)], env)
+    for option in SERVE:
+        cases[option] = ["serve", option, "inf"]
+    file = root / "a-file"
+    file.write_text("x")
+    for where in CACHES:
+        cache = {"file": file, "under-a-file": file / "cache", "proc": "/proc/refseg-cache"}
+        cases[where] = (["weights", "fetch"], {"REFSEG_CACHE": str(cache[where])})
+    return run_cli_cases(cases, timeout=60)
+
+
+@pytest.mark.parametrize("name", list(LAUNCHER))
+def test_launcher_variables_that_are_not_numbers_are_one_line(outcomes, name):
+    out = outcomes[name]
     assert out.one_line_error, out.stderr[-2000:]
-    assert name in out.stderr
+    assert LAUNCHER[name][1] in out.stderr
 
 
-@pytest.mark.parametrize(
-    "option", ["--max-body-mb", "--cache-mb", "--body-timeout"], ids=lambda o: o[2:]
-)
-def test_serve_sizes_of_infinity_are_usage_errors(option):
-    out = run_cli("serve", option, "inf", timeout=30)
+@pytest.mark.parametrize("option", SERVE)
+def test_serve_sizes_of_infinity_are_usage_errors(outcomes, option):
+    out = outcomes[option]
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert option in out.stderr
 
 
-@pytest.mark.parametrize("where", ["file", "under-a-file", "proc"])
-def test_a_cache_that_cannot_be_a_folder_is_one_line(tmp_path, where):
-    file = tmp_path / "a-file"
-    file.write_text("x")
-    cache = {"file": file, "under-a-file": file / "cache", "proc": "/proc/refseg-cache"}[where]
-    out = run_cli("weights", "fetch", env={"REFSEG_CACHE": str(cache)}, timeout=30)
+@pytest.mark.parametrize("where", CACHES)
+def test_a_cache_that_cannot_be_a_folder_is_one_line(outcomes, where):
+    out = outcomes[where]
     assert out.one_line_error, out.stderr[-2000:]
     assert "REFSEG_CACHE" in out.stderr
 

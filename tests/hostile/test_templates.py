@@ -15,7 +15,7 @@ import pytest
 from refseg.errors import InputError
 from refseg.protocol.templates import build_prompt
 from tests.conftest import ASSETS
-from tests.hostile.harness import run_cli
+from tests.hostile.harness import run_cli_cases
 
 IMAGE = str(ASSETS / "astronaut.jpg")
 
@@ -59,19 +59,36 @@ def _model_folder(tmp_path: Path, template: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("template", [BOMB, HOSTILE[0]])
-def test_model_card_template_is_refused_before_the_model_loads(tmp_path, template):
-    folder = _model_folder(tmp_path, template)
-    out = run_cli("segment", IMAGE, "the astronaut", "--grounder", f"qwen3-vl:{folder}")
+_CARDS = {"card-bomb": BOMB, "card-mro": HOSTILE[0]}
+_KEYS = ["prompt_template", "sft.reasoning_template"]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every CLI case in one limited child."""
+    root = tmp_path_factory.mktemp("templates")
+    cases = {}
+    for name, template in _CARDS.items():
+        (root / name).mkdir()
+        folder = _model_folder(root / name, template)
+        cases[name] = ["segment", IMAGE, "the astronaut", "--grounder", f"qwen3-vl:{folder}"]
+    (root / "d").mkdir()
+    run = root / "run.yaml"
+    run.write_text(f"model: m\ndataset: refshapes:{root / 'd'}:train\noutput_dir: out\n")
+    for key in _KEYS:
+        cases[key] = ["train", "check", "--config", str(run), "--set", f"{key}='{BOMB}'"]
+    return run_cli_cases(cases)
+
+
+@pytest.mark.parametrize("name", list(_CARDS))
+def test_model_card_template_is_refused_before_the_model_loads(outcomes, name):
+    out = outcomes[name]
     assert out.one_line_error, out.stderr[-2000:]
     assert "refseg.json" in out.stderr and "{phrase" in out.stderr
 
 
-@pytest.mark.parametrize("key", ["prompt_template", "sft.reasoning_template"])
-def test_train_check_refuses_a_template_training_would_write_into_the_card(tmp_path, key):
-    (tmp_path / "d").mkdir()
-    run = tmp_path / "run.yaml"
-    run.write_text(f"model: m\ndataset: refshapes:{tmp_path / 'd'}:train\noutput_dir: out\n")
-    out = run_cli("train", "check", "--config", str(run), "--set", f"{key}='{BOMB}'")
+@pytest.mark.parametrize("key", _KEYS)
+def test_train_check_refuses_a_template_training_would_write_into_the_card(outcomes, key):
+    out = outcomes[key]
     assert out.one_line_error, out.stderr[-2000:]
     assert key in out.stderr
