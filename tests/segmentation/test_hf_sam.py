@@ -481,6 +481,20 @@ def test_incomplete_checkpoint_is_refused(folders, tmp_path):
     assert "weights missing" in _one_line(exc)
 
 
+def test_a_pickle_instead_of_safetensors_is_one_line_and_never_loaded(folders, tmp_path):
+    """Issue 22: a folder whose weights are ``pytorch_model.bin`` (a pickle) is refused by
+    transformers' weights-only unpickler with a traceback; safetensors only, one line."""
+    import pickle
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(folders["sam"], folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(ModelError) as exc:
+        load_segmenter(f"sam:{folder}", device="cpu")
+    assert "safetensors" in _one_line(exc)
+
+
 def test_empty_spec_is_input_error():
     with pytest.raises(InputError):
         load_segmenter("sam:")

@@ -291,8 +291,12 @@ class HFSam:
             hf_logging.set_verbosity_error()
             hf_logging.disable_progress_bar()
             try:
-                model, info = model_cls.from_pretrained(
-                    str(folder), local_files_only=True, dtype=torch_dtype, output_loading_info=True
+                model, info = model_cls.from_pretrained(  # safetensors only: never a pickle
+                    str(folder),
+                    local_files_only=True,
+                    dtype=torch_dtype,
+                    output_loading_info=True,
+                    use_safetensors=True,
                 )
             finally:
                 hf_logging.set_verbosity(verbosity)
