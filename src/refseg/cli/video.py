@@ -53,6 +53,12 @@ def video_command(
         raise InputError("give a PHRASE, or --box/--point prompts for the first frame")
     if phrase is None and reground:
         raise InputError("--reground goes with a PHRASE (prompts are given on the first frame)")
+    if phrase is None:
+        from refseg.cli.segment import refuse_phrase_options
+
+        refuse_phrase_options(
+            [n for n, given in (("--grounder", grounder is not None), ("--think", think)) if given]
+        )
     if overlay_video is not None:
         check_overlay_name(overlay_video)
         refuse_overwriting_inputs({"--overlay-video": overlay_video}, [video])
