@@ -280,3 +280,14 @@ def test_run_folder_files_cannot_be_the_inputs(coco_jsonl: Path, tmp_path: Path)
                        "--out", str(run), cwd=tmp_path, timeout=60)  # fmt: skip
     assert done.returncode == 2 and "input file" in done.stderr
     assert done.stderr.count("\n") == 1 and preds.read_text() == ""
+
+
+def test_the_summary_prints_paths_and_notes_as_text(capsys) -> None:
+    """An --out like 'run[/]3' was read as rich markup after the run (MarkupError)."""
+    from refseg.cli.eval import _print_summary
+    from refseg.eval.metrics import aggregate
+
+    document = {"metrics": aggregate([]), "failures": {"parse": 1}, "n_samples": 1}
+    _print_summary(document, Path("run[/]3"), report=False)
+    out = capsys.readouterr().out
+    assert "run[/]3" in out

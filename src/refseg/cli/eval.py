@@ -6,7 +6,6 @@ Thin: parses the options, opens the dataset and the models, and calls
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import typer
 
 from refseg.errors import InputError
 from refseg.grounding import DEFAULT_GROUNDER, DEFAULT_GROUNDER_HELP, GROUNDER_SPECS
+from refseg.jobs import env_int
 from refseg.segmentation import SEGMENTER_SPECS
 
 
@@ -59,10 +59,10 @@ def _print_summary(document: dict, out: Path, *, report: bool) -> None:
             "scored as failures (IoU 0)[/yellow]"
         )
     note = failure_note(document)
-    if note:
-        console.print(f"[yellow]{note}[/yellow]")
+    if note:  # text from the data and the paths given: never read as rich markup
+        console.print(note, style="yellow", markup=False)
     written = [out / "metrics.json"] + [p for p in (out / "report.html",) if report and p.is_file()]
-    console.print("wrote " + ", ".join(str(p) for p in written))
+    console.print("wrote " + ", ".join(str(p) for p in written), markup=False)
 
 
 def _refuse_writing_inputs(out: Path, dataset: str, predictions: Path | None) -> None:
@@ -265,7 +265,7 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(130) from None
-        if int(os.environ.get("RANK", "0") or 0) == 0:
+        if env_int("RANK", 0) == 0:
             _print_summary(document, out, report=report)
             if coco_results is not None:  # refseg.interop.coco: the writer and its id rules
                 _write_coco_results(coco_results, out, predictions)

@@ -357,7 +357,7 @@ def probe_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     Decodes no pixels, so an oversized image (or too much work for its size) is refused first.
     """
     try:
-        width, height = image_size(data, name="image")
+        width, height = image_size(data, name="image", limit=max_pixels)
     except ImageTooLarge as exc:
         raise HTTPError(413, str(exc)) from exc
     except InputError as exc:
