@@ -177,3 +177,16 @@ def test_over_the_pixel_limit_is_its_own_error_type(monkeypatch):
     monkeypatch.setenv("REFSEG_MAX_PIXELS", "lots")
     with pytest.raises(InputError, match="REFSEG_MAX_PIXELS must be a positive integer"):
         load_image(data)
+
+
+def test_a_callers_pil_image_is_not_turned_in_place() -> None:
+    """Files refseg opens are turned upright in place (one copy less); a PIL image the caller
+    opened is theirs and stays as it was."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: displayed turned 90 degrees
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 2), (10, 20, 30)).save(buffer, format="JPEG", exif=exif.tobytes())
+    theirs = Image.open(io.BytesIO(buffer.getvalue()))
+    assert load_image(theirs).shape == (4, 2, 3)  # displayed orientation
+    assert theirs.size == (4, 2) and theirs.getexif().get(0x0112) == 6
+    assert load_image(buffer.getvalue()).shape == (4, 2, 3)  # opened by refseg: same pixels

@@ -144,17 +144,22 @@ def load_image(source: ImageLike, *, limit: int | None = None) -> np.ndarray:
     except Exception as exc:  # PIL raises many types for corrupt data
         detail = " ".join(str(exc).split())[:200]
         raise InputError(f"{name}: not a readable image ({type(exc).__name__}: {detail})") from exc
-    return _from_pil(image, limit, name=name)
+    return _from_pil(image, limit, name=name, owned=True)
 
 
-def _from_pil(image: Image.Image, limit: int, *, name: str) -> np.ndarray:
+def _from_pil(image: Image.Image, limit: int, *, name: str, owned: bool = False) -> np.ndarray:
+    """The RGB array of a PIL image; ``owned``: refseg opened it, so it may be changed in place
+    (a caller's own image never is)."""
     width, height = image.size
     if width * height > limit:
         raise ImageTooLarge(f"{name}: {width}x{height} pixels is over the limit of {limit}")
     if width == 0 or height == 0:
         raise InputError(f"{name}: image has no pixels")
-    try:
-        image = ImageOps.exif_transpose(image) or image
+    try:  # in place when the image is ours: the default copies it even when nothing turns
+        if owned:
+            ImageOps.exif_transpose(image, in_place=True)
+        else:
+            image = ImageOps.exif_transpose(image) or image
     except Exception:  # a broken EXIF block should not make the pixels unusable
         pass
     mode = image.mode
@@ -168,7 +173,9 @@ def _from_pil(image: Image.Image, limit: int, *, name: str) -> np.ndarray:
     if image.mode == "RGBA":
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    if image.mode != "RGB":  # convert() copies even an RGB image
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
 def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
