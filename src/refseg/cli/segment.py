@@ -281,11 +281,15 @@ def segment(
             )
             if v is not None
         ]
+        if phrase is None:
+            refuse_phrase_options(
+                [n for n, on in (("--grounder", grounder is not None), ("--think", think)) if on]
+            )
         video_command(
             image,
             phrase,
-            boxes=box,
-            points=point,
+            boxes=[parse_box(b) for b in box],
+            points=[parse_point(p) for p in point],
             grounder=grounder,
             segmenter=segmenter,
             device=device,

@@ -20,8 +20,8 @@ def video_command(
     video: Path,
     phrase: str | None,
     *,
-    boxes: list[str],
-    points: list[str],
+    boxes: list[tuple[float, float, float, float]],
+    points: list[tuple[float, float, int]],
     grounder: str | None,
     segmenter: str,
     device: str | None,
@@ -33,8 +33,11 @@ def video_command(
     fresh: bool,
     image_only: list[str],
 ) -> None:
-    """Check the options, then run :func:`refseg.video.track` with a progress line."""
-    from refseg.cli.segment import build_prompts
+    """Check the options, then run :func:`refseg.video.track` with a progress line.
+
+    ``boxes`` and ``points`` come parsed (:func:`refseg.cli.segment.parse_box`,
+    :func:`~refseg.cli.segment.parse_point`), and the options only a phrase reads already
+    refused by the caller, so this module needs nothing from ``segment``."""
     from refseg.fileio import check_writable, refuse_overwriting_inputs
     from refseg.video import FrameSource, PromptTracker, TrackOptions, track
     from refseg.video.overlay import check_overlay_name, write_overlay_video
@@ -53,19 +56,17 @@ def video_command(
         raise InputError("give a PHRASE, or --box/--point prompts for the first frame")
     if phrase is None and reground:
         raise InputError("--reground goes with a PHRASE (prompts are given on the first frame)")
-    if phrase is None:
-        from refseg.cli.segment import refuse_phrase_options
-
-        refuse_phrase_options(
-            [n for n, given in (("--grounder", grounder is not None), ("--think", think)) if given]
-        )
     if overlay_video is not None:
         check_overlay_name(overlay_video)
         refuse_overwriting_inputs({"--overlay-video": overlay_video}, [video])
         check_writable(overlay_video)
     source = FrameSource(video)
     info = source.info
-    prompts = build_prompts(boxes, points, info.width, info.height) if phrase is None else []
+    prompts = []
+    if phrase is None:
+        from refseg.types import build_prompts
+
+        prompts = build_prompts(boxes, points, info.width, info.height)
     loaded_grounder = None
     if phrase is not None:
         from refseg.grounding import DEFAULT_GROUNDER, load_grounder
