@@ -65,7 +65,9 @@ def test_pipeline_decodes_the_grounded_box_from_the_grounders_features(
 
     (expected,) = segmenter.predict(embedding, [Prompt(box=instance.box)])
     np.testing.assert_array_equal(instance.mask, expected.mask)
-    assert instance.score == pytest.approx(expected.score)
+    # its score: the decoder's IoU head times the grounder's token probability
+    assert instance.scores["segmenter"] == pytest.approx(expected.score)
+    assert instance.score == pytest.approx(expected.score * instance.scores["grounder"])
 
 
 def test_features_are_not_kept_after_decoding(taught, checkpoint, astronaut, monkeypatch):
