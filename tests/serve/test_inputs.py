@@ -239,3 +239,11 @@ def test_fuzz_image_bytes_decode_or_4xx(data):
         assert exc.status in (413, 422) and "\n" not in exc.message
     else:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def test_a_key_with_a_line_break_gives_a_one_line_422() -> None:
+    """Found by the fuzz test above: an unknown key named "\\n" made a two-line message."""
+    with pytest.raises(HTTPError) as caught:
+        job_from_json(json.dumps({"\n": None, "image": "aGVsbG8=", "phrase": "x"}).encode())
+    assert caught.value.status == 422 and "\n" not in caught.value.message
+    assert "'\\n'" in caught.value.message

@@ -174,7 +174,10 @@ class Job:
 
 def _validation_message(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    # A client's own key names are shown as Python would quote them: a key holding a line
+    # break (or any control character) must not break the one-line message.
+    parts = [str(p) if str(p).isprintable() else repr(str(p)) for p in first.get("loc", ())]
+    where = ".".join(parts)[:200] or "body"
     count = exc.error_count()
     more = f" (and {count - 1} more)" if count > 1 else ""
     return f"{where}: {first.get('msg', 'invalid')}{more}"
