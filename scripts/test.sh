@@ -16,7 +16,7 @@ stage "fetching the default segmenter weights (once per machine, seconds; then c
 refseg weights fetch >/dev/null
 # Tells tests/scripts/test_install.py that this environment was made from requirements.lock.
 export REFSEG_LOCKED=1
-stage "running the test suite (about 5 min on 2 idle cores)"
+stage "running the test suite (about 7 min on 2 idle cores)"
 set +e
 python -m pytest -q -p no:cacheprovider "$@"
 status=$?
