@@ -77,7 +77,13 @@ def test_scores_round_trip_and_keep_the_written_score() -> None:
     back = Instance.from_dict(instance.to_dict())
     assert back.score == pytest.approx(0.7) and back.scores == instance.scores
     instance.set_scores(grounder=0.5, segmenter=0.8)
-    assert instance.score == pytest.approx(0.4)
+    assert instance.score == pytest.approx(0.4)  # the product of the sources that exist
+    assert Instance(rle, scores={"segmenter": 0.8}).scores["grounder"] is None
+    lone = Instance(rle)
+    lone.set_scores(grounder=None, segmenter=0.8)
+    assert lone.score == pytest.approx(0.8)
+    lone.set_scores(segmenter=None)
+    assert lone.score == 1.0  # no source at all
     back = Instance.from_dict(instance.to_dict())
     assert back.score == pytest.approx(0.4) and back.scores == {"grounder": 0.5, "segmenter": 0.8}
     instance.set_scores(segmenter=1.02)  # a predicted IoU a little over 1 is clipped

@@ -63,8 +63,10 @@ def test_requests_are_logged_at_info(tmp_path):
 
     env = {**os.environ, "REFSEG_API_KEY": ""}
     process = subprocess.Popen(
-        [sys.executable, "-m", "refseg.cli", "serve", "--port", "0", "--log-level", "info"]
-        + ["--max-bodies-mb", "64"],
+        [
+            *(sys.executable, "-m", "refseg.cli", "serve", "--port", "0"),
+            *("--log-level", "info", "--max-bodies-mb", "64"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,7 +9,6 @@ import pytest
 from refseg.protocol import parse_answer
 from refseg.protocol.confidence import (
     TokenTrace,
-    combine,
     instance_scores,
     no_target_score,
 )
@@ -96,12 +95,6 @@ def test_no_decision_step_gives_none() -> None:
     trace = TokenTrace([text], [LOG(0.9)], [[(text, LOG(0.9))]])
     parsed = parse_answer(text)
     assert parsed.ok and no_target_score(trace, parsed) is None
-
-
-def test_combine_multiplies_what_exists() -> None:
-    assert combine([0.5, 0.8]) == pytest.approx(0.4)
-    assert combine([None, 0.8]) == pytest.approx(0.8)
-    assert combine([None, None]) is None
 
 
 def test_a_trace_needs_one_probability_per_token() -> None:

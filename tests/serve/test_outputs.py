@@ -61,16 +61,17 @@ def test_predict_lean_groups_prompts_and_keeps_only_rle(size, boxes, groups, mon
     assert "predict_s" in result.timings
 
 
-def test_without_dense_keeps_everything_but_the_dense_mask():
+def test_release_mask_keeps_everything_but_the_dense_mask():
     mask = np.zeros((10, 12), bool)
     mask[2:5, 3:9] = True
     full = Instance.from_mask(
         mask, box=[3, 2, 9, 5], points=[[4, 3], [1, 1]], point_labels=[1, 0], score=0.7, label="x"
     )
     full.path = "M 3 2 L 9 2 L 9 5 Z"
-    lean = outputs.without_dense(full)
+    before = full.to_dict()
+    lean = full.release_mask()
     assert lean._dense is None
-    assert lean.to_dict() == full.to_dict()
+    assert lean.to_dict() == before
     assert np.array_equal(lean.mask, mask)
 
 

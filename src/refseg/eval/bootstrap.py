@@ -47,7 +47,9 @@ def _metrics(a: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]
         }
 
 
-def _interval(values: np.ndarray, level: float) -> list[float] | None:
+def percentile_interval(values: np.ndarray, level: float) -> list[float] | None:
+    """The percentile interval of a statistic's resampled values (non-finite ones left out:
+    resamples on which it is undefined); None when none is finite."""
     values = values[np.isfinite(values)]
     if not len(values):
         return None
@@ -73,7 +75,7 @@ def bootstrap_metrics(
     a = _arrays(records)
     idx = np.random.default_rng(seed).integers(0, len(records), size=(n_boot, len(records)))
     values = _metrics(a, idx)
-    return {name: _interval(values[name], level) for name in CI_METRICS}
+    return {name: percentile_interval(values[name], level) for name in CI_METRICS}
 
 
 def bootstrap_difference(
@@ -105,6 +107,6 @@ def bootstrap_difference(
         delta = float(point_a[name][0] - point_b[name][0])
         out[name] = {
             "delta": round(delta, 4) if np.isfinite(delta) else None,
-            "ci": _interval(boot_a[name] - boot_b[name], level),
+            "ci": percentile_interval(boot_a[name] - boot_b[name], level),
         }
     return out

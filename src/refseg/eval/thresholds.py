@@ -29,6 +29,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from refseg import masks
+from refseg.eval.bootstrap import percentile_interval
 
 #: The thresholds the report tabulates.
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -208,18 +209,10 @@ def threshold_report(
         draws["AP"].append(math.nan if ap is None else ap)
         draws["ECE"].append(math.nan if ece is None else ece)
         curve_draws.append(threshold_curve(sample, thresholds))
-    out["AP_ci"] = _interval(draws["AP"], level)
-    out["ECE_ci"] = _interval(draws["ECE"], level)
+    out["AP_ci"] = percentile_interval(np.asarray(draws["AP"]), level)
+    out["ECE_ci"] = percentile_interval(np.asarray(draws["ECE"]), level)
     for k, row in enumerate(curve):
         for name in ("gIoU", "N-acc", "T-acc"):
-            values = [d[k][name] for d in curve_draws]
-            row[f"{name}_ci"] = _interval([math.nan if v is None else v for v in values], level)
+            values = [math.nan if d[k][name] is None else d[k][name] for d in curve_draws]
+            row[f"{name}_ci"] = percentile_interval(np.asarray(values), level)
     return out
-
-
-def _interval(values: Sequence[float], level: float) -> list[float] | None:
-    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if not len(finite):
-        return None
-    lo, hi = np.percentile(finite, [50 * (1 - level), 50 * (1 + level)])
-    return [round(float(lo), 4), round(float(hi), 4)]

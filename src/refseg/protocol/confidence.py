@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from refseg.protocol.answers import ParsedAnswer
@@ -160,10 +159,3 @@ def _decision_char(text: str, parsed: ParsedAnswer) -> int | None:
     if brace < 0 or not text[:brace].rstrip().endswith("["):
         return None  # not a list of objects (a bare dict, say): no such decision was made
     return brace
-
-
-def combine(scores: Sequence[float | None]) -> float | None:
-    """The instance score refseg reports: the product of the sources that exist (the grounder's
-    box probability, the segmenter's predicted IoU), ``None`` when none does."""
-    present = [s for s in scores if s is not None]
-    return math.prod(present) if present else None

@@ -21,7 +21,7 @@ from refseg.limits import check_prompt_pixels, check_prompts
 from refseg.pipeline import Pipeline
 from refseg.serve.cache import EmbeddingCache, RequestEmbeddings
 from refseg.serve.inputs import HTTPError, Job, decode_image, probe_size
-from refseg.serve.outputs import overlay_png, predict_lean, without_dense
+from refseg.serve.outputs import overlay_png, predict_lean
 from refseg.types import build_prompts
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class Engine:
                 pipeline = Pipeline(grounder, segmenter, options=job.pipeline_options())
                 result = pipeline.run([(image, job.phrase)], embeddings=view)[0]
                 cached = bool(result.instances) and view.computed == 0
-                result.instances = [without_dense(i) for i in result.instances]
+                result.instances = [i.release_mask() for i in result.instances]
             else:
                 prompts = build_prompts(job.boxes, job.points, width, height)
                 check_prompts(prompts, width, height)  # all of them, before any model work

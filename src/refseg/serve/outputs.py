@@ -3,9 +3,10 @@
 A request at every limit (a 49-megapixel image, 10 boxes, ``overlay`` and ``mask_png``) peaked
 at about 2.4 GB over the server's idle size: ten full-size dense masks held side by side
 (490 MB), and :func:`refseg.render.overlay` blending in ``float32`` at full size (1.3 GB, 16 s).
-So the server keeps masks as RLE once predicted (:func:`without_dense`, :func:`predict_lean`)
-and draws the overlay at most :data:`OVERLAY_MAX_PIXELS` (:func:`overlay_png`): it is a
-picture for people; the masks themselves stay full size in the JSON and in ``mask_png``.
+So the server keeps masks as RLE once predicted (:meth:`refseg.types.Instance.release_mask`,
+:func:`predict_lean`) and draws the overlay at most :data:`OVERLAY_MAX_PIXELS`
+(:func:`overlay_png`): it is a picture for people; the masks themselves stay full size in the
+JSON and in ``mask_png``.
 """
 
 from __future__ import annotations
@@ -31,11 +32,6 @@ OVERLAY_MAX_PIXELS = 2048 * 2048
 DENSE_MASK_PIXELS = 64_000_000
 
 
-def without_dense(instance: Instance) -> Instance:
-    """``instance`` holding only its RLE: the full-size boolean mask it caches is let go."""
-    return instance.release_mask()
-
-
 def predict_lean(
     segmenter: Segmenter,
     image: np.ndarray,
@@ -58,7 +54,7 @@ def predict_lean(
         part = segment_prompts(
             segmenter, image, prompts[start : start + group], embedding=embedding, refine=refine
         )
-        instances += [without_dense(i) for i in part.instances]
+        instances += [i.release_mask() for i in part.instances]
         predict_s += part.timings.get("predict_s", 0.0)
     return Result(width=width, height=height, instances=instances, timings={"predict_s": predict_s})
 

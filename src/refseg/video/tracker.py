@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from refseg.segmentation.base import Embedding, Segmenter
+from refseg.segmentation.refiners import interior_point
 from refseg.types import Prompt
 
 #: SAM's low-resolution mask side and its encoder's input side.
@@ -94,17 +95,6 @@ def centroid(mask: np.ndarray) -> tuple[float, float] | None:
     if not len(xs):
         return None
     return float(xs.mean()), float(ys.mean())
-
-
-def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
-    """The mask pixel farthest from its border (a point surely inside, unlike the centroid
-    of a ring or a crescent)."""
-    if not mask.any():
-        return None
-    padded = np.pad(mask.astype(np.uint8), 1)
-    distance = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return float(x) + 0.5, float(y) + 0.5
 
 
 def mask_to_logits(mask: np.ndarray, magnitude: float = 8.0) -> np.ndarray:
