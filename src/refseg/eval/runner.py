@@ -456,10 +456,13 @@ def make_record(
         prediction = masks.normalize(masks.union(pred_masks, sample.height, sample.width))
         if instances and len(instances) <= MAX_RANKED:  # what a score threshold would change
             matched = list(match_ious(sample.masks, pred_masks, sample.height, sample.width))
-            ranked = ranked_ious(
-                [i.score for i in instances],
-                lambda kept: score_as([pred_masks[k] for k in kept]).iou,
-            )
+
+            def iou_of(kept: list[int]) -> float:  # keeping all is the prediction just scored
+                if len(kept) == len(pred_masks):
+                    return score.iou
+                return score_as([pred_masks[k] for k in kept]).iou
+
+            ranked = ranked_ious([i.score for i in instances], iou_of)
     record: dict[str, Any] = {
         "id": sample.id,
         "phrase": sample.phrase,
