@@ -53,6 +53,7 @@ PHRASE_ONLY = [
     (["--refiner", "none"], "--refiner goes with a PHRASE"),
     (["--refiner", "sam"], "--refiner goes with a PHRASE"),  # the default, but given
     (["--refine-iters", "2"], "--refine-iters goes with a PHRASE"),
+    (["--min-score", "0.5"], "--min-score goes with a PHRASE"),
     (["--answer", "path", "--think"], "--think and --answer go with a PHRASE"),
     (["--grounder", "x:y", "--refiner", "none", "--refine-iters", "1"], "--grounder, --refiner"),
 ]

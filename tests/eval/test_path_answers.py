@@ -135,6 +135,7 @@ def test_eval_refuses_resuming_with_other_path_options(setup, capsys) -> None:
     ("args", "message"),
     [
         (["--oracle-boxes", "--refiner", "none"], "--refiner goes with a grounder"),
+        (["--oracle-boxes", "--min-score", "0.5"], "--min-score goes with a grounder"),
         (["--grounder", "openai:http://127.0.0.1:9#m", "--answer", "contour"], "unknown answer"),
     ],
 )
