@@ -686,13 +686,17 @@ def trace(mask: np.ndarray, max_vertices: int | None = 64, *, min_area: float = 
 _SVG_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6")
 
 
-def svg_document(paths: Sequence[str], width: int, height: int) -> str:
+def svg_document(
+    paths: Sequence[str], width: int, height: int, *, ids: Sequence[int] | None = None
+) -> str:
     """An SVG over a ``width`` x ``height`` image with one ``<path>`` per outline.
 
     The viewBox is the image's pixel grid, so coordinates are image pixels; ``fill-rule`` is
     ``nonzero``, the rule refseg rasterizes with, so the file shows the masks refseg computed.
     Empty outlines are written as empty paths to keep one element per instance (``id``
-    ``instance-N``, in result order).
+    ``instance-N``, in result order). With ``ids`` (a video's track IDs, one per path) each
+    element is ``track-ID`` with a ``data-track`` attribute and the colour follows the ID, so
+    an object keeps its colour from frame to frame.
     """
     from xml.sax.saxutils import quoteattr
 
@@ -702,9 +706,11 @@ def svg_document(paths: Sequence[str], width: int, height: int) -> str:
         f'viewBox="0 0 {int(width)} {int(height)}">',
     ]
     for index, data in enumerate(paths):
-        colour = _SVG_COLOURS[index % len(_SVG_COLOURS)]
+        key = index if ids is None else int(ids[index])
+        colour = _SVG_COLOURS[key % len(_SVG_COLOURS)]
+        name = f'id="instance-{index}"' if ids is None else f'id="track-{key}" data-track="{key}"'
         lines.append(
-            f'  <path id="instance-{index}" d={quoteattr(data or "")} fill="{colour}" '
+            f'  <path {name} d={quoteattr(data or "")} fill="{colour}" '
             f'fill-opacity="0.4" fill-rule="nonzero" stroke="{colour}" stroke-width="2"/>'
         )
     lines.append("</svg>")

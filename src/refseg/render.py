@@ -114,3 +114,19 @@ def overlay_png(image: np.ndarray, result: Result) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(overlay(image, result)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def result_svg(result: Result, ids: Sequence[int] | None = None) -> str:
+    """The result's outlines as an SVG over the image size, one ``<path>`` per instance.
+
+    An instance's own ``path`` (path answers) is written as is; other instances get their
+    mask's traced outline (at most 64 vertices, :func:`refseg.paths.trace`). ``ids``: see
+    :func:`refseg.paths.svg_document`.
+    """
+    from refseg.paths import format_path, svg_document, trace
+
+    paths = [
+        inst.path if inst.path is not None else format_path(trace(inst.mask, 64), decimals=1)
+        for inst in result.instances
+    ]
+    return svg_document(paths, result.width, result.height, ids=ids)

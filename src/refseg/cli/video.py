@@ -30,6 +30,8 @@ def video_command(
     out: Path | None,
     reground: int | None,
     overlay_video: Path | None,
+    tracker: str | None,
+    svg_frames: Path | None,
     fresh: bool,
     image_only: list[str],
 ) -> None:
@@ -39,8 +41,9 @@ def video_command(
     :func:`~refseg.cli.segment.parse_point`), and the options only a phrase reads already
     refused by the caller, so this module needs nothing from ``segment``."""
     from refseg.fileio import check_writable, refuse_overwriting_inputs
-    from refseg.video import FrameSource, PromptTracker, TrackOptions, track
-    from refseg.video.overlay import check_overlay_name, write_overlay_video
+    from refseg.video import FrameSource, TrackOptions, track
+    from refseg.video.memory import check_tracker_spec, load_tracker
+    from refseg.video.overlay import check_overlay_name, write_overlay_video, write_svg_frames
     from refseg.video.run import RECORDS, iter_frame_records
 
     if image_only:
@@ -56,6 +59,11 @@ def video_command(
         raise InputError("give a PHRASE, or --box/--point prompts for the first frame")
     if phrase is None and reground:
         raise InputError("--reground goes with a PHRASE (prompts are given on the first frame)")
+    check_tracker_spec(tracker or "prompt")
+    if svg_frames is not None:
+        refuse_overwriting_inputs({"--svg-frames": svg_frames}, [video])
+        if svg_frames.exists() and not svg_frames.is_dir():
+            raise InputError(f"--svg-frames {svg_frames}: not a folder")
     if overlay_video is not None:
         check_overlay_name(overlay_video)
         refuse_overwriting_inputs({"--overlay-video": overlay_video}, [video])
@@ -75,9 +83,8 @@ def video_command(
         check_phrase(phrase)
         loaded_grounder = load_grounder(grounder or DEFAULT_GROUNDER)
     from refseg.progress import new_progress
-    from refseg.segmentation import load_segmenter
 
-    tracker = PromptTracker(load_segmenter(segmenter, device=device), refine=refine)
+    loaded = load_tracker(tracker or "prompt", segmenter=segmenter, device=device, refine=refine)
     options = TrackOptions(reground=reground or 0)
     frames_run, ids = 0, set()
     started = time.perf_counter()
@@ -88,7 +95,7 @@ def video_command(
             phrase,
             boxes=prompts,
             grounder=loaded_grounder,
-            tracker=tracker,
+            tracker=loaded,
             options=options,
             out=out,
             fresh=fresh,
@@ -112,6 +119,9 @@ def video_command(
     if overlay_video is not None:
         written = write_overlay_video(source, iter_frame_records(out), overlay_video)
         typer.echo(f"wrote {overlay_video} ({written} frames)", err=True)
+    if svg_frames is not None:
+        written = write_svg_frames(iter_frame_records(out), svg_frames)
+        typer.echo(f"wrote {written} SVG files to {svg_frames}", err=True)
     rate = f", {frames_run / seconds:.2f} frames/s" if frames_run else ""
     typer.echo(
         f"{total} frames ({frames_run} this run{rate}), {len(all_ids)} track(s): "

@@ -74,7 +74,8 @@ class Preprocessing:
     Attributes:
         size: side of the square model input (1024 for the released checkpoints).
         mean, std: per-channel statistics on the 0-255 scale.
-        squash: SAM 2 resizes to ``size x size`` directly; SAM keeps the aspect ratio and pads.
+        squash: SAM 2 and SAM 3 resize to ``size x size`` directly; SAM keeps the aspect ratio
+            and pads.
     """
 
     size: int
@@ -90,6 +91,8 @@ class Preprocessing:
         fix it, so a processor config that disagrees cannot be followed anyway.
         """
         mean, std, rescale = DEFAULT_MEAN, DEFAULT_STD, DEFAULT_RESCALE
+        if family == "sam3":  # SAM 3's processor normalises to [-1, 1]
+            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         path = folder / "preprocessor_config.json" if folder is not None else None
         if path is not None and path.is_file():
             try:
@@ -111,7 +114,7 @@ class Preprocessing:
             size=size,
             mean=tuple(m / rescale for m in mean),  # type: ignore[arg-type]
             std=tuple(s / rescale for s in std),  # type: ignore[arg-type]
-            squash=family == "sam2",
+            squash=family in ("sam2", "sam3"),
         )
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
@@ -194,6 +197,72 @@ def _input_size(config: Any, family: str) -> int:
     return int(size)
 
 
+def load_checkpoint(
+    model_id: str,
+    *,
+    family: str,
+    accepted: dict[str, tuple[str, ...]],
+    model_class: str,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> tuple[Any, Path]:
+    """Load ``model_id`` (hub id or folder) with ``transformers.<model_class>``, eval mode, on
+    its device: ``(model, folder)``.
+
+    The folder's ``model_type`` must be one of ``accepted[family]`` (a one-line
+    :class:`ModelError` naming the family that would load it otherwise); safetensors only,
+    never a pickle; a checkpoint with missing weights is refused rather than run half random.
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype or "float32", torch_device)
+    folder = resolve_source(model_id, family, patterns=_HUB_PATTERNS)
+    model_type = _model_type(folder)
+    if model_type not in accepted[family]:
+        other = next((k for k, v in accepted.items() if model_type in v), None)
+        hint = f"; load it as {other}:{model_id}" if other else ""
+        raise ModelError(f"{model_id} holds a {model_type or 'unknown'} model, not {family}{hint}")
+    try:
+        import transformers
+        from transformers.utils import logging as hf_logging
+
+        model_cls = getattr(transformers, model_class)
+        # Loading a checkpoint of a wider model type (sam2_video into Sam2Model) warns about the
+        # mismatch; that is expected (its weights are a superset). The per-tensor loading bar is
+        # noise for a CLI that prints one result line. Missing weights, the warning that does
+        # matter, are checked below instead.
+        verbosity = hf_logging.get_verbosity()
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            model, info = model_cls.from_pretrained(  # safetensors only: never a pickle
+                str(folder),
+                local_files_only=True,
+                dtype=torch_dtype,
+                output_loading_info=True,
+                use_safetensors=True,
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
+    except ImportError as exc:
+        raise ModelError(
+            f"the {family}: model needs torch and transformers>=5 (pip install 'refseg[vlm]'):"
+            f" {exc}"
+        ) from exc
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load {family} model from {folder}: {message[:200]}") from exc
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ModelError(
+            f"{folder} is not a complete {family} checkpoint: {len(missing)} weights missing"
+            f" (e.g. {missing[0]})"
+        )
+    return model.to(torch_device).eval(), folder
+
+
 def _batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -266,57 +335,15 @@ class HFSam:
         """
         if family not in FAMILIES:
             raise InputError(f"unknown SAM family {family!r}; use sam or sam2")
-        torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype or "float32", torch_device)
-        folder = resolve_source(model_id, family, patterns=_HUB_PATTERNS)
-        model_type = _model_type(folder)
-        if model_type not in FAMILIES[family]:
-            other = next((k for k, v in FAMILIES.items() if model_type in v), None)
-            hint = f"; load it as {other}:{model_id}" if other else ""
-            raise ModelError(
-                f"{model_id} holds a {model_type or 'unknown'} model, not {family}{hint}"
-            )
-        try:
-            import transformers
-
-            model_cls = transformers.SamModel if family == "sam" else transformers.Sam2Model
-            from transformers.utils import logging as hf_logging
-
-            # Loading a sam2_video checkpoint into the image model warns about the type mismatch;
-            # that is expected here (the image model's weights are a subset of the video model's).
-            # The per-tensor loading bar is noise for a CLI that prints one result line. Missing
-            # weights, the warning that does matter, are checked below instead.
-            verbosity = hf_logging.get_verbosity()
-            bar = hf_logging.is_progress_bar_enabled()
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
-            try:
-                model, info = model_cls.from_pretrained(  # safetensors only: never a pickle
-                    str(folder),
-                    local_files_only=True,
-                    dtype=torch_dtype,
-                    output_loading_info=True,
-                    use_safetensors=True,
-                )
-            finally:
-                hf_logging.set_verbosity(verbosity)
-                if bar:
-                    hf_logging.enable_progress_bar()
-        except ImportError as exc:
-            raise ModelError(
-                f"the {family}: segmenter needs torch and transformers>=5 (pip install"
-                f" 'refseg[vlm]'): {exc}"
-            ) from exc
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load {family} model from {folder}: {message[:200]}") from exc
-        missing = sorted(info.get("missing_keys") or [])
-        if missing:
-            raise ModelError(
-                f"{folder} is not a complete {family} checkpoint: {len(missing)} weights missing"
-                f" (e.g. {missing[0]})"
-            )
-        model.to(torch_device).eval()
+        model_cls = "SamModel" if family == "sam" else "Sam2Model"
+        model, folder = load_checkpoint(
+            model_id,
+            family=family,
+            accepted=FAMILIES,
+            model_class=model_cls,
+            device=device,
+            dtype=dtype,
+        )
         preprocessing = Preprocessing.for_model(family, _input_size(model.config, family), folder)
         return cls(
             model,

@@ -108,3 +108,23 @@ def write_overlay_video(
         finally:
             container.close()
     return written
+
+
+def write_svg_frames(records: Iterator[dict[str, Any]], folder: str | Path) -> int:
+    """One SVG of the tracks' outlines per recorded frame, ``folder/frame_000000.svg`` on
+    (each written whole, under a temporary name first); returns the files written.
+
+    Each ``<path>`` carries its track's ID (``data-track``), so an editor or a script can
+    follow an object across the files."""
+    from refseg.fileio import atomic_write_text, ensure_dir
+    from refseg.render import result_svg
+    from refseg.types import Result
+
+    out = ensure_dir(folder)
+    written = 0
+    for record in records:
+        result = Result.from_dict(record)
+        svg = result_svg(result, ids=[int(i) for i in record.get("track_ids", [])])
+        atomic_write_text(out / f"frame_{int(record['frame']):06d}.svg", svg)
+        written += 1
+    return written

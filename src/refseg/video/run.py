@@ -141,6 +141,7 @@ class TrackBook:
             )
             states.append(TrackState(state.track_id, observation.mask, observation.score, velocity))
         self.states = states
+        self.tracker.commit(embedding, states, [o for _, o in live])
         return states, [o for _, o in live], new, sorted(ended)
 
 

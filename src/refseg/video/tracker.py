@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -53,11 +53,16 @@ class TrackState:
 
 @dataclass
 class Observation:
-    """A tracker's answer for one object in one frame; ``prompt`` is what produced it."""
+    """A tracker's answer for one object in one frame; ``prompt`` is what produced it.
+
+    ``memory`` is a memory tracker's own state for a new detection (opaque to the loop), handed
+    back to it in :meth:`Tracker.commit` once the detection has become (part of) a track.
+    """
 
     mask: np.ndarray
     score: float
     prompt: Prompt | None = None
+    memory: Any = None
 
 
 @runtime_checkable
@@ -78,6 +83,17 @@ class Tracker(Protocol):
 
     def detect(self, embedding: Embedding, prompts: Sequence[Prompt]) -> list[Observation]:
         """Masks for new prompts in this frame, in order."""
+        ...
+
+    def commit(
+        self,
+        embedding: Embedding,
+        states: Sequence[TrackState],
+        observations: Sequence[Observation],
+    ) -> None:
+        """The frame's outcome: the live tracks (``states``, IDs settled) and what each one was
+        last seen as. A tracker with a memory updates it here; a new ID is a new track, a
+        missing one has ended."""
         ...
 
 
@@ -154,25 +170,9 @@ class PromptTracker:
 
     def next_prompt(self, state: TrackState, width: int, height: int) -> Prompt | None:
         """This frame's prompt for a track; None when its predicted box has left the frame."""
-        box = mask_box(state.mask)
-        if box is None:
-            return None
-        vx, vy = state.velocity
-        x1, y1, x2, y2 = box
-        mx, my = self.margin * (x2 - x1) + 1.0, self.margin * (y2 - y1) + 1.0
-        x1, x2 = max(0.0, x1 + vx - mx), min(float(width), x2 + vx + mx)
-        y1, y2 = max(0.0, y1 + vy - my), min(float(height), y2 + vy + my)
-        if x2 - x1 < 1.0 or y2 - y1 < 1.0:
-            return None
-        points: list[tuple[float, float]] = []
-        if self.point:
-            inner = interior_point(state.mask)
-            if inner is not None:
-                px, py = inner[0] + vx, inner[1] + vy
-                if x1 <= px < x2 and y1 <= py < y2:
-                    points.append((px, py))
-        mask_input = mask_to_logits(state.mask) if self.mask_prompt else None
-        return Prompt(box=(x1, y1, x2, y2), points=points, mask_input=mask_input)
+        return lead_prompt(
+            state, width, height, margin=self.margin, point=self.point, mask=self.mask_prompt
+        )
 
     def propagate(
         self, embedding: Embedding, states: Sequence[TrackState]
@@ -211,6 +211,48 @@ class PromptTracker:
             return []
         predictions = self.segmenter.predict(embedding, list(prompts), refine=self.refine)
         return [Observation(p.mask, p.score, q) for p, q in zip(predictions, prompts)]
+
+    def commit(
+        self,
+        embedding: Embedding,
+        states: Sequence[TrackState],
+        observations: Sequence[Observation],
+    ) -> None:
+        """Nothing to remember: the next prompt comes from ``states`` alone."""
+
+
+def lead_prompt(
+    state: TrackState,
+    width: int,
+    height: int,
+    *,
+    margin: float = 0.1,
+    point: bool = True,
+    mask: bool = False,
+) -> Prompt | None:
+    """A prompt for where a track should be in the next frame: its mask's box moved by the
+    object's velocity and grown by ``margin`` of its size on each side, optionally the mask's
+    most interior point (moved too, kept only inside the box) and the mask itself as SAM's
+    low-res mask input; None when that box has left the frame."""
+    box = mask_box(state.mask)
+    if box is None:
+        return None
+    vx, vy = state.velocity
+    x1, y1, x2, y2 = box
+    mx, my = margin * (x2 - x1) + 1.0, margin * (y2 - y1) + 1.0
+    x1, x2 = max(0.0, x1 + vx - mx), min(float(width), x2 + vx + mx)
+    y1, y2 = max(0.0, y1 + vy - my), min(float(height), y2 + vy + my)
+    if x2 - x1 < 1.0 or y2 - y1 < 1.0:
+        return None
+    points: list[tuple[float, float]] = []
+    if point:
+        inner = interior_point(state.mask)
+        if inner is not None:
+            px, py = inner[0] + vx, inner[1] + vy
+            if x1 <= px < x2 and y1 <= py < y2:
+                points.append((px, py))
+    mask_input = mask_to_logits(state.mask) if mask else None
+    return Prompt(box=(x1, y1, x2, y2), points=points, mask_input=mask_input)
 
 
 def shifted(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
