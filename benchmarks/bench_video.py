@@ -14,9 +14,17 @@ frames to show drift. Objects: the largest ``--objects`` visible in frame 0 (at 
 640x480 camera sequence written as an MP4, one and three tracked objects, and the peak RSS
 (``ru_maxrss``) sampled along a long run of small frames, with the load average before each.
 
+``--part memory``: the same for the SAM 2 video tracker (``sam2-video:``) at real size, the
+SAM 2.1 Hiera-tiny architecture with **random weights** (no checkpoint can be downloaded here;
+the cost does not depend on the weight values, the masks do, so no J&F): frames/s through
+``track`` with one and three objects, and the bytes of tensors each track's session holds along
+the run, with refseg's cap on the memory bank and without it (transformers' session as it
+keeps everything it is given).
+
 Usage (from the repository root):
     python benchmarks/bench_video.py --part jf [--frames 100] [--camera 2] [--shapes 2]
     python benchmarks/bench_video.py --part speed [--speed-frames 20] [--long-frames 1000]
+    python benchmarks/bench_video.py --part memory [--memory-frames 40]
 """
 
 from __future__ import annotations
@@ -233,17 +241,94 @@ def part_speed(args: argparse.Namespace) -> dict:
     return report
 
 
+def session_bytes(session) -> int:
+    """Bytes of the tensors a transformers video session holds (frames, outputs, cache)."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+
+    def visit(value) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            if id(value) not in seen:
+                seen.add(id(value))
+                total += value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+
+    visit(session.processed_frames or {})
+    visit(session.output_dict_per_obj)
+    visit(session.cache._vision_features)
+    return total
+
+
+def part_memory(args: argparse.Namespace) -> dict:
+    from refseg.testing.tiny_trackers import save_tracker_model
+    from refseg.video import track
+    from refseg.video.memory import load_tracker
+
+    frames = args.memory_frames
+    report = {
+        "part": "memory",
+        "model": "sam2-video, SAM 2.1 Hiera-tiny architecture, random weights",
+        "cpus": os.cpu_count(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_tracker_model(Path(tmp) / "sam2", "sam2-video", size="real")
+        sequence = camera_sequences(load_objects(), count=1, length=frames)[0]
+        video = Path(tmp) / "camera.mp4"
+        write_mp4(sequence, video, frames)
+        _, gts = sequence.frame(0)
+        order = sorted(range(len(gts)), key=lambda i: -int(gts[i].sum()))
+        marks = sorted({1, 10, 20, frames // 2, frames})
+        for count, capped in ((1, True), (3, True), (1, False)):
+            tracker = load_tracker(f"sam2-video:{folder}", device="cpu")
+            tracker.min_score, tracker.min_area = 0.0, 0  # random weights: keep every track
+            if not capped:
+                tracker._cap = lambda session, index: None
+            boxes = [Prompt(box=mask_box(gts[k])) for k in order[:count]]
+            held = {}
+            before = load()
+            started = time.perf_counter()
+            done = 0
+            for result in track(
+                video, boxes=boxes, tracker=tracker, out=Path(tmp) / f"o{count}{capped}"
+            ):
+                done += 1
+                if result.index + 1 in marks and tracker.sessions:
+                    first = tracker.sessions[min(tracker.sessions)]
+                    held[result.index + 1] = round(session_bytes(first) / 2**20, 1)
+            seconds = time.perf_counter() - started
+            report[f"640x480, {count} object(s), {'capped' if capped else 'uncapped'}"] = {
+                "frames": done,
+                "seconds": round(seconds, 1),
+                "frames_per_s": round(done / seconds, 3),
+                "session_mib_after_frames": held,
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "load_before": before,
+                "load_after": load(),
+            }
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("jf", "speed"), required=True)
+    parser.add_argument("--part", choices=("jf", "speed", "memory"), required=True)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--camera", type=int, default=2)
     parser.add_argument("--shapes", type=int, default=2)
     parser.add_argument("--objects", type=int, default=3)
     parser.add_argument("--speed-frames", type=int, default=20)
     parser.add_argument("--long-frames", type=int, default=1000)
+    parser.add_argument("--memory-frames", type=int, default=40)
     args = parser.parse_args()
-    report = part_jf(args) if args.part == "jf" else part_speed(args)
+    parts = {"jf": part_jf, "speed": part_speed, "memory": part_memory}
+    report = parts[args.part](args)
     print(json.dumps(report, indent=1))
 
 

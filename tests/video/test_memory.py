@@ -205,6 +205,7 @@ def test_cli_tracks_with_a_memory_tracker_and_writes_svg_frames(folders, tmp_pat
     ("extra", "message"),
     [
         (["--tracker", "sam9:x"], "unknown tracker 'sam9:x'"),
+        (["--tracker", "sam2-video:x", "--refine", "1"], "--refine goes with the prompt tracker"),
         (["--tracker", "prompt"], "--tracker go with a video input"),
         (["--svg-frames", "d"], "--svg-frames go with a video input"),
     ],
@@ -219,7 +220,7 @@ def test_cli_refuses_tracker_options_in_one_line(tmp_path, capsys, extra, messag
     pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=100, loop=0)
     image = tmp_path / "one.png"
     pictures[0].save(image)
-    target = gif if "unknown" in message else image
+    target = image if "video input" in message else gif
     args = ["segment", str(target), "--box", "4,16,20,32", "--out", str(tmp_path / "o"), *extra]
     assert main(args) != 0
     err = capsys.readouterr().err.strip()

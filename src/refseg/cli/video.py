@@ -59,7 +59,9 @@ def video_command(
         raise InputError("give a PHRASE, or --box/--point prompts for the first frame")
     if phrase is None and reground:
         raise InputError("--reground goes with a PHRASE (prompts are given on the first frame)")
-    check_tracker_spec(tracker or "prompt")
+    kind, _ = check_tracker_spec(tracker or "prompt")
+    if refine is not None and not kind.startswith("prompt"):
+        raise InputError(f"--refine goes with the prompt tracker, not {kind}")
     if svg_frames is not None:
         refuse_overwriting_inputs({"--svg-frames": svg_frames}, [video])
         if svg_frames.exists() and not svg_frames.is_dir():
