@@ -22,7 +22,7 @@ the run, with refseg's cap on the memory bank and without it (transformers' sess
 keeps everything it is given).
 
 Usage (from the repository root):
-    python benchmarks/bench_video.py --part jf [--frames 100] [--camera 2] [--shapes 2]
+    python benchmarks/bench_video.py --part jf [--frames 100] [--camera 2] [--shapes 2] [--start 0]
     python benchmarks/bench_video.py --part speed [--speed-frames 20] [--long-frames 1000]
     python benchmarks/bench_video.py --part memory [--memory-frames 40]
 """
@@ -137,13 +137,15 @@ def part_jf(args: argparse.Namespace) -> dict:
     segmenter = load_segmenter("onnx-sam")
     kinds = {
         "camera (COCO photos)": camera_sequences(
-            load_objects(), count=args.camera, length=args.frames
-        ),
+            load_objects(), count=args.start + args.camera, length=args.frames
+        )[args.start :],
         "RefShapes video": [
-            shapes_sequence(seed, length=args.frames) for seed in range(args.shapes)
+            shapes_sequence(seed, length=args.frames)
+            for seed in range(args.start, args.start + args.shapes)
         ],
     }
-    report = {"part": "jf", "load_before": load(), "frames": args.frames, "kinds": {}}
+    report = {"part": "jf", "load_before": load(), "frames": args.frames, "start": args.start}
+    report["kinds"] = {}
     for kind, sequences in kinds.items():
         runs = []
         for sequence in sequences:
@@ -323,6 +325,9 @@ def main() -> None:
     parser.add_argument("--camera", type=int, default=2)
     parser.add_argument("--shapes", type=int, default=2)
     parser.add_argument("--objects", type=int, default=3)
+    parser.add_argument(
+        "--start", type=int, default=0, help="skip this many sequences of each kind (a new set)"
+    )
     parser.add_argument("--speed-frames", type=int, default=20)
     parser.add_argument("--long-frames", type=int, default=1000)
     parser.add_argument("--memory-frames", type=int, default=40)

@@ -828,8 +828,22 @@ def main(argv: list[str] | None = None) -> int:
                         f"  {split} {group}: gIoU {g['delta']:+.3f} "
                         f"[{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] (paired bootstrap 95%)"
                     )
+    print_thresholds(work, list(results), "test")
     print(f"\ntotal {summary['total_minutes']} min; details in {result_file}")
     return 0
+
+
+def print_thresholds(work: Path, names: list[str], split: str) -> None:
+    """Each model's score-threshold section (curve, AP, reliability) on ``split``, as
+    ``refseg eval`` writes it into metrics.md, from the evaluation's own metrics.json."""
+    from refseg.eval.report import threshold_lines
+
+    for name in names:
+        path = work / "eval" / name / split / "metrics.json"
+        thresholds = json.loads(path.read_text()).get("thresholds") if path.is_file() else None
+        if thresholds:
+            print(f"\n### {name}, {split}\n")
+            print("\n".join(threshold_lines(thresholds)[1:]).strip())
 
 
 if __name__ == "__main__":
