@@ -32,7 +32,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def frames() -> list[np.ndarray]:
-    return moving_square(40, width=96, height=64, step=1)
+    return moving_square(24, width=96, height=64, step=1)
 
 
 def _load(folders, family: str, **options) -> MemoryTracker:
@@ -63,7 +63,7 @@ def _session_sizes(session) -> tuple[int, int, int, int]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_streams_frames_with_a_capped_memory_bank(folders, frames, family) -> None:
-    """40 frames, two tracks: masks at the frame's size, one image encoding a frame, nothing of
+    """24 frames, two tracks: masks at the frame's size, one image encoding a frame, nothing of
     past frames kept beyond the model's reach, and the bank's size flat once it is full."""
     tracker = _load(folders, family, min_score=0.0, min_area=0)
     calls = []

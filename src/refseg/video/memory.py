@@ -19,7 +19,7 @@ How refseg drives them, and why:
   (``num_maskmem`` frames of masks, ``max_object_pointers_in_encoder`` of pointers) are dropped,
   conditioning frames are kept to ``max_cond_frames`` (the first prompt and the most recent
   re-groundings), and the full-resolution masks that only the memory encoder reads are released
-  once it has. Memory is flat over a long video (tested: the sizes stay put over 40 frames).
+  once it has. Memory is flat over a long video (tested: the sizes stay put from frame 18 on).
 * **New objects** (a grounder's boxes, the user's first-frame prompts) get a new session
   conditioned on their box (+ points) at the current frame. A re-grounding matched to a live
   track adds that frame, with the fresh mask, to the track's conditioning frames (as a prompt
