@@ -19,12 +19,14 @@ SAM 2.1 Hiera-tiny architecture with **random weights** (no checkpoint can be do
 the cost does not depend on the weight values, the masks do, so no J&F): frames/s through
 ``track`` with one and three objects, and the bytes of tensors each track's session holds along
 the run, with refseg's cap on the memory bank and without it (transformers' session as it
-keeps everything it is given).
+keeps everything it is given). ``--part memory-profile``: where its frame time goes (image
+encoder, each object's step, the memory attention within it).
 
 Usage (from the repository root):
     python benchmarks/bench_video.py --part jf [--frames 100] [--camera 2] [--shapes 2] [--start 0]
     python benchmarks/bench_video.py --part speed [--speed-frames 20] [--long-frames 1000]
     python benchmarks/bench_video.py --part memory [--memory-frames 40]
+    python benchmarks/bench_video.py --part memory-profile
 """
 
 from __future__ import annotations
@@ -318,9 +320,62 @@ def part_memory(args: argparse.Namespace) -> dict:
     return report
 
 
+def part_memory_profile(args: argparse.Namespace) -> dict:
+    """Where a frame's time goes in the SAM 2 video tracker at real size (random weights):
+    the image encoder (once a frame), each object's step, and within it the memory attention.
+    Medians over frames 5-12 of one object on a 640x480 frame."""
+    import torch
+
+    from refseg.testing.tiny_trackers import save_tracker_model
+    from refseg.video.memory import load_tracker
+    from refseg.video.tracker import TrackState
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_tracker_model(Path(tmp) / "sam2", "sam2-video", size="real")
+        tracker = load_tracker(f"sam2-video:{folder}", device="cpu")
+    tracker.min_score, tracker.min_area = 0.0, 0
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    embedding = tracker.embed(frame)
+    (first,) = tracker.detect(embedding, [Prompt(box=(100, 100, 300, 300))])
+    states = [TrackState(0, first.mask)]
+    tracker.commit(embedding, states, [first])
+    attention = tracker.model.memory_attention
+    forward, spent = attention.forward, []
+
+    def timed(*a, **k):
+        started = time.perf_counter()
+        out = forward(*a, **k)
+        spent.append(time.perf_counter() - started)
+        return out
+
+    attention.forward = timed
+    encoder, step = [], []
+    before = load()
+    for _ in range(12):
+        started = time.perf_counter()
+        embedding = tracker.embed(frame)
+        encoder.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        observed = tracker.propagate(embedding, states)
+        step.append(time.perf_counter() - started)
+        tracker.commit(embedding, states, observed)
+    return {
+        "part": "memory-profile",
+        "model": "sam2-video, SAM 2.1 Hiera-tiny architecture, random weights",
+        "threads": torch.get_num_threads(),
+        "image_encoder_s_per_frame": round(float(np.median(encoder[4:])), 3),
+        "object_step_s": round(float(np.median(step[4:])), 3),
+        "memory_attention_s": round(float(np.median(spent[4:])), 3),
+        "load_before": before,
+        "load_after": load(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("jf", "speed", "memory"), required=True)
+    parser.add_argument(
+        "--part", choices=("jf", "speed", "memory", "memory-profile"), required=True
+    )
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--camera", type=int, default=2)
     parser.add_argument("--shapes", type=int, default=2)
@@ -332,7 +387,12 @@ def main() -> None:
     parser.add_argument("--long-frames", type=int, default=1000)
     parser.add_argument("--memory-frames", type=int, default=40)
     args = parser.parse_args()
-    parts = {"jf": part_jf, "speed": part_speed, "memory": part_memory}
+    parts = {
+        "jf": part_jf,
+        "speed": part_speed,
+        "memory": part_memory,
+        "memory-profile": part_memory_profile,
+    }
     report = parts[args.part](args)
     print(json.dumps(report, indent=1))
 
