@@ -77,7 +77,7 @@ def test_video_options_on_an_image_are_refused(tmp_path, capsys) -> None:
 
     Image.fromarray(moving_square(1)[0]).save(tmp_path / "a.png")
     assert main(["segment", str(tmp_path / "a.png"), "--box", "1,1,9,9", "--reground", "3"]) == 2
-    assert "go with a video input" in capsys.readouterr().err
+    assert "--reground goes with a video input" in capsys.readouterr().err
 
 
 def test_segment_a_video_by_phrase_regrounds_every_n_frames(tmp_path, capsys) -> None:

@@ -206,8 +206,8 @@ def test_cli_tracks_with_a_memory_tracker_and_writes_svg_frames(folders, tmp_pat
     [
         (["--tracker", "sam9:x"], "unknown tracker 'sam9:x'"),
         (["--tracker", "sam2-video:x", "--refine", "1"], "--refine goes with the prompt tracker"),
-        (["--tracker", "prompt"], "--tracker go with a video input"),
-        (["--svg-frames", "d"], "--svg-frames go with a video input"),
+        (["--tracker", "prompt"], "--tracker goes with a video input"),
+        (["--svg-frames", "d"], "--svg-frames goes with a video input"),
     ],
 )
 def test_cli_refuses_tracker_options_in_one_line(tmp_path, capsys, extra, message) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from refseg.cli.options import refuse_given
 from refseg.errors import InputError
 from refseg.grounding import DEFAULT_GROUNDER, DEFAULT_GROUNDER_HELP, GROUNDER_SPECS
 from refseg.segmentation import SEGMENTER_SPECS
@@ -75,12 +76,10 @@ def refuse_phrase_options(given: list[str]) -> None:
     """Refuse options that only a PHRASE (a grounder) reads when prompts are given instead:
     ``--box``/``--point`` go straight to the segmenter, so ``--answer path`` and the like would
     be dropped without a word."""
-    if given:
-        named = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
-        raise InputError(
-            f"{named} {'goes' if len(given) == 1 else 'go'} with a PHRASE (a grounder's "
-            "answer); --box/--point prompts go straight to the segmenter"
-        )
+    refuse_given(
+        given,
+        "a PHRASE (a grounder's answer); --box/--point prompts go straight to the segmenter",
+    )
 
 
 def build_prompts(boxes: list[str], points: list[str], width: int, height: int) -> list:
@@ -239,12 +238,11 @@ def segment(
             )
             if value
         ]
-        if single:  # one image's options: refused, not silently ignored
-            raise InputError(
-                f"{' and '.join(single)} go{'es' if len(single) == 1 else ''} with one "
-                "image, not --batch (a batch writes DIR/results.jsonl; prompts ride in "
-                "the pairs file)"
-            )
+        refuse_given(  # one image's options: refused, not silently ignored
+            single,
+            "one image, not --batch (a batch writes DIR/results.jsonl; prompts ride in the "
+            "pairs file)",
+        )
         batch_command(
             batch,
             out,
@@ -308,8 +306,7 @@ def segment(
         )
         if value is not None
     ]
-    if video_only:
-        raise InputError(f"{' and '.join(video_only)} go with a video input")
+    refuse_given(video_only, "a video input")
     if phrases is not None:
         raise InputError("--phrases goes with --batch FOLDER")
     if fresh:

@@ -40,17 +40,16 @@ def video_command(
     ``boxes`` and ``points`` come parsed (:func:`refseg.cli.segment.parse_box`,
     :func:`~refseg.cli.segment.parse_point`), and the options only a phrase reads already
     refused by the caller, so this module needs nothing from ``segment``."""
+    from refseg.cli.options import refuse_given
     from refseg.fileio import check_writable, refuse_overwriting_inputs
     from refseg.video import FrameSource, TrackOptions, track
     from refseg.video.memory import check_tracker_spec, load_tracker
     from refseg.video.overlay import check_overlay_name, write_overlay_video, write_svg_frames
     from refseg.video.run import RECORDS, iter_frame_records
 
-    if image_only:
-        raise InputError(
-            f"{' and '.join(image_only)} go{'es' if len(image_only) == 1 else ''} with one image; "
-            "a video writes --out DIR (frames.jsonl) and --overlay-video FILE"
-        )
+    refuse_given(
+        image_only, "one image; a video writes --out DIR (frames.jsonl) and --overlay-video FILE"
+    )
     if out is None:
         raise InputError("a video needs --out DIR for its per-frame results (frames.jsonl)")
     if phrase is not None and (boxes or points):
