@@ -422,17 +422,11 @@ def test_preprocessor_config_statistics_are_used(folders, image, tmp_path):
 
 def test_sam2_video_checkpoint_loads_as_sam2(tmp_path, image):
     """Hub SAM 2.1 folders say ``model_type: sam2_video``; the image model loads their weights."""
-    config = transformers.Sam2VideoConfig(
-        **_sam2_parts(),
-        memory_attention_hidden_size=32,
-        memory_encoder_hidden_size=32,
-        memory_encoder_output_channels=16,
-        mem_dim=16,
-    )
-    torch.manual_seed(0)
-    video = transformers.Sam2VideoModel(config)
-    video.save_pretrained(tmp_path / "video")
-    seg = load_segmenter(f"sam2:{tmp_path / 'video'}", device="cpu")
+    from refseg.testing.tiny_trackers import save_tracker_model
+
+    folder = save_tracker_model(tmp_path / "video", "sam2-video")
+    video = transformers.Sam2VideoModel.from_pretrained(folder)
+    seg = load_segmenter(f"sam2:{folder}", device="cpu")
     saved = video.state_dict()
     for key, value in seg.model.state_dict().items():
         assert torch.equal(value, saved[key]), key
