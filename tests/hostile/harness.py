@@ -22,6 +22,16 @@ import pytest
 #: Address-space limit of a case's child process. torch, onnxruntime and the model weights
 #: map a lot of virtual memory, so this is generous; a runaway allocation still hits it.
 MEMORY_LIMIT = 6 * 1024**3
+
+#: A small but complete box-decoder config (boxdec.json): the hostile cases change one field.
+BOXDEC_CONFIG = {
+    "sources": ["final"],
+    "source_dims": [128],
+    "text_dim": 128,
+    "width": 32,
+    "heads": 4,
+    "depth": 1,
+}
 #: Wall-clock limit of one case (seconds).
 TIMEOUT = 60
 

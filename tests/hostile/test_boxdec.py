@@ -7,30 +7,21 @@ import json
 import pytest
 
 from tests.conftest import ASSETS
-from tests.hostile.harness import run_cli
+from tests.hostile.harness import BOXDEC_CONFIG, run_cli
 
 IMAGE = str(ASSETS / "astronaut.jpg")
-
-_CONFIG = {
-    "sources": ["final"],
-    "source_dims": [128],
-    "text_dim": 128,
-    "width": 32,
-    "heads": 4,
-    "depth": 1,
-}
 
 
 @pytest.mark.parametrize(
     "config, weights, expect",
     [
-        ({**_CONFIG, "width": 2**30}, b"", "4096"),  # would allocate ~10^18 floats
-        ({**_CONFIG, "source_dims": [10**12]}, b"", "65536"),
-        ({**_CONFIG, "sources": ["final"] * 1000, "source_dims": [1] * 1000}, b"", "1-64"),
-        ({**_CONFIG, "mlp_ratio": "lots"}, b"", "number"),
-        ({**_CONFIG, "depth": None}, b"", "depth"),
-        (_CONFIG, (2**62).to_bytes(8, "little") + b"{}", "unreadable weights"),
-        (_CONFIG, b"\x00" * 3, "unreadable weights"),
+        ({**BOXDEC_CONFIG, "width": 2**30}, b"", "4096"),  # would allocate ~10^18 floats
+        ({**BOXDEC_CONFIG, "source_dims": [10**12]}, b"", "65536"),
+        ({**BOXDEC_CONFIG, "sources": ["final"] * 1000, "source_dims": [1] * 1000}, b"", "1-64"),
+        ({**BOXDEC_CONFIG, "mlp_ratio": "lots"}, b"", "number"),
+        ({**BOXDEC_CONFIG, "depth": None}, b"", "depth"),
+        (BOXDEC_CONFIG, (2**62).to_bytes(8, "little") + b"{}", "unreadable weights"),
+        (BOXDEC_CONFIG, b"\x00" * 3, "unreadable weights"),
         ("not a mapping", b"", "unreadable config"),
     ],
 )

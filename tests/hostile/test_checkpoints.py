@@ -15,18 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ASSETS
-from tests.hostile.harness import run_cli_cases
+from tests.hostile.harness import BOXDEC_CONFIG, run_cli_cases
 
 IMAGE = str(ASSETS / "astronaut.jpg")
-
-_BOXDEC = {
-    "sources": ["final"],
-    "source_dims": [128],
-    "text_dim": 128,
-    "width": 32,
-    "heads": 4,
-    "depth": 1,
-}
 
 
 def _boxdec(folder: Path, config: object, **meta: object) -> str:
@@ -46,10 +37,10 @@ _BOMB = {
     "depth": 32,
     "mlp_ratio": 16.0,
 }
-_BOXDEC_CASES = {
+BOXDEC_CONFIG_CASES = {
     "boxdec-bomb": (_BOMB, "parameters"),
-    "boxdec-no-sources": ({k: v for k, v in _BOXDEC.items() if k != "sources"}, "sources"),
-    "boxdec-no-text-dim": ({k: v for k, v in _BOXDEC.items() if k != "text_dim"}, "text_dim"),
+    "boxdec-no-sources": ({k: v for k, v in BOXDEC_CONFIG.items() if k != "sources"}, "sources"),
+    "boxdec-no-text-dim": ({k: v for k, v in BOXDEC_CONFIG.items() if k != "text_dim"}, "text_dim"),
     "boxdec-null": (None, "unreadable config"),
 }
 _CHANNELS = {"abc": "abc", "inf": float("inf"), "list": [64], "null": None, "true": True}
@@ -84,7 +75,7 @@ def outcomes(tmp_path_factory):
     pytest.importorskip("torch")
     root = tmp_path_factory.mktemp("checkpoints")
     cases = {}
-    for name, (config, _) in _BOXDEC_CASES.items():
+    for name, (config, _) in BOXDEC_CONFIG_CASES.items():
         (root / name).mkdir()
         spec = _boxdec(root / name, config)
         cases[name] = ["segment", IMAGE, "--box", "1,1,50,50", "--segmenter", spec]
@@ -99,11 +90,11 @@ def outcomes(tmp_path_factory):
     return run_cli_cases(cases)
 
 
-@pytest.mark.parametrize("name", list(_BOXDEC_CASES))
+@pytest.mark.parametrize("name", list(BOXDEC_CONFIG_CASES))
 def test_boxdec_bombs_and_missing_keys_are_one_line_before_building(outcomes, name):
     out = outcomes[name]
     assert out.one_line_error, out.stderr[-2000:]
-    assert _BOXDEC_CASES[name][1] in out.stderr
+    assert BOXDEC_CONFIG_CASES[name][1] in out.stderr
 
 
 def test_refiner_deflate_bomb_is_refused_before_inflating(outcomes):
