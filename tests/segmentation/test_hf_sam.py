@@ -23,6 +23,7 @@ from refseg.errors import InputError, ModelError  # noqa: E402
 from refseg.segmentation import Embedding, MaskPrediction, Segmenter, load_segmenter  # noqa: E402
 from refseg.segmentation.hf_sam import HFSam, Preprocessing  # noqa: E402
 from refseg.testing.compare import assert_masks_agree  # noqa: E402
+from refseg.testing.tiny_trackers import save_tracker_model, tiny_sam2_vision_config  # noqa: E402
 from refseg.types import Prompt  # noqa: E402
 
 SIZE = 128  # model input side: 8x8 embeddings, 32x32 low-res masks
@@ -64,22 +65,7 @@ def _sam_config():
 
 def _sam2_parts() -> dict:
     return {
-        "vision_config": {
-            "backbone_config": {
-                "model_type": "sam2_hiera_det_model",
-                "hidden_size": 8,
-                "image_size": [SIZE, SIZE],
-                "blocks_per_stage": [1, 1, 2, 1],
-                "embed_dim_per_stage": [8, 16, 32, 64],
-                "num_attention_heads_per_stage": [1, 1, 1, 1],
-                "window_size_per_stage": [4, 4, 4, 2],
-                "global_attention_blocks": [3],
-                "window_positional_embedding_background_size": [4, 4],
-            },
-            "backbone_channel_list": [64, 32, 16, 8],
-            "backbone_feature_sizes": [[32, 32], [16, 16], [8, 8]],
-            "fpn_hidden_size": 32,
-        },
+        "vision_config": tiny_sam2_vision_config(SIZE, fpn_hidden=32),
         "prompt_encoder_config": PROMPT_ENCODER,
         "mask_decoder_config": DECODER,
     }
@@ -422,8 +408,6 @@ def test_preprocessor_config_statistics_are_used(folders, image, tmp_path):
 
 def test_sam2_video_checkpoint_loads_as_sam2(tmp_path, image):
     """Hub SAM 2.1 folders say ``model_type: sam2_video``; the image model loads their weights."""
-    from refseg.testing.tiny_trackers import save_tracker_model
-
     folder = save_tracker_model(tmp_path / "video", "sam2-video")
     video = transformers.Sam2VideoModel.from_pretrained(folder)
     seg = load_segmenter(f"sam2:{folder}", device="cpu")

@@ -37,28 +37,34 @@ _MEMORY = {
 }
 
 
+def tiny_sam2_vision_config(size: int = SAM2_SIZE, fpn_hidden: int = 128) -> dict[str, Any]:
+    """A tiny SAM 2 image encoder (4-stage Hiera, ``size`` px input, 16 px patches at the last
+    level), shared by the image-segmenter tests (``Sam2Config``) and the video models here."""
+    return {
+        "backbone_config": {
+            "model_type": "sam2_hiera_det_model",
+            "hidden_size": 8,
+            "image_size": [size, size],
+            "blocks_per_stage": [1, 1, 2, 1],
+            "embed_dim_per_stage": [8, 16, 32, 64],
+            "num_attention_heads_per_stage": [1, 1, 1, 1],
+            "window_size_per_stage": [4, 4, 4, 2],
+            "global_attention_blocks": [3],
+            "window_positional_embedding_background_size": [4, 4],
+        },
+        "backbone_channel_list": [64, 32, 16, 8],
+        "backbone_feature_sizes": [[size // 4] * 2, [size // 8] * 2, [size // 16] * 2],
+        "fpn_hidden_size": fpn_hidden,
+    }
+
+
 def tiny_sam2_video_config() -> Any:
     """A ~1 M-parameter ``Sam2VideoConfig`` (Hiera encoder, 128 px input)."""
     import transformers
 
     size = SAM2_SIZE
     return transformers.Sam2VideoConfig(
-        vision_config={
-            "backbone_config": {
-                "model_type": "sam2_hiera_det_model",
-                "hidden_size": 8,
-                "image_size": [size, size],
-                "blocks_per_stage": [1, 1, 2, 1],
-                "embed_dim_per_stage": [8, 16, 32, 64],
-                "num_attention_heads_per_stage": [1, 1, 1, 1],
-                "window_size_per_stage": [4, 4, 4, 2],
-                "global_attention_blocks": [3],
-                "window_positional_embedding_background_size": [4, 4],
-            },
-            "backbone_channel_list": [64, 32, 16, 8],
-            "backbone_feature_sizes": [[size // 4] * 2, [size // 8] * 2, [size // 16] * 2],
-            "fpn_hidden_size": 128,
-        },
+        vision_config=tiny_sam2_vision_config(size),
         prompt_encoder_config={
             "hidden_size": 128,
             "image_size": size,
